@@ -1,0 +1,55 @@
+"""GLM's format markers and the one scanning primitive both parsing stages share.
+
+Every marker starts with `<`, so a stage only ever looks at `<` positions (`str.find`, C speed) and keeps at most
+one marker's length of unconsumed text between deltas: that bounded look-behind is what makes feeding a delta
+cost O(len(delta)) instead of re-scanning everything received so far.
+"""
+
+from __future__ import annotations
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+CALL_OPEN = "<tool_call>"
+CALL_CLOSE = "</tool_call>"
+KEY_OPEN = "<arg_key>"
+KEY_CLOSE = "</arg_key>"
+VALUE_OPEN = "<arg_value>"
+VALUE_CLOSE = "</arg_value>"
+# End-of-turn tokens: engines normally strip them, but with special tokens kept they can reach the parser.
+STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
+
+PARTIAL = "partial"  # sentinel: the text ends inside something that may still become a marker
+
+
+def find_marker(text: str, pos: int, markers: tuple[str, ...]) -> tuple[int, str | None]:
+    """First `<` at or after `pos` that starts one of `markers`.
+
+    Returns `(i, marker)` for a whole marker at i, `(i, PARTIAL)` when `text[i:]` is a proper prefix of a marker
+    (more text is needed to decide), and `(-1, None)` when no marker can start in `text[pos:]`.
+    """
+    find = text.find
+    end = len(text)
+    while True:
+        i = find("<", pos)
+        if i < 0:
+            return -1, None
+        for marker in markers:
+            if text.startswith(marker, i):
+                return i, marker
+        tail = end - i
+        for marker in markers:
+            if tail < len(marker) and marker.startswith(text[i:]):
+                return i, PARTIAL
+        pos = i + 1
+
+
+def marker_at(text: str, i: int, markers: tuple[str, ...]) -> str | None:
+    """The marker that starts exactly at `i`, PARTIAL if `text[i:]` may still become one, else None."""
+    for marker in markers:
+        if text.startswith(marker, i):
+            return marker
+    rest = text[i:]
+    for marker in markers:
+        if len(rest) < len(marker) and marker.startswith(rest):
+            return PARTIAL
+    return None

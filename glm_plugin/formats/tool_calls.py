@@ -1,0 +1,449 @@
+"""Streaming parser for GLM tool calls, both layouts, with the field malformations recovered.
+
+GLM-4.7 writes `<tool_call>name<arg_key>k</arg_key><arg_value>v</arg_value></tool_call>` inline; GLM-4.5/4.6 put
+name, keys and values on separate lines. Whitespace around every marker is tolerated, so one lexer serves both.
+
+Policies (docs/formats.md explains each, with the failure-modes rule behind it):
+- A call to a declared tool streams: its name once the name region has closed (R2.3), string values as JSON
+  string fragments as they arrive (R2.5), other values when their closing tag arrives.
+- A call to an undeclared name is still a call (clients answer "no such tool" and the model recovers), but it is
+  held until `</tool_call>` and only recoveries that need no declared name apply; if it turns out malformed, its
+  raw text is returned as content. Nothing is dropped (R1.7).
+- Recoveries that depend on the name (name and key run together, a stray `</arg_value>` after the name) and the
+  missing `<arg_value>` recovery apply only to declared names (R1.3).
+- A call cut off by the end of the stream ends with `complete=False`, its arguments closed to valid JSON: the
+  complete arguments plus a string value streamed so far; a partial non-string value is left out (R2.6).
+- Whitespace touching a marker is format, not content (templates render `content.strip()`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable
+
+from .arguments import ToolSchemas, could_be_non_string, decode_value
+from .events import ContentDelta, Event, ToolArgsDelta, ToolCallEnd, ToolCallStart
+from .tags import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    KEY_CLOSE,
+    KEY_OPEN,
+    PARTIAL,
+    STOP_TOKENS,
+    VALUE_CLOSE,
+    VALUE_OPEN,
+    find_marker,
+    marker_at,
+)
+
+_CONTENT, _NAME, _EXPECT_KEY, _KEY, _EXPECT_VALUE, _VALUE = range(6)
+_STREAM, _CHECK, _HOLD = range(3)  # how a value is emitted: as it arrives, held while it may be non-string, held
+
+_CONTENT_MARKERS = (CALL_OPEN,) + STOP_TOKENS
+_AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE) + STOP_TOKENS  # a doubled </tool_call> is dropped (R1.5)
+_NAME_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN)
+_EXPECT_KEY_MARKERS = (KEY_OPEN, CALL_CLOSE, VALUE_CLOSE, CALL_OPEN, KEY_CLOSE, VALUE_OPEN)
+_KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
+_EXPECT_VALUE_MARKERS = (VALUE_OPEN, KEY_OPEN, CALL_CLOSE, CALL_OPEN)
+_VALUE_MARKERS = (VALUE_CLOSE,)  # inside a value every other marker is literal text (R1.9)
+
+MAX_NAME_CHARS = 256  # a longer "name" is prose that happened to follow a <tool_call>, not a call
+MAX_KEY_CHARS = 256
+
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\ud800-\udfff]')
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def json_string_body(text: str) -> str:
+    """`text` escaped as the inside of a JSON string. Escaping is per character, so pieces escape independently;
+    lone surrogates become `\\uXXXX` so the JSON stays encodable as UTF-8."""
+    if not _NEEDS_ESCAPE.search(text):
+        return text
+    body = json.dumps(text, ensure_ascii=False)[1:-1]
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", body)
+
+
+def json_value(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and not any(c.isspace() or c in "<>" for c in name)
+
+
+class ToolCallParser:
+    """Turns content text (thinking already split off) into content and tool-call events, one delta at a time."""
+
+    def __init__(self, tools: Iterable[Any] | None = None):
+        self._schemas = ToolSchemas(tools)
+        self._state = _CONTENT
+        self._pending = ""  # a possible marker prefix at the end of the last delta
+        self._ws = ""  # content whitespace held until we know it does not touch a marker
+        self._segment_started = False
+        self._after_call = False
+        self._index = 0
+        self._reset_call()
+
+    def _reset_call(self) -> None:
+        self._name_parts: list[str] = []
+        self._name_len = 0
+        self._name = ""
+        self._buffer: list[Event] | None = None  # events of an undeclared call, released at </tool_call>
+        self._raw: list[str] | None = None  # its raw text, returned as content if it proves malformed
+        self._args: dict[str, Any] = {}
+        self._fragments: list[str] = []
+        self._key_parts: list[str] = []
+        self._key_len = 0
+        self._key = ""
+        self._prefix = ""
+        self._mode = _STREAM
+        self._vtype = None
+        self._value: list[str] = []
+        self._container = False
+
+    # ---- public -------------------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> list[Event]:
+        out: list[Event] = []
+        if self._pending:
+            text = self._pending + text
+            self._pending = ""
+        pos = 0
+        n = len(text)
+        while pos < n:
+            state = self._state
+            if state == _VALUE:
+                i, marker = find_marker(text, pos, _VALUE_MARKERS)
+                end = n if i < 0 else i
+                if end > pos:
+                    self._value_text(out, text[pos:end])
+                if i < 0:
+                    break
+                if marker is PARTIAL:
+                    self._pending = text[i:]
+                    break
+                pos = i + len(VALUE_CLOSE)
+                self._track(VALUE_CLOSE)
+                self._close_value(out)
+            elif state == _CONTENT:
+                i, marker = find_marker(text, pos, _AFTER_CALL_MARKERS if self._after_call else _CONTENT_MARKERS)
+                end = n if i < 0 else i
+                if end > pos:
+                    self._content(out, text[pos:end])
+                if i < 0:
+                    break
+                if marker is PARTIAL:
+                    self._pending = text[i:]
+                    break
+                pos = i + len(marker)
+                if marker == CALL_OPEN:
+                    self._begin_call()
+                elif marker == CALL_CLOSE and not self._after_call:
+                    self._content(out, marker)  # not right after a call: ordinary text
+            elif state == _NAME:
+                pos = self._name_step(out, text, pos)
+            elif state == _EXPECT_KEY:
+                pos = self._expect_key_step(out, text, pos)
+            elif state == _KEY:
+                pos = self._key_step(out, text, pos)
+            else:
+                pos = self._expect_value_step(out, text, pos)
+        return out
+
+    def finish(self) -> list[Event]:
+        """End of stream: flush held text; a call still open is ended with complete=False."""
+        out: list[Event] = []
+        pending, self._pending = self._pending, ""
+        state = self._state
+        if state == _CONTENT:
+            if pending:
+                self._content(out, pending)
+        elif state == _NAME:
+            self._content(out, CALL_OPEN + "".join(self._name_parts) + pending)
+            self._reset_call()
+            self._state = _CONTENT
+        elif self._buffer is not None:
+            self._track(pending)
+            self._abort(out)
+        else:
+            if state == _VALUE and self._mode == _STREAM:
+                if pending:
+                    self._value_text(out, pending)
+                self._close_value(out)
+            self._end_call(out, complete=False)
+        self._ws = ""
+        return out
+
+    # ---- content ------------------------------------------------------------------------------------------
+
+    def _content(self, out: list[Event], piece: str) -> None:
+        body = piece.rstrip()
+        if not body:
+            if self._segment_started:
+                self._ws += piece
+            return
+        if not self._segment_started:
+            body = body.lstrip()
+            self._segment_started = True
+        self._after_call = False
+        out.append(ContentDelta(self._ws + body if self._ws else body))
+        self._ws = piece[len(piece.rstrip()):]
+
+    # ---- call structure -----------------------------------------------------------------------------------
+
+    def _begin_call(self) -> None:
+        self._ws = ""
+        self._after_call = False
+        self._reset_call()
+        self._state = _NAME
+
+    def _track(self, text: str) -> None:
+        if self._raw is not None:
+            self._raw.append(text)
+
+    def _emit(self, out: list[Event], event: Event) -> None:
+        (self._buffer if self._buffer is not None else out).append(event)
+
+    def _fragment(self, out: list[Event], text: str) -> None:
+        self._fragments.append(text)
+        self._emit(out, ToolArgsDelta(self._index, text))
+
+    def _start(self, out: list[Event], name: str, marker: str) -> None:
+        self._name = name
+        if not self._schemas.declares(name):
+            self._buffer = []
+            self._raw = [CALL_OPEN, "".join(self._name_parts), marker]
+        self._emit(out, ToolCallStart(self._index, name))
+
+    def _abort(self, out: list[Event]) -> None:
+        """An undeclared call proved malformed: everything it consumed is content."""
+        raw = "".join(self._raw or ())
+        self._reset_call()
+        self._state = _CONTENT
+        self._content(out, raw)
+
+    def _end_call(self, out: list[Event], complete: bool = True) -> None:
+        self._fragment(out, "}" if self._fragments else "{}")
+        arguments_json = "".join(self._fragments)
+        self._emit(out, ToolCallEnd(self._index, self._name, self._args, arguments_json, complete))
+        if self._buffer is not None:
+            out.extend(self._buffer)
+        self._index += 1
+        self._reset_call()
+        self._state = _CONTENT
+        self._segment_started = False
+        self._ws = ""
+        self._after_call = True
+
+    def _name_step(self, out: list[Event], text: str, pos: int) -> int:
+        i, marker = find_marker(text, pos, _NAME_MARKERS)
+        end = len(text) if i < 0 else i
+        room = MAX_NAME_CHARS - self._name_len
+        if end - pos > room:  # too long to be a name: cut at a fixed length so chunking cannot matter
+            self._name_parts.append(text[pos:pos + room + 1])
+            self._content(out, CALL_OPEN + "".join(self._name_parts))
+            self._reset_call()
+            self._state = _CONTENT
+            return pos + room + 1
+        if end > pos:
+            self._name_parts.append(text[pos:end])
+            self._name_len += end - pos
+        if i < 0:
+            return len(text)
+        if marker is PARTIAL:
+            self._pending = text[i:]
+            return len(text)
+        self._end_name(out, marker)
+        return i + len(marker) if marker != CALL_OPEN else i
+
+    def _end_name(self, out: list[Event], marker: str) -> None:
+        region = "".join(self._name_parts)
+        name = region.strip()
+        schemas = self._schemas
+        if marker in (KEY_OPEN, CALL_CLOSE) and _valid_name(name):
+            self._start(out, name, marker)
+            if marker == KEY_OPEN:
+                self._state = _KEY
+            else:
+                self._end_call(out)
+            return
+        if marker == VALUE_CLOSE and _valid_name(name) and schemas.declares(name):
+            self._start(out, name, marker)  # R1.3: a stray </arg_value> glued to a zero-argument name
+            self._state = _EXPECT_KEY
+            return
+        if marker == KEY_CLOSE:  # R1.3: the <arg_key> is missing, so name and key ran together
+            split = self._split_name_and_key(name)
+            if split is not None:
+                self._start(out, split[0], marker)
+                self._key = split[1]
+                self._state = _EXPECT_VALUE
+                return
+        self._reset_call()
+        self._state = _CONTENT
+        if marker == CALL_OPEN:
+            self._content(out, CALL_OPEN + region)  # the next call starts at this marker
+        else:
+            self._content(out, CALL_OPEN + region + marker)
+
+    def _split_name_and_key(self, region: str) -> tuple[str, str] | None:
+        parts = region.split(None, 1)
+        if len(parts) == 2 and self._schemas.declares(parts[0]):
+            return parts[0], parts[1].strip()
+        best = ""
+        for name in self._schemas.names:
+            if len(name) > len(best) and len(name) < len(region) and region.startswith(name):
+                best = name
+        return (best, region[len(best):].strip()) if best else None
+
+    def _junk(self, out: list[Event], piece: str) -> bool:
+        """Text where only markers belong. Returns False when it ended (aborted) the current call."""
+        if self._buffer is not None:
+            self._track(piece)
+            self._abort(out)
+            return False
+        self._content(out, piece)
+        return True
+
+    def _expect_key_step(self, out: list[Event], text: str, pos: int) -> int:
+        i, marker = find_marker(text, pos, _EXPECT_KEY_MARKERS)
+        end = len(text) if i < 0 else i
+        piece = text[pos:end]
+        if piece.strip():
+            if not self._junk(out, piece):
+                return end
+        else:
+            self._track(piece)
+        if i < 0:
+            return len(text)
+        if marker is PARTIAL:
+            self._pending = text[i:]
+            return len(text)
+        if marker == KEY_OPEN:
+            self._track(marker)
+            self._key_parts = []
+            self._key_len = 0
+            self._state = _KEY
+        elif marker == CALL_CLOSE:
+            self._end_call(out)
+        elif marker == CALL_OPEN:  # the previous call never closed, but all its arguments did
+            self._end_call(out)
+            return i
+        elif marker != VALUE_CLOSE or self._buffer is not None:  # a doubled </arg_value> is dropped
+            self._junk(out, marker)
+        return i + len(marker)
+
+    def _key_step(self, out: list[Event], text: str, pos: int) -> int:
+        i, marker = find_marker(text, pos, _KEY_MARKERS)
+        end = len(text) if i < 0 else i
+        if end - pos > MAX_KEY_CHARS - self._key_len:
+            cut = pos + MAX_KEY_CHARS - self._key_len + 1
+            self._key_parts.append(text[pos:cut])
+            self._track(text[pos:cut])
+            return self._bad_key(out, cut, "")
+        if end > pos:
+            self._key_parts.append(text[pos:end])
+            self._key_len += end - pos
+            self._track(text[pos:end])
+        if i < 0:
+            return len(text)
+        if marker is PARTIAL:
+            self._pending = text[i:]
+            return len(text)
+        if marker == KEY_CLOSE:
+            self._track(marker)
+            self._key = "".join(self._key_parts).strip()
+            self._state = _EXPECT_VALUE
+            return i + len(marker)
+        if marker == VALUE_OPEN and self._buffer is None:  # </arg_key> missing: the value opens the key's end
+            self._key = "".join(self._key_parts).strip()
+            self._begin_value(out)
+            return i + len(marker)
+        return self._bad_key(out, i, marker)
+
+    def _bad_key(self, out: list[Event], i: int, marker: str) -> int:
+        """A key region that never closed properly: its text is content and the call goes on (an undeclared
+        call aborts). Returns where scanning resumes: structural markers are handled again by the next state."""
+        key_text = KEY_OPEN + "".join(self._key_parts)
+        self._key_parts = []
+        self._key_len = 0
+        again = marker in (CALL_OPEN, CALL_CLOSE, KEY_OPEN)
+        if self._buffer is not None:
+            if not again:
+                self._track(marker)
+            self._abort(out)
+        else:
+            self._state = _EXPECT_KEY
+            self._content(out, key_text if again else key_text + marker)
+        return i if again else i + len(marker)
+
+    def _expect_value_step(self, out: list[Event], text: str, pos: int) -> int:
+        n = len(text)
+        j = pos
+        while j < n and text[j].isspace():
+            j += 1
+        self._track(text[pos:j])
+        if j == n:
+            return n
+        marker = marker_at(text, j, _EXPECT_VALUE_MARKERS)
+        if marker is PARTIAL:
+            self._pending = text[j:]
+            return n
+        if marker == VALUE_OPEN:
+            self._track(marker)
+            self._begin_value(out)
+            return j + len(marker)
+        if self._buffer is not None:  # an undeclared call gets no recovery
+            self._abort(out)
+            return j
+        if marker is not None:  # a key with no value at all: an empty string, then the marker as usual
+            self._begin_value(out)
+            self._close_value(out)
+            return j
+        self._begin_value(out)  # R1.3: <arg_value> missing; the value is the bare text up to </arg_value>
+        return j
+
+    # ---- values -------------------------------------------------------------------------------------------
+
+    def _begin_value(self, out: list[Event]) -> None:
+        key_json = json_value(self._key)
+        self._prefix = ("{" if not self._fragments else ", ") + key_json + ": "
+        vtype = self._schemas.value_type(self._name, self._key)
+        self._vtype = vtype
+        self._value = []
+        self._container = False
+        if vtype.is_string:
+            self._mode = _STREAM
+            self._fragment(out, self._prefix + '"')
+        else:
+            self._mode = _CHECK if vtype.may_be_string else _HOLD
+        self._state = _VALUE
+
+    def _value_text(self, out: list[Event], piece: str) -> None:
+        self._value.append(piece)
+        self._track(piece)
+        mode = self._mode
+        if mode == _STREAM:
+            self._fragment(out, json_string_body(piece))
+        elif mode == _CHECK and not self._container:
+            held = "".join(self._value)
+            if not could_be_non_string(self._vtype, held):
+                self._mode = _STREAM
+                self._value = [held]
+                self._fragment(out, self._prefix + '"' + json_string_body(held))
+            else:
+                head = held.lstrip()
+                self._container = bool(head) and head[0] in "[{"
+
+    def _close_value(self, out: list[Event]) -> None:
+        text = "".join(self._value)
+        if self._mode == _STREAM:
+            value: Any = text
+            self._fragment(out, '"')
+        else:
+            value = decode_value(self._vtype, text)
+            self._fragment(out, self._prefix + json_value(value))
+        self._args[self._key] = value
+        self._value = []
+        self._state = _EXPECT_KEY
