@@ -91,6 +91,9 @@ class ThinkingSplitter:
                 break
             if i > pos:
                 self._reasoning(out, text[pos:i])
+                if self._state != state:  # reasoning began before the marker: rescan with the right markers
+                    pos = i
+                    continue
             if marker is PARTIAL:
                 self._pending = text[i:]
                 break
