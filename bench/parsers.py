@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from glm_plugin.formats import GlmOutputParser, ThinkingStart, ToolCallEnd
+from glm_plugin.formats import GlmOutputParser, ThinkingStart, parse_output
 
 TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object", "properties": {
     "path": {"type": "string"}, "content": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}},
@@ -55,9 +55,9 @@ def us_per_token(text: str, repeat: int = 3) -> float:
             feed(delta)
         events = parser.finish()
         best = min(best, time.perf_counter() - start)
-    ends = [e for e in events if type(e) is ToolCallEnd]
-    if len(ends) != 1 or not ends[0].complete:
-        raise SystemExit("benchmark call did not parse as one complete call")
+    calls = parse_output(text, TOOLS, ThinkingStart.REASONING).tool_calls
+    if len(calls) != 1 or not calls[0].complete or events:
+        raise SystemExit("benchmark text did not parse as one complete call")
     return best / len(deltas) * 1e6
 
 
