@@ -18,6 +18,8 @@ VALUE_CLOSE = "</arg_value>"
 # End-of-turn tokens: engines normally strip them, but with special tokens kept they can reach the parser.
 STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
+MAX_NAME_CHARS = 256  # a longer "name" is prose that happened to follow a <tool_call>, not a call
+
 PARTIAL = "partial"  # sentinel: the text ends inside something that may still become a marker
 
 
@@ -53,3 +55,8 @@ def marker_at(text: str, i: int, markers: tuple[str, ...]) -> str | None:
         if len(rest) < len(marker) and marker.startswith(rest):
             return PARTIAL
     return None
+
+
+def looks_like_name(name: str) -> bool:
+    """A tool name as GLM writes it: non-empty, no whitespace, no markup (R1.2: the name is one non-space run)."""
+    return bool(name) and not any(c.isspace() or c in "<>" for c in name)

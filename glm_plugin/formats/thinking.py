@@ -4,6 +4,8 @@ GLM-4.5/4.6 let the model open `<think>` itself; GLM-4.7's generation prompt alr
 closes it; `enable_thinking=false` pre-fills a closed block. The start state therefore comes from the end of the
 rendered prompt, never from the model name (failure-modes R6.1). A `<tool_call>` ends reasoning implicitly: calls
 emitted inside thinking are still calls (R4.1); the tag is handed on, verbatim, as content for the tool stage.
+But prose *about* the tag is not a call (R4.2): inside reasoning, `<tool_call>` ends thinking only once a
+well-formed name region follows it; otherwise it stays reasoning text.
 """
 
 from __future__ import annotations
@@ -11,7 +13,21 @@ from __future__ import annotations
 import enum
 
 from .events import ContentDelta, ReasoningDelta
-from .tags import CALL_OPEN, PARTIAL, STOP_TOKENS, THINK_CLOSE, THINK_OPEN, find_marker
+from .tags import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    KEY_CLOSE,
+    KEY_OPEN,
+    MAX_NAME_CHARS,
+    PARTIAL,
+    STOP_TOKENS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    VALUE_CLOSE,
+    VALUE_OPEN,
+    find_marker,
+    looks_like_name,
+)
 
 
 class ThinkingStart(enum.Enum):
@@ -30,10 +46,20 @@ def thinking_start_from_prompt(prompt: str) -> ThinkingStart:
     return ThinkingStart.MODEL
 
 
-_DECIDE, _REASONING_START, _REASONING, _CONTENT = range(4)
+_DECIDE, _REASONING_START, _REASONING, _CONTENT, _CALL_CHECK = range(5)
 _DECIDE_MARKERS = (THINK_OPEN,)
 _START_MARKERS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN) + STOP_TOKENS
 _REASONING_MARKERS = (THINK_CLOSE, CALL_OPEN) + STOP_TOKENS
+_NAME_END_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN, THINK_CLOSE)
+
+
+def _opens_call(region: str, marker: str) -> bool:
+    """Whether `<tool_call>` + region + marker starts a call (possibly one the tool stage must recover)."""
+    if marker in (KEY_OPEN, CALL_CLOSE, VALUE_CLOSE):
+        return looks_like_name(region.strip())
+    if marker == KEY_CLOSE:  # name and key run together, with or without whitespace between them
+        return 1 <= len(region.split()) <= 2 and all(looks_like_name(p) for p in region.split())
+    return False
 
 
 class ThinkingSplitter:
@@ -43,12 +69,13 @@ class ThinkingSplitter:
     content passes through untouched, for the tool-call stage to handle. `feed` costs O(len(delta)).
     """
 
-    __slots__ = ("_state", "_pending", "_ws", "reasoning_ended")
+    __slots__ = ("_state", "_pending", "_ws", "_region", "reasoning_ended")
 
     def __init__(self, start: ThinkingStart = ThinkingStart.MODEL):
         self._state = {ThinkingStart.MODEL: _DECIDE, ThinkingStart.REASONING: _REASONING_START}.get(start, _CONTENT)
         self._pending = ""  # unconsumed text: a possible marker prefix, or leading whitespace while deciding
         self._ws = ""  # reasoning whitespace held back until we know it is not trailing
+        self._region = ""  # text after a <tool_call> met inside reasoning, until we know it is a call
         self.reasoning_ended = start is ThinkingStart.CONTENT
 
     def feed(self, text: str) -> list[ReasoningDelta | ContentDelta]:
@@ -64,6 +91,33 @@ class ThinkingSplitter:
             if state == _CONTENT:
                 out.append(ContentDelta(text[pos:]))
                 break
+            if state == _CALL_CHECK:
+                i, marker = find_marker(text, pos, _NAME_END_MARKERS)
+                end = n if i < 0 else i
+                if len(self._region) + end - pos > MAX_NAME_CHARS:
+                    marker = None  # too long for a name: prose
+                else:
+                    self._region += text[pos:end]
+                    if i < 0:
+                        break
+                    if marker is PARTIAL:
+                        self._pending = text[i:]
+                        break
+                    pos = i
+                    if _opens_call(self._region, marker):
+                        out.append(ContentDelta(CALL_OPEN + self._region))
+                        self._region = ""
+                        self._state = _CONTENT
+                        self._ws = ""
+                        self.reasoning_ended = True
+                        continue
+                # Not a call: the tag was reasoning text; rescan what followed it (at most a name's length).
+                text = self._region + text[pos:]
+                pos, n = 0, len(text)
+                self._region = ""
+                self._state = _REASONING
+                self._reasoning(out, CALL_OPEN)
+                continue
             if state == _DECIDE:
                 stripped = len(text) - len(text[pos:].lstrip())
                 if stripped == n:
@@ -102,11 +156,12 @@ class ThinkingSplitter:
                 continue  # a re-opened block at the very start (template and model both opened it)
             if marker in STOP_TOKENS:
                 continue
+            if marker == CALL_OPEN:
+                self._state = _CALL_CHECK
+                continue
             self._ws = ""
             self._state = _CONTENT
             self.reasoning_ended = True
-            if marker == CALL_OPEN:
-                pos = i  # the tool stage needs the tag itself
         return out
 
     def _reasoning(self, out: list, piece: str) -> None:
@@ -124,6 +179,11 @@ class ThinkingSplitter:
         """End of stream: text held as a possible marker prefix was not a marker after all."""
         pending, self._pending = self._pending, ""
         self._ws = ""
+        if self._state == _CALL_CHECK:  # cut off inside what may be a call: the tool stage decides
+            region, self._region = self._region, ""
+            self._state = _CONTENT
+            self.reasoning_ended = True
+            return [ContentDelta(CALL_OPEN + region + pending)]
         if not pending:
             return []
         if self._state in (_DECIDE, _CONTENT):

@@ -13,7 +13,8 @@ Policies (docs/formats.md explains each, with the failure-modes rule behind it):
   missing `<arg_value>` recovery apply only to declared names (R1.3).
 - A call cut off by the end of the stream ends with `complete=False`, its arguments closed to valid JSON: the
   complete arguments plus a string value streamed so far; a partial non-string value is left out (R2.6).
-- Whitespace touching a marker is format, not content (templates render `content.strip()`).
+- Whitespace at the start and end of content, and before a call, is format, not content (templates render
+  `content.strip()`); whitespace after a call is kept when content goes on around it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from .tags import (
     CALL_OPEN,
     KEY_CLOSE,
     KEY_OPEN,
+    MAX_NAME_CHARS,
     PARTIAL,
     STOP_TOKENS,
     VALUE_CLOSE,
     VALUE_OPEN,
     find_marker,
+    looks_like_name,
     marker_at,
 )
 
@@ -48,7 +51,6 @@ _KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
 _EXPECT_VALUE_MARKERS = (VALUE_OPEN, KEY_OPEN, CALL_CLOSE, CALL_OPEN)
 _VALUE_MARKERS = (VALUE_CLOSE,)  # inside a value every other marker is literal text (R1.9)
 
-MAX_NAME_CHARS = 256  # a longer "name" is prose that happened to follow a <tool_call>, not a call
 MAX_KEY_CHARS = 256
 
 _NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\ud800-\udfff]')
@@ -69,10 +71,6 @@ def json_value(value: Any) -> str:
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
 
 
-def _valid_name(name: str) -> bool:
-    return bool(name) and not any(c.isspace() or c in "<>" for c in name)
-
-
 class ToolCallParser:
     """Turns content text (thinking already split off) into content and tool-call events, one delta at a time."""
 
@@ -81,7 +79,7 @@ class ToolCallParser:
         self._state = _CONTENT
         self._pending = ""  # a possible marker prefix at the end of the last delta
         self._ws = ""  # content whitespace held until we know it does not touch a marker
-        self._segment_started = False
+        self._segment_started = False  # leading whitespace of the turn's content is dropped
         self._after_call = False
         self._index = 0
         self._reset_call()
@@ -233,7 +231,6 @@ class ToolCallParser:
         self._index += 1
         self._reset_call()
         self._state = _CONTENT
-        self._segment_started = False
         self._ws = ""
         self._after_call = True
 
@@ -262,14 +259,14 @@ class ToolCallParser:
         region = "".join(self._name_parts)
         name = region.strip()
         schemas = self._schemas
-        if marker in (KEY_OPEN, CALL_CLOSE) and _valid_name(name):
+        if marker in (KEY_OPEN, CALL_CLOSE) and looks_like_name(name):
             self._start(out, name, marker)
             if marker == KEY_OPEN:
                 self._state = _KEY
             else:
                 self._end_call(out)
             return
-        if marker == VALUE_CLOSE and _valid_name(name) and schemas.declares(name):
+        if marker == VALUE_CLOSE and looks_like_name(name) and schemas.declares(name):
             self._start(out, name, marker)  # R1.3: a stray </arg_value> glued to a zero-argument name
             self._state = _EXPECT_KEY
             return
