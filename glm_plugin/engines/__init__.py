@@ -1,0 +1,40 @@
+"""Engine adapters. This module holds the one thing both engines share: which parts `GLM_PLUGIN_DISABLE` turns off.
+
+`GLM_PLUGIN_DISABLE` is a comma list of `parsers`, `model`, `kernels` (or `all`). It is read when an engine
+process loads the plugin, so it must be set in the environment the engine starts in (both engines pass their
+environment on to every process they spawn). Standard library only: this runs at plugin-load time in every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+ENV_VAR = "GLM_PLUGIN_DISABLE"
+PARTS = ("parsers", "model", "kernels")
+
+logger = logging.getLogger(__name__)
+_warned: set[str] = set()
+
+
+def disabled_parts(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The parts switched off by `GLM_PLUGIN_DISABLE`; an unknown name is warned about once, then ignored."""
+    raw = (os.environ if environ is None else environ).get(ENV_VAR, "")
+    names = {part.strip().lower() for part in raw.split(",") if part.strip()}
+    if "all" in names:
+        return frozenset(PARTS)
+    unknown = sorted(names.difference(PARTS, _warned))
+    if unknown:
+        _warned.update(unknown)
+        logger.warning(
+            "%s=%r: unknown part(s) %s ignored; use a comma list of %s, or all",
+            ENV_VAR, raw, ", ".join(unknown), ", ".join(PARTS),
+        )
+    return frozenset(names.intersection(PARTS))
+
+
+def part_enabled(part: str, environ: Mapping[str, str] | None = None) -> bool:
+    if part not in PARTS:
+        raise ValueError(f"unknown glm_plugin part {part!r}; the parts are {', '.join(PARTS)}")
+    return part not in disabled_parts(environ)

@@ -1,0 +1,58 @@
+"""SGLang entry point (`sglang.srt.plugins`): make SGLang's `glm45` / `glm47` parser names use glm_plugin.
+
+`sglang.srt.plugins.load_plugins()` calls `register()` in the launcher, the main process (tokenizer manager and
+OpenAI serving) and the scheduler, detokenizer and DP-controller processes. SGLang's registries are plain class
+dicts (`FunctionCallParser.ToolCallParserEnum`, `ReasoningParser.DetectorMap`) that take classes, not import
+strings, and a `HookRegistry` REPLACE does not reach dict values, so we write into the dicts; but only once SGLang
+itself imports those modules (`when_imported`), so processes that never parse pay nothing.
+`GLM_PLUGIN_DISABLE=parsers` keeps SGLang's built-ins.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+
+from glm_plugin.engines import part_enabled
+from glm_plugin.engines.import_hooks import when_imported
+
+logger = logging.getLogger(__name__)
+
+TOOL_PARSERS = {"glm47": "Glm47ToolDetector", "glm45": "Glm45ToolDetector"}
+# SGLang has no "glm47" reasoning parser; we add one so both names work in both engines.
+REASONING_PARSERS = {"glm45": "GlmReasoningDetector", "glm47": "GlmReasoningDetector"}
+
+_requested: set[str] = set()
+
+
+def register() -> None:
+    """Entry point: idempotent; each part registers at most once per process."""
+    if part_enabled("parsers") and "parsers" not in _requested:
+        _requested.add("parsers")
+        when_imported("sglang.srt.function_call.function_call_parser", _register_tool_parsers)
+        when_imported("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers)
+    # "model" and "kernels" register here when they land.
+
+
+def _register_tool_parsers(module: ModuleType) -> None:
+    from glm_plugin.engines.sglang import parsers
+
+    registry = module.FunctionCallParser.ToolCallParserEnum
+    for name, cls in TOOL_PARSERS.items():
+        registry[name] = getattr(parsers, cls)
+    logger.info(
+        "glm_plugin: tool-call parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores SGLang's)",
+        ", ".join(TOOL_PARSERS),
+    )
+
+
+def _register_reasoning_parsers(module: ModuleType) -> None:
+    from glm_plugin.engines.sglang import reasoning
+
+    registry = module.ReasoningParser.DetectorMap
+    for name, cls in REASONING_PARSERS.items():
+        registry[name] = getattr(reasoning, cls)
+    logger.info(
+        "glm_plugin: reasoning parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores SGLang's)",
+        ", ".join(REASONING_PARSERS),
+    )

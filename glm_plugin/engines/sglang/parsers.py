@@ -1,0 +1,102 @@
+"""SGLang tool-call detectors over glm_plugin.formats: `ToolCallParser` events in, SGLang parse results out.
+
+SGLang runs the reasoning detector (`reasoning.py`) first and feeds its normal text here, the same split as our
+`ThinkingSplitter` -> `ToolCallParser`. The detectors subclass SGLang's own GLM detectors: `FunctionCallParser`
+special-cases `Glm47MoeDetector` instances (full-assistant EBNF grammar for `tool_choice`), and the base classes
+keep supplying the structural tags. Only parsing is replaced.
+
+This module is imported from the post-import callback of `function_call_parser`, and `reasoning.py` from that of
+`reasoning_parser`; neither may import the other's registry, or its callback would meet a half-imported module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List
+
+from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallItem
+from sglang.srt.function_call.glm4_moe_detector import Glm4MoeDetector
+from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
+
+from glm_plugin.formats import (
+    ContentDelta,
+    ToolArgsDelta,
+    ToolCallEnd,
+    ToolCallParser,
+    ToolCallStart,
+    collect_events,
+)
+
+CALL_OPEN = "<tool_call>"
+
+
+def _tool_specs(tools: List[Any] | None) -> list[dict[str, Any]]:
+    return [{"name": tool.function.name, "parameters": tool.function.parameters or {}} for tool in tools or ()]
+
+
+class _GlmToolDetection:
+    """Parsing for both GLM layouts; placed before SGLang's detector in the MRO, which keeps everything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._glm_stream: ToolCallParser | None = None
+
+    def has_tool_call(self, text: str) -> bool:
+        return CALL_OPEN in text
+
+    def detect_and_parse(self, text: str, tools: List[Any]) -> StreamingParseResult:
+        parser = ToolCallParser(_tool_specs(tools))
+        result = collect_events(parser.feed(text) + parser.finish())
+        positions = self._get_tool_indices(tools)  # non-streaming tool_index is the tool's place in the request
+        calls = [
+            ToolCallItem(tool_index=positions.get(call.name, -1), name=call.name, parameters=call.arguments_json)
+            for call in result.tool_calls
+        ]
+        return StreamingParseResult(normal_text=result.content or "", calls=calls)
+
+    def parse_streaming_increment(self, new_text: str, tools: List[Any]) -> StreamingParseResult:
+        if self._glm_stream is None:
+            self._glm_stream = ToolCallParser(_tool_specs(tools))
+        return self._to_result(self._glm_stream.feed(new_text))
+
+    def finish(self, tools: List[Any]) -> StreamingParseResult:
+        # SGLang's GLM detectors lose a second call buffered in the last delta here (failure-modes R2.2).
+        if self._glm_stream is None:
+            return StreamingParseResult()
+        return self._to_result(self._glm_stream.finish())
+
+    def _to_result(self, events: list) -> StreamingParseResult:
+        if not events:
+            return StreamingParseResult()
+        normal: list[str] = []
+        calls: list[ToolCallItem] = []
+        for event in events:
+            kind = type(event)
+            if kind is ToolArgsDelta:
+                if calls and calls[-1].tool_index == event.index:
+                    calls[-1].parameters += event.text
+                else:
+                    calls.append(ToolCallItem(tool_index=event.index, parameters=event.text))
+            elif kind is ContentDelta:
+                normal.append(event.text)
+            elif kind is ToolCallStart:
+                calls.append(ToolCallItem(tool_index=event.index, name=event.name, parameters=""))
+            elif kind is ToolCallEnd:
+                self._record(event)
+        return StreamingParseResult(normal_text="".join(normal), calls=calls)
+
+    def _record(self, end: ToolCallEnd) -> None:
+        # SGLang's end-of-stream check diffs these two to send "remaining" arguments; ours are always complete.
+        while len(self.prev_tool_call_arr) <= end.index:
+            self.prev_tool_call_arr.append({})
+            self.streamed_args_for_tool.append("")
+        self.prev_tool_call_arr[end.index] = {"name": end.name, "arguments": end.arguments_json}
+        self.streamed_args_for_tool[end.index] = end.arguments_json
+        self.current_tool_id = end.index
+
+
+class Glm47ToolDetector(_GlmToolDetection, Glm47MoeDetector):
+    """`--tool-call-parser glm47`: GLM-4.7 (inline) and GLM-4.5 (newline) layouts."""
+
+
+class Glm45ToolDetector(_GlmToolDetection, Glm4MoeDetector):
+    """`--tool-call-parser glm45`: same parsing; SGLang's GLM-4.5 structural tags."""

@@ -1,0 +1,89 @@
+"""SGLang reasoning detector over glm_plugin.formats: `ThinkingSplitter` events in, SGLang parse results out.
+
+Imports nothing from `sglang.srt.function_call` (see `parsers.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sglang.srt.parser.reasoning_parser import Glm45Detector
+from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
+
+from glm_plugin.engines.turn_start import start_after_prefill, start_from_template
+from glm_plugin.formats import ReasoningDelta, ThinkingSplitter, ThinkingStart
+
+
+class GlmReasoningDetector(Glm45Detector):
+    """`<think>` splitting for GLM-4.5/4.6/4.7 (`--reasoning-parser glm45` or `glm47`).
+
+    SGLang tells a detector only `force_reasoning` (thinking on for this request) and, when it accepts one, the
+    tokenizer. With the tokenizer we render the checkpoint's template's generation prompt to learn whether it
+    opens `<think>` itself (GLM-4.7) or lets the model do it (GLM-4.5/4.6); a GLM-4.5 model that answers
+    directly then gets content, not reasoning.
+    """
+
+    def __init__(
+        self,
+        stream_reasoning: bool = True,
+        force_reasoning: bool | None = None,
+        force_nonempty_content: bool = False,
+        continue_final_message: bool = False,
+        previous_content: str = "",
+        reasoning_default: str = "enable_thinking",
+        tokenizer: Any = None,
+    ):
+        super().__init__(
+            stream_reasoning=stream_reasoning,
+            force_reasoning=bool(force_reasoning),
+            force_nonempty_content=force_nonempty_content,
+            continue_final_message=continue_final_message,
+            previous_content=previous_content,
+            reasoning_default=reasoning_default,
+        )
+        start = start_from_template(tokenizer, None if force_reasoning is None else {"enable_thinking": force_reasoning})
+        if start is None:
+            start = ThinkingStart.REASONING if force_reasoning else ThinkingStart.MODEL
+        if continue_final_message and isinstance(previous_content, str):
+            start = start_after_prefill(start, previous_content)
+        self.start = start
+        self._splitter = ThinkingSplitter(start)
+        self._held: list[str] = []  # reasoning not streamed (stream_reasoning=False), or kept for force_nonempty
+
+    def detect_and_parse(self, text: str) -> ReasoningParseResult:
+        splitter = ThinkingSplitter(self.start)
+        reasoning, normal = self._texts(splitter.feed(text) + splitter.finish())
+        if self._force_nonempty_content and not normal:
+            reasoning, normal = normal, reasoning
+        return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
+
+    def parse_streaming_increment(self, new_text: str) -> ReasoningParseResult:
+        splitter = self._splitter
+        reasoning, normal = self._texts(splitter.feed(new_text))
+        if reasoning and (not self.stream_reasoning or self._force_nonempty_content):
+            self._held.append(reasoning)
+            if not self.stream_reasoning:
+                reasoning = ""
+        if self._held and splitter.reasoning_ended:
+            if not self.stream_reasoning:
+                reasoning = "".join(self._held)
+            self._held = []
+        return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
+
+    def finish(self) -> ReasoningParseResult:
+        reasoning, normal = self._texts(self._splitter.finish())
+        if self._held:
+            held = "".join(self._held) + reasoning
+            self._held = []
+            if self._force_nonempty_content and not self._splitter.reasoning_ended:
+                return ReasoningParseResult(normal_text=held + normal)  # SGLang's rule: the answer was the thinking
+            reasoning = held if not self.stream_reasoning else reasoning
+        return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
+
+    @staticmethod
+    def _texts(events: list) -> tuple[str, str]:
+        reasoning: list[str] = []
+        normal: list[str] = []
+        for event in events:
+            (reasoning if type(event) is ReasoningDelta else normal).append(event.text)
+        return "".join(reasoning), "".join(normal)

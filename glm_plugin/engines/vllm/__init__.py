@@ -1,0 +1,56 @@
+"""vLLM entry point (`vllm.general_plugins`): make vLLM's `glm45` / `glm47` parser names use glm_plugin.
+
+vLLM calls `register()` once in every process it starts (API server, engine core, each worker). It must be cheap
+there: nothing here imports vLLM at module level, and the parser registries are touched only when vLLM itself
+imports them (`when_imported`), so a worker that never parses pays nothing. Our classes are registered as
+`"module:Class"` strings; vLLM imports `glm_plugin.engines.vllm.parsers` on the first lookup of a name.
+`GLM_PLUGIN_DISABLE=parsers` keeps vLLM's built-ins.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+
+from glm_plugin.engines import part_enabled
+from glm_plugin.engines.import_hooks import when_imported
+
+logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
+
+PARSER_MODULE = "glm_plugin.engines.vllm.parsers"
+TOOL_PARSER_NAMES = ("glm45", "glm47")
+REASONING_PARSER_NAMES = ("glm45", "glm47")
+
+_requested: set[str] = set()
+
+
+def register() -> None:
+    """Entry point: idempotent; each part registers at most once per process."""
+    if part_enabled("parsers") and "parsers" not in _requested:
+        _requested.add("parsers")
+        when_imported("vllm.tool_parsers", _register_tool_parsers)
+        when_imported("vllm.reasoning", _register_reasoning_parsers)
+    # "model" and "kernels" register here when they land.
+
+
+def _register_tool_parsers(module: ModuleType) -> None:
+    manager = module.ToolParserManager
+    for name in TOOL_PARSER_NAMES:
+        # An already-resolved built-in sits in the eager dict, which is looked up before the lazy one.
+        manager.tool_parsers.pop(name, None)
+        manager.register_lazy_module(name, PARSER_MODULE, "GlmToolParser")
+    logger.info(
+        "glm_plugin: tool-call parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
+        ", ".join(TOOL_PARSER_NAMES),
+    )
+
+
+def _register_reasoning_parsers(module: ModuleType) -> None:
+    manager = module.ReasoningParserManager
+    for name in REASONING_PARSER_NAMES:
+        manager.reasoning_parsers.pop(name, None)
+        manager.register_lazy_module(name, PARSER_MODULE, "GlmReasoningParser")
+    logger.info(
+        "glm_plugin: reasoning parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
+        ", ".join(REASONING_PARSER_NAMES),
+    )

@@ -1,0 +1,334 @@
+"""vLLM `ReasoningParser` / `ToolParser` adapters: glm_plugin.formats events in, vLLM delta types out.
+
+vLLM's `ParserManager` composes the two into its `DelegatingParser`: the reasoning parser sees the output until
+it reports that reasoning ended, then the tool parser sees the rest. Our `ThinkingSplitter` and `ToolCallParser`
+split the work exactly that way, so each adapter owns one of them and only translates events.
+
+Both adapters declare `engine_based_streaming = True`. That is vLLM's contract for "I keep my own state": the
+`DelegatingParser` then hands us each delta alone, instead of re-concatenating the whole output text and token
+list on every step (quadratic for long outputs), and asks `has_engine_confirmed_reasoning_end()` and
+`finish_streaming()` instead of scanning token ids itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from vllm.entrypoints.generate.base.protocol import (
+    DeltaFunctionCall,
+    DeltaMessage,
+    DeltaToolCall,
+    ExtractedToolCallInformation,
+    FunctionCall,
+    ToolCall,
+)
+from vllm.parser.abstract_parser import DelegatingParser, Parser
+from vllm.reasoning import ReasoningParser
+from vllm.renderers.chat_utils import make_tool_call_id
+from vllm.tool_parsers import ToolParser
+from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
+
+from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
+from glm_plugin.formats import (
+    ContentDelta,
+    ReasoningDelta,
+    ThinkingSplitter,
+    ThinkingStart,
+    ToolArgsDelta,
+    ToolCallEnd,
+    ToolCallParser,
+    ToolCallStart,
+    collect_events,
+)
+
+logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
+
+THINK_OPEN, THINK_CLOSE, CALL_OPEN = "<think>", "</think>", "<tool_call>"
+
+
+class GlmTokenIds:
+    """The GLM special-token ids this tokenizer has (None where it lacks one)."""
+
+    __slots__ = ("think_open", "think_close", "call_open", "boundaries", "ends")
+
+    def __init__(self, tokenizer: Any):
+        vocab = tokenizer.get_vocab() if tokenizer is not None else {}
+        self.think_open = vocab.get(THINK_OPEN)
+        self.think_close = vocab.get(THINK_CLOSE)
+        self.call_open = vocab.get(CALL_OPEN)
+        self.boundaries = frozenset(vocab[t] for t in TURN_BOUNDARIES if t in vocab)
+        # A <tool_call> ends reasoning implicitly, exactly as in ThinkingSplitter.
+        self.ends = frozenset(i for i in (self.think_close, self.call_open) if i is not None)
+
+
+def _delta(reasoning: list[str], content: list[str], calls: list[DeltaToolCall] | None = None) -> DeltaMessage | None:
+    if not reasoning and not content and not calls:
+        return None
+    message = DeltaMessage()
+    if reasoning:
+        message.reasoning = "".join(reasoning)
+    if content:
+        message.content = "".join(content)
+    if calls:
+        message.tool_calls = calls
+    return message
+
+
+class GlmReasoningParser(ReasoningParser):
+    """`<think>` splitting for GLM-4.5/4.6/4.7; where a turn starts is read from the prompt, not the model name."""
+
+    engine_based_streaming = True
+
+    def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any):
+        super().__init__(tokenizer, *args, **kwargs)
+        self._ids = GlmTokenIds(tokenizer)
+        self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"))
+        self._splitter: ThinkingSplitter | None = None
+
+    @property
+    def reasoning_start_str(self) -> str:
+        return THINK_OPEN
+
+    @property
+    def reasoning_end_str(self) -> str:
+        return THINK_CLOSE
+
+    # -- the prompt decides where the output starts -------------------------------------------------------
+
+    @property
+    def start(self) -> ThinkingStart:
+        return self._start
+
+    def set_prompt_token_ids(self, prompt_token_ids: Sequence[int]) -> None:
+        """Non-streaming hook (forwarded by `DelegatingParser`, see `forward_prompt_token_ids`)."""
+        self._start = start_from_prompt_ids(self.model_tokenizer, prompt_token_ids, self._ids.boundaries)
+
+    def adjust_initial_state_from_prompt(self, prompt_token_ids: Sequence[int]) -> None:
+        """Streaming hook: vLLM calls it once, before the first delta, when the prompt left reasoning open."""
+        if self._splitter is None:
+            self.set_prompt_token_ids(prompt_token_ids)
+
+    def adjust_request(self, request: Any) -> Any:
+        request.skip_special_tokens = False  # the GLM markers are special tokens; the parser needs to see them
+        return request
+
+    # -- token-id queries (structured output after thinking, usage accounting) -----------------------------
+
+    def is_reasoning_end(self, input_ids: Sequence[int]) -> bool:
+        """Pure function of the ids: scan back over the current turn for the marker that decides it."""
+        ids = self._ids
+        if not ids.ends:
+            return False
+        for i in range(len(input_ids) - 1, -1, -1):
+            token = input_ids[i]
+            if token in ids.ends:
+                return True
+            if token == ids.think_open:
+                return False
+            if token in ids.boundaries:
+                # No marker in this turn yet: the model answered directly if it wrote anything (GLM-4.5 style).
+                return self._answered_directly(input_ids[i + 1:])
+        return False
+
+    def _answered_directly(self, turn_ids: Sequence[int]) -> bool:
+        head = list(turn_ids[:64])  # bounded: the first non-blank text decides, as in ThinkingSplitter
+        return bool(head) and bool(self.model_tokenizer.decode(head, skip_special_tokens=False).strip())
+
+    def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids: Iterable[int]) -> bool:
+        ends = self._ids.ends
+        if any(token in ends for token in delta_ids):
+            return True
+        return self.is_reasoning_end(input_ids)
+
+    def extract_content_ids(self, input_ids: list[int]) -> list[int]:
+        ids = self._ids
+        for i in range(len(input_ids) - 1, -1, -1):
+            token = input_ids[i]
+            if token == ids.think_close:
+                return input_ids[i + 1:]
+            if token == ids.think_open or token in ids.boundaries:
+                break
+        for i, token in enumerate(input_ids):
+            if token == ids.call_open:
+                return input_ids[i:]  # the tag itself is content: the tool stage needs it
+        return input_ids if self._start is ThinkingStart.CONTENT else []
+
+    def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        ids = self._ids
+        if self._start is ThinkingStart.CONTENT or not ids.ends:
+            return 0
+        opened = self._start is ThinkingStart.REASONING
+        count = 0
+        for token in token_ids:
+            if token in ids.ends:
+                return count
+            if token == ids.think_open:
+                opened = True
+            elif opened:
+                count += 1
+        return count
+
+    # -- text ----------------------------------------------------------------------------------------------
+
+    def extract_reasoning(self, model_output: str, request: Any) -> tuple[str | None, str | None]:
+        splitter = ThinkingSplitter(self._start)
+        reasoning: list[str] = []
+        content: list[str] = []
+        for event in splitter.feed(model_output) + splitter.finish():
+            (reasoning if type(event) is ReasoningDelta else content).append(event.text)
+        return "".join(reasoning) or None, "".join(content) or None
+
+    def extract_reasoning_streaming(
+        self,
+        previous_text: str,
+        current_text: str,
+        delta_text: str,
+        previous_token_ids: Sequence[int],
+        current_token_ids: Sequence[int],
+        delta_token_ids: Sequence[int],
+    ) -> DeltaMessage | None:
+        if self._splitter is None:
+            self._splitter = ThinkingSplitter(self._start)
+        return self._to_delta(self._splitter.feed(delta_text))
+
+    def has_engine_confirmed_reasoning_end(self) -> bool:
+        return self._splitter is not None and self._splitter.reasoning_ended
+
+    def finish_streaming(self) -> DeltaMessage | None:
+        if self._splitter is None:
+            return None
+        return self._to_delta(self._splitter.finish())
+
+    @staticmethod
+    def _to_delta(events: list) -> DeltaMessage | None:
+        if not events:
+            return None
+        reasoning: list[str] = []
+        content: list[str] = []
+        for event in events:
+            (reasoning if type(event) is ReasoningDelta else content).append(event.text)
+        return _delta(reasoning, content)
+
+
+def _tool_spec(tool: Any) -> dict[str, Any]:
+    """A vLLM request tool (Chat Completions or Responses) as the `{"name", "parameters"}` the core reads."""
+    function = getattr(tool, "function", None) or tool
+    return {"name": function.name, "parameters": getattr(function, "parameters", None) or {}}
+
+
+def _passes_through(request: Any) -> bool:
+    # Without declared tools, or with tool_choice="none", calls are not parsed: the markup stays content, as in
+    # SGLang (and nothing is lost, DESIGN principle 5).
+    return request is not None and (not getattr(request, "tools", None) or request.tool_choice == "none")
+
+
+class GlmToolParser(ToolParser):
+    """GLM-4.5 and GLM-4.7 tool calls (both layouts), typed by the request's JSON Schema."""
+
+    # Same generation-side settings as vLLM's own glm45/glm47 parser, so swapping parsers changes only parsing.
+    supports_required_and_named = False
+    structural_tag_model = "glm_4_7"
+    default_tool_strict_level = ToolStrictLevel.FUNCTION
+    engine_based_streaming = True
+
+    def __init__(self, tokenizer: Any, tools: list | None = None):
+        super().__init__(tokenizer, tools)
+        self._specs = [_tool_spec(tool) for tool in self.tools]
+        ToolCallParser(self._specs)  # a malformed schema fails here, once per request, with the fix named
+        self._stream: ToolCallParser | None = None
+        self._pass_through = False
+
+    def adjust_request(self, request: Any) -> Any:
+        request = super().adjust_request(request)
+        request.skip_special_tokens = False
+        return request
+
+    def extract_tool_calls(self, model_output: str, request: Any) -> ExtractedToolCallInformation:
+        if _passes_through(request):
+            return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output or None)
+        parser = ToolCallParser(self._specs)
+        result = collect_events(parser.feed(model_output) + parser.finish())
+        calls = [
+            ToolCall(id=make_tool_call_id(), function=FunctionCall(name=call.name, arguments=call.arguments_json))
+            for call in result.tool_calls
+        ]
+        return ExtractedToolCallInformation(tools_called=bool(calls), tool_calls=calls, content=result.content or None)
+
+    def extract_tool_calls_streaming(
+        self,
+        previous_text: str,
+        current_text: str,
+        delta_text: str,
+        previous_token_ids: Sequence[int],
+        current_token_ids: Sequence[int],
+        delta_token_ids: Sequence[int],
+        request: Any,
+    ) -> DeltaMessage | None:
+        if self._stream is None:
+            self._stream = ToolCallParser(self._specs)
+            self._pass_through = _passes_through(request)
+        if self._pass_through:
+            return DeltaMessage(content=delta_text) if delta_text else None
+        return self._to_delta(self._stream.feed(delta_text))
+
+    def finish_streaming(self) -> DeltaMessage | None:
+        if self._stream is None or self._pass_through:
+            return None
+        return self._to_delta(self._stream.finish())
+
+    def _to_delta(self, events: list) -> DeltaMessage | None:
+        if not events:
+            return None
+        content: list[str] = []
+        calls: dict[int, DeltaToolCall] = {}  # one entry per call index: vLLM clients expect that
+        for event in events:
+            kind = type(event)
+            if kind is ToolArgsDelta:
+                function = calls[event.index].function if event.index in calls else None
+                if function is None:
+                    calls[event.index] = DeltaToolCall(index=event.index, function=DeltaFunctionCall(arguments=event.text))
+                else:
+                    function.arguments = (function.arguments or "") + event.text
+            elif kind is ContentDelta:
+                content.append(event.text)
+            elif kind is ToolCallStart:
+                calls[event.index] = DeltaToolCall(
+                    index=event.index, id=make_tool_call_id(), type="function",
+                    function=DeltaFunctionCall(name=event.name),
+                )
+            elif kind is ToolCallEnd:
+                self._record(event)
+        return _delta([], content, list(calls.values()))
+
+    def _record(self, end: ToolCallEnd) -> None:
+        # vLLM's end-of-stream check compares these two to send "remaining" arguments; ours are always complete.
+        while len(self.prev_tool_call_arr) <= end.index:
+            self.prev_tool_call_arr.append({})
+            self.streamed_args_for_tool.append("")
+        self.prev_tool_call_arr[end.index] = {"name": end.name, "arguments": end.arguments_json}
+        self.streamed_args_for_tool[end.index] = end.arguments_json
+        self.current_tool_id = end.index
+
+
+def forward_prompt_token_ids() -> None:
+    """Make `DelegatingParser.set_prompt_token_ids` reach a reasoning parser that wants the prompt.
+
+    vLLM 0.32 gives the non-streaming parser the prompt through `Parser.set_prompt_token_ids`, which
+    `DelegatingParser` leaves a no-op, so a composed reasoning parser never sees it (streaming has
+    `adjust_initial_state_from_prompt`). Patched only while vLLM has not implemented it itself; other parsers
+    are unaffected (they have no `set_prompt_token_ids`).
+    """
+    if DelegatingParser.set_prompt_token_ids is not Parser.set_prompt_token_ids:
+        return
+
+    def set_prompt_token_ids(self: DelegatingParser, prompt_token_ids: Sequence[int]) -> None:
+        hook = getattr(self._reasoning_parser, "set_prompt_token_ids", None)
+        if hook is not None:
+            hook(prompt_token_ids)
+
+    DelegatingParser.set_prompt_token_ids = set_prompt_token_ids
+
+
+forward_prompt_token_ids()
