@@ -10,6 +10,7 @@ from typing import Any
 from sglang.srt.parser.reasoning_parser import Glm45Detector
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
+from glm_plugin.engines.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import start_after_prefill, start_from_template
 from glm_plugin.formats import ReasoningDelta, ThinkingSplitter, ThinkingStart
 
@@ -48,11 +49,13 @@ class GlmReasoningDetector(Glm45Detector):
             start = start_after_prefill(start, previous_content)
         self.start = start
         self._splitter = ThinkingSplitter(start)
+        self._edges = ContentEdges()
         self._held: list[str] = []  # reasoning not streamed (stream_reasoning=False), or kept for force_nonempty
 
     def detect_and_parse(self, text: str) -> ReasoningParseResult:
         splitter = ThinkingSplitter(self.start)
         reasoning, normal = self._texts(splitter.feed(text) + splitter.finish())
+        normal = normal.strip()
         if self._force_nonempty_content and not normal:
             reasoning, normal = normal, reasoning
         return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
@@ -60,6 +63,7 @@ class GlmReasoningDetector(Glm45Detector):
     def parse_streaming_increment(self, new_text: str) -> ReasoningParseResult:
         splitter = self._splitter
         reasoning, normal = self._texts(splitter.feed(new_text))
+        normal = self._edges.feed(normal)
         if reasoning and (not self.stream_reasoning or self._force_nonempty_content):
             self._held.append(reasoning)
             if not self.stream_reasoning:
@@ -72,6 +76,7 @@ class GlmReasoningDetector(Glm45Detector):
 
     def finish(self) -> ReasoningParseResult:
         reasoning, normal = self._texts(self._splitter.finish())
+        normal = self._edges.feed(normal) + self._edges.finish()
         if self._held:
             held = "".join(self._held) + reasoning
             self._held = []

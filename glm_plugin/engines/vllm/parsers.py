@@ -30,6 +30,7 @@ from vllm.renderers.chat_utils import make_tool_call_id
 from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
+from glm_plugin.engines.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
 from glm_plugin.formats import (
     ContentDelta,
@@ -86,6 +87,7 @@ class GlmReasoningParser(ReasoningParser):
         self._ids = GlmTokenIds(tokenizer)
         self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"))
         self._splitter: ThinkingSplitter | None = None
+        self._edges = ContentEdges()
 
     @property
     def reasoning_start_str(self) -> str:
@@ -178,7 +180,7 @@ class GlmReasoningParser(ReasoningParser):
         content: list[str] = []
         for event in splitter.feed(model_output) + splitter.finish():
             (reasoning if type(event) is ReasoningDelta else content).append(event.text)
-        return "".join(reasoning) or None, "".join(content) or None
+        return "".join(reasoning) or None, "".join(content).strip() or None
 
     def extract_reasoning_streaming(
         self,
@@ -199,17 +201,21 @@ class GlmReasoningParser(ReasoningParser):
     def finish_streaming(self) -> DeltaMessage | None:
         if self._splitter is None:
             return None
-        return self._to_delta(self._splitter.finish())
+        # Called when reasoning ends (the tool parser takes the rest of the stream) or when the stream ends.
+        return self._to_delta(self._splitter.finish(), self._edges.finish(more_follows=self._splitter.reasoning_ended))
 
-    @staticmethod
-    def _to_delta(events: list) -> DeltaMessage | None:
-        if not events:
+    def _to_delta(self, events: list, tail: str = "") -> DeltaMessage | None:
+        if not events and not tail:
             return None
         reasoning: list[str] = []
         content: list[str] = []
         for event in events:
-            (reasoning if type(event) is ReasoningDelta else content).append(event.text)
-        return _delta(reasoning, content)
+            if type(event) is ReasoningDelta:
+                reasoning.append(event.text)
+            else:
+                content.append(self._edges.feed(event.text))
+        content.append(tail)
+        return _delta(reasoning, [part for part in content if part])
 
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
@@ -238,7 +244,7 @@ class GlmToolParser(ToolParser):
         self._specs = [_tool_spec(tool) for tool in self.tools]
         ToolCallParser(self._specs)  # a malformed schema fails here, once per request, with the fix named
         self._stream: ToolCallParser | None = None
-        self._pass_through = False
+        self._pass_through: ContentEdges | None = None
 
     def adjust_request(self, request: Any) -> Any:
         request = super().adjust_request(request)
@@ -247,7 +253,7 @@ class GlmToolParser(ToolParser):
 
     def extract_tool_calls(self, model_output: str, request: Any) -> ExtractedToolCallInformation:
         if _passes_through(request):
-            return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output or None)
+            return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output.strip() or None)
         parser = ToolCallParser(self._specs)
         result = collect_events(parser.feed(model_output) + parser.finish())
         calls = [
@@ -268,13 +274,14 @@ class GlmToolParser(ToolParser):
     ) -> DeltaMessage | None:
         if self._stream is None:
             self._stream = ToolCallParser(self._specs)
-            self._pass_through = _passes_through(request)
-        if self._pass_through:
-            return DeltaMessage(content=delta_text) if delta_text else None
+            self._pass_through = ContentEdges() if _passes_through(request) else None
+        if self._pass_through is not None:
+            text = self._pass_through.feed(delta_text)
+            return DeltaMessage(content=text) if text else None
         return self._to_delta(self._stream.feed(delta_text))
 
     def finish_streaming(self) -> DeltaMessage | None:
-        if self._stream is None or self._pass_through:
+        if self._stream is None or self._pass_through is not None:
             return None
         return self._to_delta(self._stream.finish())
 
