@@ -17,6 +17,7 @@ from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallIt
 from sglang.srt.function_call.glm4_moe_detector import Glm4MoeDetector
 from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
 
+from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
     ContentDelta,
     ToolArgsDelta,
@@ -27,6 +28,21 @@ from glm_plugin.formats import (
 )
 
 CALL_OPEN = "<tool_call>"
+
+_new_item, _new_result = instance(ToolCallItem), instance(StreamingParseResult)
+
+
+def _fast_args_result(index: int, text: str) -> StreamingParseResult:
+    item = _new_item({"tool_index": index, "name": None, "parameters": text}, {"tool_index", "parameters"})
+    return _new_result({"normal_text": "", "calls": [item]}, {"calls"})
+
+
+def _args_result(index: int, text: str) -> StreamingParseResult:
+    return StreamingParseResult(calls=[ToolCallItem(tool_index=index, parameters=text)])
+
+
+# One per streamed token of a long argument, so built without validation (glm_plugin.engines.unvalidated).
+args_result = checked(_fast_args_result, _args_result, 2, '"x')
 
 
 def _tool_specs(tools: List[Any] | None) -> list[dict[str, Any]]:
@@ -56,7 +72,10 @@ class _GlmToolDetection:
     def parse_streaming_increment(self, new_text: str, tools: List[Any]) -> StreamingParseResult:
         if self._glm_stream is None:
             self._glm_stream = ToolCallParser(_tool_specs(tools))
-        return self._to_result(self._glm_stream.feed(new_text))
+        events = self._glm_stream.feed(new_text)
+        if len(events) == 1 and type(events[0]) is ToolArgsDelta:  # the per-token case inside a long argument
+            return args_result(events[0].index, events[0].text)
+        return self._to_result(events)
 
     def finish(self, tools: List[Any]) -> StreamingParseResult:
         # SGLang's GLM detectors lose a second call buffered in the last delta here (failure-modes R2.2).

@@ -32,6 +32,7 @@ from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
 from glm_plugin.engines.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
+from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
     ContentDelta,
     ReasoningDelta,
@@ -47,6 +48,47 @@ from glm_plugin.formats import (
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
 
 THINK_OPEN, THINK_CLOSE, CALL_OPEN = "<think>", "</think>", "<tool_call>"
+
+_new_message = instance(DeltaMessage)
+
+
+def _fast_args_message(index: int, text: str, _new=object.__new__, _set=object.__setattr__) -> DeltaMessage:
+    # instance() inlined three times: this runs once per token of every streamed argument.
+    function = _new(DeltaFunctionCall)
+    _set(function, "__dict__", {"name": None, "arguments": text})
+    _set(function, "__pydantic_fields_set__", {"arguments"})
+    _set(function, "__pydantic_extra__", None)
+    _set(function, "__pydantic_private__", None)
+    call = _new(DeltaToolCall)
+    _set(call, "__dict__", {"id": None, "type": None, "index": index, "function": function})
+    _set(call, "__pydantic_fields_set__", {"index", "function"})
+    _set(call, "__pydantic_extra__", {})
+    _set(call, "__pydantic_private__", None)
+    message = _new(DeltaMessage)
+    _set(message, "__dict__", {"role": None, "content": None, "reasoning": None, "tool_calls": [call]})
+    _set(message, "__pydantic_fields_set__", {"tool_calls"})
+    _set(message, "__pydantic_extra__", {})
+    _set(message, "__pydantic_private__", None)
+    return message
+
+
+def _fast_text_message(reasoning: str | None, content: str | None) -> DeltaMessage:
+    fields = {"reasoning", "content"} if reasoning is not None and content is not None else (
+        {"reasoning"} if reasoning is not None else {"content"})
+    return _new_message({"role": None, "content": content, "reasoning": reasoning, "tool_calls": []}, fields)
+
+
+def _args_message(index: int, text: str) -> DeltaMessage:
+    return DeltaMessage(tool_calls=[DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=text))])
+
+
+def _text_message(reasoning: str | None, content: str | None) -> DeltaMessage:
+    return DeltaMessage(**{k: v for k, v in (("reasoning", reasoning), ("content", content)) if v is not None})
+
+
+# One of these per streamed token, so built without validation (glm_plugin.engines.unvalidated).
+args_message = checked(_fast_args_message, _args_message, 3, '"x')
+text_message = checked(_fast_text_message, _text_message, "r", "c")
 
 
 class GlmTokenIds:
@@ -65,16 +107,14 @@ class GlmTokenIds:
 
 
 def _delta(reasoning: list[str], content: list[str], calls: list[DeltaToolCall] | None = None) -> DeltaMessage | None:
-    if not reasoning and not content and not calls:
-        return None
-    message = DeltaMessage()
-    if reasoning:
-        message.reasoning = "".join(reasoning)
-    if content:
-        message.content = "".join(content)
     if calls:
-        message.tool_calls = calls
-    return message
+        message = DeltaMessage(tool_calls=calls)
+        if content:
+            message.content = "".join(content)
+        return message
+    if not reasoning and not content:
+        return None
+    return text_message("".join(reasoning) if reasoning else None, "".join(content) if content else None)
 
 
 class GlmReasoningParser(ReasoningParser):
@@ -272,12 +312,18 @@ class GlmToolParser(ToolParser):
         delta_token_ids: Sequence[int],
         request: Any,
     ) -> DeltaMessage | None:
-        if self._stream is None:
+        stream = self._stream
+        if stream is not None and self._pass_through is None:
+            events = stream.feed(delta_text)
+            if len(events) == 1 and type(events[0]) is ToolArgsDelta:  # the per-token case inside a long argument
+                return args_message(events[0].index, events[0].text)
+            return self._to_delta(events)
+        if stream is None:
             self._stream = ToolCallParser(self._specs)
             self._pass_through = ContentEdges() if _passes_through(request) else None
         if self._pass_through is not None:
             text = self._pass_through.feed(delta_text)
-            return DeltaMessage(content=text) if text else None
+            return text_message(None, text) if text else None
         return self._to_delta(self._stream.feed(delta_text))
 
     def finish_streaming(self) -> DeltaMessage | None:
@@ -288,6 +334,8 @@ class GlmToolParser(ToolParser):
     def _to_delta(self, events: list) -> DeltaMessage | None:
         if not events:
             return None
+        if len(events) == 1 and type(events[0]) is ToolArgsDelta:  # the per-token case inside a long argument
+            return args_message(events[0].index, events[0].text)
         content: list[str] = []
         calls: dict[int, DeltaToolCall] = {}  # one entry per call index: vLLM clients expect that
         for event in events:
