@@ -12,6 +12,7 @@ list on every step (quadratic for long outputs), and asks `has_engine_confirmed_
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -106,6 +107,11 @@ class GlmTokenIds:
         self.ends = frozenset(i for i in (self.think_close, self.call_open) if i is not None)
 
 
+@functools.lru_cache(maxsize=16)
+def _token_ids(tokenizer: Any) -> GlmTokenIds:
+    return GlmTokenIds(tokenizer)  # once per tokenizer: get_vocab() copies the whole vocabulary
+
+
 def _delta(reasoning: list[str], content: list[str], calls: list[DeltaToolCall] | None = None) -> DeltaMessage | None:
     if calls:
         message = DeltaMessage(tool_calls=calls)
@@ -124,7 +130,7 @@ class GlmReasoningParser(ReasoningParser):
 
     def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any):
         super().__init__(tokenizer, *args, **kwargs)
-        self._ids = GlmTokenIds(tokenizer)
+        self._ids = _token_ids(tokenizer)
         self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"))
         self._splitter: ThinkingSplitter | None = None
         self._edges = ContentEdges()
