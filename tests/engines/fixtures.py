@@ -83,6 +83,11 @@ CASES = [
         REASONING, "Let me check the weather first.", None, [("get_weather", {"city": "Oslo"})],
     ),
     Case(
+        "prose_about_the_tag_inside_thinking",
+        "Calls are wrapped in <tool_call> tags, then a name.</think>No call is needed.",
+        REASONING, "Calls are wrapped in <tool_call> tags, then a name.", "No call is needed.",
+    ),
+    Case(
         "typed_arguments",
         "Configuring.</think><tool_call>configure<arg_key>count</arg_key><arg_value>5</arg_value>"
         "<arg_key>ratio</arg_key><arg_value>0.25</arg_value><arg_key>verbose</arg_key><arg_value>true</arg_value>"

@@ -130,7 +130,14 @@ def test_reasoning_end_and_content_ids_for_structured_output(tokenizer):
     assert reasoning.is_reasoning_end_streaming(prompt + thinking + [close], [close])
     assert not reasoning.is_reasoning_end_streaming(prompt + thinking, thinking[-1:])
     assert reasoning.extract_content_ids(thinking + [close] + answer) == answer
-    assert reasoning.extract_content_ids(thinking + [call] + answer) == [call] + answer  # the tag is content
+    invocation = [call] + tokenizer.encode("get_time", add_special_tokens=False) + [
+        tokenizer.convert_tokens_to_ids("</tool_call>")]
+    assert reasoning.extract_content_ids(thinking + invocation) == invocation  # a call ends reasoning; its tag is content
+    assert reasoning.is_reasoning_end(prompt + thinking + invocation)
+    # Prose about the tag is not a call (R4.2), by the same rule as ThinkingSplitter.
+    prose = thinking + [call] + tokenizer.encode(" tags, then a name.", add_special_tokens=False)
+    assert not reasoning.is_reasoning_end(prompt + prose)
+    assert reasoning.extract_content_ids(prose) == []
     assert reasoning.count_reasoning_tokens(thinking + [close] + answer) == len(thinking)
     # GLM-4.5: the model answers without opening <think>; reasoning has ended once it writes anything.
     tok45 = toy_glm_tokenizer("glm45")

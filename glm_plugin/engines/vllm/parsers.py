@@ -171,7 +171,7 @@ class GlmReasoningParser(ReasoningParser):
             return False
         for i in range(len(input_ids) - 1, -1, -1):
             token = input_ids[i]
-            if token in ids.ends:
+            if token == ids.think_close or (token == ids.call_open and self._opens_call(input_ids, i)):
                 return True
             if token == ids.think_open:
                 return False
@@ -180,43 +180,51 @@ class GlmReasoningParser(ReasoningParser):
                 return self._answered_directly(input_ids[i + 1:])
         return False
 
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.model_tokenizer.decode(list(ids), skip_special_tokens=False)
+
     def _answered_directly(self, turn_ids: Sequence[int]) -> bool:
-        head = list(turn_ids[:64])  # bounded: the first non-blank text decides, as in ThinkingSplitter
-        return bool(head) and bool(self.model_tokenizer.decode(head, skip_special_tokens=False).strip())
+        head = turn_ids[:64]  # bounded: the first non-blank text decides, as in ThinkingSplitter
+        return bool(head) and bool(self._decode(head).strip())
+
+    def _opens_call(self, input_ids: Sequence[int], at: int) -> bool:
+        """Whether the `<tool_call>` at `at` starts a call, by the splitter's own rule: prose about the tag inside
+        reasoning is not a call (failure-modes R4.2). Looks at a bounded window after the tag."""
+        splitter = ThinkingSplitter(ThinkingStart.REASONING)
+        splitter.feed(self._decode(input_ids[at:at + 64]))
+        return splitter.reasoning_ended
 
     def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids: Iterable[int]) -> bool:
-        ends = self._ids.ends
-        if any(token in ends for token in delta_ids):
+        if self._ids.think_close in delta_ids:
             return True
         return self.is_reasoning_end(input_ids)
 
-    def extract_content_ids(self, input_ids: list[int]) -> list[int]:
+    def _reasoning_end_at(self, input_ids: Sequence[int]) -> tuple[int, int] | None:
+        """(index of the first marker ending reasoning, its token) in generated ids, or None."""
         ids = self._ids
-        for i in range(len(input_ids) - 1, -1, -1):
-            token = input_ids[i]
-            if token == ids.think_close:
-                return input_ids[i + 1:]
-            if token == ids.think_open or token in ids.boundaries:
-                break
         for i, token in enumerate(input_ids):
-            if token == ids.call_open:
-                return input_ids[i:]  # the tag itself is content: the tool stage needs it
-        return input_ids if self._start is ThinkingStart.CONTENT else []
+            if token == ids.think_close or (token == ids.call_open and self._opens_call(input_ids, i)):
+                return i, token
+        return None
+
+    def extract_content_ids(self, input_ids: list[int]) -> list[int]:
+        end = self._reasoning_end_at(input_ids)
+        if end is None:
+            return input_ids if self._start is ThinkingStart.CONTENT else []
+        i, token = end
+        return input_ids[i + 1:] if token == self._ids.think_close else input_ids[i:]  # a call's tag is content
 
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
         ids = self._ids
         if self._start is ThinkingStart.CONTENT or not ids.ends:
             return 0
-        opened = self._start is ThinkingStart.REASONING
-        count = 0
-        for token in token_ids:
-            if token in ids.ends:
-                return count
-            if token == ids.think_open:
-                opened = True
-            elif opened:
-                count += 1
-        return count
+        end = self._reasoning_end_at(token_ids)
+        head = token_ids if end is None else token_ids[:end[0]]
+        if self._start is ThinkingStart.REASONING:
+            return len(head)
+        if ids.think_open in head:  # GLM-4.5: reasoning starts after the model's own <think>
+            return len(head) - list(head).index(ids.think_open) - 1
+        return 0
 
     # -- text ----------------------------------------------------------------------------------------------
 
