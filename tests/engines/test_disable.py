@@ -28,7 +28,11 @@ PROBE = textwrap.dedent(
 
     vllm.plugins.load_general_plugins()
     sglang.srt.plugins.load_plugins()
-    untouched = [m for m in ("vllm.tool_parsers", "vllm.reasoning") if m not in sys.modules]
+    from sglang.srt import server_args  # the CLI's --reasoning-parser choices, before any registry import
+    cli_reasoning = [n for n in ("glm45", "glm47") if n in server_args._reasoning_parser_choices()]
+    registries = ("vllm.tool_parsers", "vllm.reasoning", "sglang.srt.function_call.function_call_parser",
+                  "sglang.srt.parser.reasoning_parser")
+    untouched = [m for m in registries if m not in sys.modules]
 
     from sglang.srt.function_call.function_call_parser import FunctionCallParser
     from sglang.srt.parser.reasoning_parser import ReasoningParser
@@ -40,6 +44,7 @@ PROBE = textwrap.dedent(
     names = ("glm45", "glm47")
     print(json.dumps({
         "untouched_at_load": untouched,
+        "sglang_cli_reasoning_names": cli_reasoning,
         "vllm_tool": [ToolParserManager.get_tool_parser(n).__name__ for n in names],
         "vllm_reasoning": [ReasoningParserManager.get_reasoning_parser(n).__name__ for n in names],
         "vllm_composed": [composed.tool_parser_cls.__name__, composed.reasoning_parser_cls.__name__],
@@ -65,6 +70,7 @@ OURS = {
     "vllm_composed": ["GlmToolParser", "GlmReasoningParser"],
     "sglang_tool": ["Glm45ToolDetector", "Glm47ToolDetector"],
     "sglang_reasoning": ["GlmReasoningDetector", "GlmReasoningDetector"],
+    "sglang_cli_reasoning_names": ["glm45", "glm47"],
 }
 BUILT_IN = {
     "vllm_tool": ["Glm47MoeModelToolParser", "Glm47MoeModelToolParser"],
@@ -72,6 +78,7 @@ BUILT_IN = {
     "vllm_composed": ["Glm47MoeModelToolParser", "Glm47MoeParserReasoningAdapter"],
     "sglang_tool": ["Glm4MoeDetector", "Glm47MoeDetector"],
     "sglang_reasoning": ["Glm45Detector", None],
+    "sglang_cli_reasoning_names": ["glm45"],
 }
 
 
@@ -79,7 +86,10 @@ BUILT_IN = {
 def test_engines_answer_per_setting(disable, expected):
     result = probe(disable)
     # Plugin loading itself imports no parser registry: processes that never parse pay nothing.
-    assert result.pop("untouched_at_load") == ["vllm.tool_parsers", "vllm.reasoning"]
+    assert result.pop("untouched_at_load") == [
+        "vllm.tool_parsers", "vllm.reasoning", "sglang.srt.function_call.function_call_parser",
+        "sglang.srt.parser.reasoning_parser",
+    ]
     assert result == expected
 
 

@@ -31,6 +31,7 @@ def register() -> None:
         _requested.add("parsers")
         when_imported("sglang.srt.function_call.function_call_parser", _register_tool_parsers)
         when_imported("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers)
+        when_imported("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names)
     # "model" and "kernels" register here when they land.
 
 
@@ -44,6 +45,14 @@ def _register_tool_parsers(module: ModuleType) -> None:
         "glm_plugin: tool-call parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores SGLang's)",
         ", ".join(TOOL_PARSERS),
     )
+
+
+def _register_reasoning_names(module: ModuleType) -> None:
+    # `--reasoning-parser` choices come from this dependency-free list unless the registry is already imported
+    # (SGLang's server_args.py); our names must be there for the CLI to accept them.
+    for name in REASONING_PARSERS:
+        if name not in module.REASONING_PARSER_NAMES:
+            module.REASONING_PARSER_NAMES.append(name)
 
 
 def _register_reasoning_parsers(module: ModuleType) -> None:
