@@ -62,12 +62,10 @@ class GlmReasoningDetector(Glm45Detector):
 
     def parse_streaming_increment(self, new_text: str) -> ReasoningParseResult:
         splitter = self._splitter
-        if splitter.reasoning_ended and not self._held:  # the answer's tokens: the splitter passes them through
-            events = splitter.feed(new_text)
-            if len(events) == 1:
-                return ReasoningParseResult(normal_text=self._edges.feed(events[0].text))
-            reasoning, normal = self._texts(events)
-            return ReasoningParseResult(normal_text=self._edges.feed(normal), reasoning_text=reasoning)
+        if splitter.reasoning_ended and not self._held:
+            # Once reasoning has ended the splitter passes text through untouched (its contract), so the answer's
+            # tokens, the bulk of a long tool call, skip it.
+            return ReasoningParseResult(normal_text=self._edges.feed(new_text))
         reasoning, normal = self._texts(splitter.feed(new_text))
         normal = self._edges.feed(normal)
         if reasoning and (not self.stream_reasoning or self._force_nonempty_content):
