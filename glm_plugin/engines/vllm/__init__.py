@@ -39,10 +39,9 @@ def _register_tool_parsers(module: ModuleType) -> None:
         # An already-resolved built-in sits in the eager dict, which is looked up before the lazy one.
         manager.tool_parsers.pop(name, None)
         manager.register_lazy_module(name, PARSER_MODULE, "GlmToolParser")
-    logger.info(
-        "glm_plugin: tool-call parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
-        ", ".join(TOOL_PARSER_NAMES),
-    )
+    # INFO comes from the parsers module, once it is imported: the API server registers before vLLM has set up
+    # its log handler, so an INFO here would be lost there.
+    logger.debug("glm_plugin: tool-call parsers %s registered", ", ".join(TOOL_PARSER_NAMES))
 
 
 def _register_reasoning_parsers(module: ModuleType) -> None:
@@ -50,7 +49,4 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
     for name in REASONING_PARSER_NAMES:
         manager.reasoning_parsers.pop(name, None)
         manager.register_lazy_module(name, PARSER_MODULE, "GlmReasoningParser")
-    logger.info(
-        "glm_plugin: reasoning parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
-        ", ".join(REASONING_PARSER_NAMES),
-    )
+    logger.debug("glm_plugin: reasoning parsers %s registered", ", ".join(REASONING_PARSER_NAMES))

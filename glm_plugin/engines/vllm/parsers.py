@@ -401,3 +401,7 @@ def forward_prompt_token_ids() -> None:
 
 
 forward_prompt_token_ids()
+logger.info(
+    "glm_plugin: tool-call parsers glm45, glm47 and reasoning parsers glm45, glm47 are glm_plugin's "
+    "(GLM_PLUGIN_DISABLE=parsers restores vLLM's)"
+)
