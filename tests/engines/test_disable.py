@@ -22,7 +22,8 @@ requires_engine("sglang")
 
 PROBE = textwrap.dedent(
     """
-    import json, sys
+    import json, logging, sys
+    logging.basicConfig(level=logging.INFO)  # the override messages, as a served engine's log shows them
     import sglang.srt.plugins
     import vllm.plugins
 
@@ -61,7 +62,10 @@ def probe(disable: str | None) -> dict:
         env["GLM_PLUGIN_DISABLE"] = disable
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    log = done.stdout + done.stderr
+    result["override_logged"] = [log.count("restores vLLM's"), log.count("restores SGLang's")]
+    return result
 
 
 OURS = {
@@ -71,6 +75,7 @@ OURS = {
     "sglang_tool": ["Glm45ToolDetector", "Glm47ToolDetector"],
     "sglang_reasoning": ["GlmReasoningDetector", "GlmReasoningDetector"],
     "sglang_cli_reasoning_names": ["glm45", "glm47"],
+    "override_logged": [1, 2],  # vLLM: once; SGLang: once per registry (tool-call, reasoning)
 }
 BUILT_IN = {
     "vllm_tool": ["Glm47MoeModelToolParser", "Glm47MoeModelToolParser"],
@@ -79,6 +84,7 @@ BUILT_IN = {
     "sglang_tool": ["Glm4MoeDetector", "Glm47MoeDetector"],
     "sglang_reasoning": ["Glm45Detector", None],
     "sglang_cli_reasoning_names": ["glm45"],
+    "override_logged": [0, 0],
 }
 
 
