@@ -330,7 +330,8 @@ class GlmToolParser(ToolParser):
         if stream is not None and self._pass_through is None:
             events = stream.feed(delta_text)
             if len(events) == 1 and type(events[0]) is ToolArgsDelta:  # the per-token case inside a long argument
-                return args_message(events[0].index, events[0].text)
+                event = events[0]
+                return args_message(event.index, event.text)
             return self._to_delta(events)
         if stream is None:
             self._stream = ToolCallParser(self._specs)
@@ -348,8 +349,6 @@ class GlmToolParser(ToolParser):
     def _to_delta(self, events: list) -> DeltaMessage | None:
         if not events:
             return None
-        if len(events) == 1 and type(events[0]) is ToolArgsDelta:  # the per-token case inside a long argument
-            return args_message(events[0].index, events[0].text)
         content: list[str] = []
         calls: dict[int, DeltaToolCall] = {}  # one entry per call index: vLLM clients expect that
         for event in events:
