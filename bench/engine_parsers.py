@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64 << 10, help="argument size in characters (default 64 KB)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per built-in run")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--engines", action="store_true", help=argparse.SUPPRESS)  # from `bench/parsers.py --engines`
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.size)))
