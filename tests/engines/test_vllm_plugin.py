@@ -139,13 +139,24 @@ def test_reasoning_end_and_content_ids_for_structured_output(tokenizer):
     assert not reasoning.is_reasoning_end(prompt + prose)
     assert reasoning.extract_content_ids(prose) == []
     assert reasoning.count_reasoning_tokens(thinking + [close] + answer) == len(thinking)
+    # Streamed with continuous usage stats: called with every prefix; resumes its scan, same answers.
+    output = thinking + invocation + answer
+    fresh = [vllm_parser_class(tokenizer)(tokenizer, None).reasoning_parser.count_reasoning_tokens(output[:k])
+             for k in range(len(output) + 1)]
+    streamed = vllm_parser_class(tokenizer)(tokenizer, None).reasoning_parser
+    assert [streamed.count_reasoning_tokens(output[:k]) for k in range(len(output) + 1)] == fresh
+    assert fresh[-1] == len(thinking)
     # GLM-4.5: the model answers without opening <think>; reasoning has ended once it writes anything.
     tok45 = toy_glm_tokenizer("glm45")
     reasoning45 = vllm_parser_class(tok45)(tok45, None).reasoning_parser
     prompt45 = prompt_ids(tok45, {})
     assert not reasoning45.is_reasoning_end(prompt45)
     assert reasoning45.is_reasoning_end(prompt45 + answer)
-    assert not reasoning45.is_reasoning_end(prompt45 + [tok45.convert_tokens_to_ids("<think>")] + thinking)
+    opened = [tok45.convert_tokens_to_ids("<think>")] + thinking
+    assert not reasoning45.is_reasoning_end(prompt45 + opened)
+    assert reasoning45.count_reasoning_tokens(opened + [tok45.convert_tokens_to_ids("</think>")] + answer) == len(
+        thinking)
+    assert vllm_parser_class(tok45)(tok45, None).reasoning_parser.count_reasoning_tokens(answer) == 0
 
 
 def test_tool_choice_none_and_no_tools_leave_markup_in_content(tokenizer):

@@ -134,6 +134,7 @@ class GlmReasoningParser(ReasoningParser):
         self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"))
         self._splitter: ThinkingSplitter | None = None
         self._edges = ContentEdges()
+        self._count_scan: list | None = None  # [position, first reasoning id, end marker], see count_reasoning_tokens
 
     @property
     def reasoning_start_str(self) -> str:
@@ -215,16 +216,31 @@ class GlmReasoningParser(ReasoningParser):
         return input_ids[i + 1:] if token == self._ids.think_close else input_ids[i:]  # a call's tag is content
 
     def count_reasoning_tokens(self, token_ids: Sequence[int]) -> int:
+        """Reasoning tokens among the generated ids. vLLM calls this on every streamed chunk with continuous usage
+        stats, each time with all ids so far, so the scan resumes where the previous call stopped."""
         ids = self._ids
         if self._start is ThinkingStart.CONTENT or not ids.ends:
             return 0
-        end = self._reasoning_end_at(token_ids)
-        head = token_ids if end is None else token_ids[:end[0]]
-        if self._start is ThinkingStart.REASONING:
-            return len(head)
-        if ids.think_open in head:  # GLM-4.5: reasoning starts after the model's own <think>
-            return len(head) - list(head).index(ids.think_open) - 1
-        return 0
+        scan = self._count_scan
+        if scan is None or len(token_ids) < scan[0]:
+            scan = self._count_scan = [0, 0 if self._start is ThinkingStart.REASONING else None, None]
+        pos, first, end = scan
+        n = len(token_ids)
+        while end is None and pos < n:
+            token = token_ids[pos]
+            if token == ids.think_close:
+                end = pos
+            elif token == ids.call_open:
+                if self._opens_call(token_ids, pos):
+                    end = pos
+                elif n - pos < 64:
+                    break  # the splitter's rule may still make it a call: look again when more ids arrived
+            elif token == ids.think_open and first is None:
+                first = pos + 1  # GLM-4.5: reasoning starts after the model's own <think>
+            if end is None:
+                pos += 1
+        scan[:] = [pos, first, end]
+        return 0 if first is None else max(0, (pos if end is None else end) - first)
 
     # -- text ----------------------------------------------------------------------------------------------
 
