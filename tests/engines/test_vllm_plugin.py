@@ -176,3 +176,17 @@ def test_malformed_schema_is_one_clear_error(tokenizer):
     request = vllm_request([bad], {})
     with pytest.raises(ToolSchemaError, match="broken"):
         GlmToolParser(tokenizer, request.tools)
+
+
+def test_later_turns_read_only_the_current_turn():
+    """Reasoning markers of earlier turns in the prompt do not decide the current one (failure-modes R6.5)."""
+    tok = toy_glm_tokenizer("glm47")
+    history = ("[gMASK]<sop><|user|>weather?<|assistant|><think>need a call</think><tool_call>get_weather<arg_key>city"
+               "</arg_key><arg_value>Paris</arg_value></tool_call><|observation|><tool_response>sunny</tool_response>")
+    reasoning = vllm_parser_class(tok)(tok, None).reasoning_parser
+    for tail, start, ended in (("<|assistant|><think>", ThinkingStart.REASONING, False),
+                               ("<|assistant|></think>", ThinkingStart.CONTENT, True)):
+        prompt = tok.encode(history + tail, add_special_tokens=False)
+        reasoning.set_prompt_token_ids(prompt)
+        assert reasoning.start is start
+        assert reasoning.is_reasoning_end(prompt) is ended
