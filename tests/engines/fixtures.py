@@ -138,6 +138,12 @@ CASES = [
         CONTENT, None, "Paris is the capital of France.",
     ),
     Case(
+        "call_cut_off_by_max_tokens",
+        "Checking.</think><tool_call>get_weather<arg_key>days</arg_key><arg_value>2</arg_value><arg_key>city"
+        "</arg_key><arg_value>San Fra",
+        REASONING, "Checking.", None, [("get_weather", {"days": 2, "city": "San Fra"})],
+    ),
+    Case(
         "unicode_and_escapes_in_value",
         "</think><tool_call>get_weather<arg_key>city</arg_key><arg_value>北京 \"quoted\"\n\ttab\\slash"
         "</arg_value></tool_call>",
