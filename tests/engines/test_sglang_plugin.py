@@ -126,3 +126,29 @@ def test_no_tools_leaves_markup_in_content():
 
     text = "<tool_call>get_time</tool_call>"
     assert FunctionCallParser([], "glm47").parse_non_stream(text) == (text, [])
+
+
+def test_reasoning_held_back_when_not_streamed():
+    """`stream_reasoning=False` (a request's `stream_reasoning: false`): reasoning arrives whole, when it ends."""
+    from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+    from glm_plugin.engines.toy_tokenizer import token_deltas
+
+    tok = toy_glm_tokenizer("glm47")
+    parser = ReasoningParser("glm45", stream_reasoning=False, force_reasoning=True, tokenizer=tok)
+    chunks = [parser.parse_stream_chunk(text) for text, _ in token_deltas(tok, "let me think</think>The answer.")]
+    chunks.append(parser.parse_stream_end())
+    assert [reasoning for reasoning, _ in chunks if reasoning] == ["let me think"]
+    assert "".join(normal or "" for _, normal in chunks) == "The answer."
+
+
+def test_force_nonempty_content_turns_unfinished_thinking_into_the_answer():
+    from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
+    from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+    request = ChatCompletionRequest(model="glm", messages=[{"role": "user", "content": "hi"}],
+                                    chat_template_kwargs={"force_nonempty_content": True})
+    tok = toy_glm_tokenizer("glm47")
+    parser = ReasoningParser("glm45", force_reasoning=True, request=request, tokenizer=tok)
+    assert parser.parse_non_stream("The answer is 4.") == ("", "The answer is 4.")
+    assert parser.parse_non_stream("hmm</think>The answer is 4.") == ("hmm", "The answer is 4.")
