@@ -24,6 +24,7 @@ import re
 from typing import Any, Iterable
 
 from .arguments import ToolSchemas, could_be_non_string, decode_value
+from .content_edges import ContentEdges
 from .events import ContentDelta, Event, ToolArgsDelta, ToolCallEnd, ToolCallStart
 from .tags import (
     CALL_CLOSE,
@@ -78,8 +79,7 @@ class ToolCallParser:
         self._schemas = ToolSchemas(tools)
         self._state = _CONTENT
         self._pending = ""  # a possible marker prefix at the end of the last delta
-        self._ws = ""  # content whitespace held until we know it does not touch a marker
-        self._segment_started = False  # leading whitespace of the turn's content is dropped
+        self._edges = ContentEdges()  # whitespace at the edges of content, and before a call, is format
         self._after_call = False
         self._index = 0
         self._reset_call()
@@ -104,6 +104,12 @@ class ToolCallParser:
     # ---- public -------------------------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
+        if self._state == _VALUE and self._mode == _STREAM and "<" not in text and text and not self._pending \
+                and self._buffer is None:  # the hot path: a token inside a long string value
+            self._value.append(text)
+            fragment = json_string_body(text)
+            self._fragments.append(fragment)
+            return [ToolArgsDelta(self._index, fragment)]
         out: list[Event] = []
         if self._pending:
             text = self._pending + text
@@ -171,28 +177,21 @@ class ToolCallParser:
                     self._value_text(out, pending)
                 self._close_value(out)
             self._end_call(out, complete=False)
-        self._ws = ""
+        self._edges.finish()
         return out
 
     # ---- content ------------------------------------------------------------------------------------------
 
     def _content(self, out: list[Event], piece: str) -> None:
-        body = piece.rstrip()
-        if not body:
-            if self._segment_started:
-                self._ws += piece
-            return
-        if not self._segment_started:
-            body = body.lstrip()
-            self._segment_started = True
-        self._after_call = False
-        out.append(ContentDelta(self._ws + body if self._ws else body))
-        self._ws = piece[len(piece.rstrip()):]
+        text = self._edges.feed(piece)
+        if text:
+            self._after_call = False
+            out.append(ContentDelta(text))
 
     # ---- call structure -----------------------------------------------------------------------------------
 
     def _begin_call(self) -> None:
-        self._ws = ""
+        self._edges.finish()  # whitespace before a call is dropped
         self._after_call = False
         self._reset_call()
         self._state = _NAME
@@ -231,7 +230,6 @@ class ToolCallParser:
         self._index += 1
         self._reset_call()
         self._state = _CONTENT
-        self._ws = ""
         self._after_call = True
 
     def _name_step(self, out: list[Event], text: str, pos: int) -> int:

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from glm_plugin.engines.content_edges import ContentEdges
+from glm_plugin.formats.content_edges import ContentEdges
 from glm_plugin.engines.import_hooks import when_imported
 from glm_plugin.engines.toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.engines.turn_start import (

@@ -415,3 +415,15 @@ def test_r6_6_reasoning_end_is_known_while_streaming():
 def test_reasoning_and_content_events_are_typed():
     events = GlmOutputParser(None, R).feed("a</think>b")
     assert events == [ReasoningDelta("a"), ContentDelta("b")]
+
+
+def test_once_reasoning_has_ended_the_splitter_passes_text_through_unchanged():
+    """Adapters rely on this to skip the splitter after `reasoning_ended` (SGLang's answer tokens)."""
+    from glm_plugin.formats import ThinkingSplitter
+
+    for start, opening in ((R, "r</think>"), (M, "\n<think>r</think>"), (M, "answer"), (C, "")):
+        splitter = ThinkingSplitter(start)
+        splitter.feed(opening)
+        assert splitter.reasoning_ended
+        for text in ("  x", "<tool_call>", "</think>", "<|user|>", "\n"):
+            assert splitter.feed(text) == [ContentDelta(text)]

@@ -10,7 +10,7 @@ from typing import Any
 from sglang.srt.parser.reasoning_parser import Glm45Detector
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
-from glm_plugin.engines.content_edges import ContentEdges
+from glm_plugin.formats.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import start_after_prefill, start_from_template
 from glm_plugin.formats import ReasoningDelta, ThinkingSplitter, ThinkingStart
 

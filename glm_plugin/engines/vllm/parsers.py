@@ -31,7 +31,7 @@ from vllm.renderers.chat_utils import make_tool_call_id
 from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
-from glm_plugin.engines.content_edges import ContentEdges
+from glm_plugin.formats.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
 from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (

@@ -1,6 +1,6 @@
 """Whitespace at the edges of a turn's content is format, not content, also when no tool-call stage runs.
 
-GLM templates render `content.strip()`, and `ToolCallParser` drops whitespace that touches a marker. But an engine
+GLM templates render `content.strip()`; `ToolCallParser` trims its content with this class. But an engine
 skips its tool-call stage when a request declares no tools, and SGLang's non-streaming path skips it when the text
 holds no `<tool_call>`; there the `\\n\\n` after `</think>` would reach the client, and streaming and non-streaming
 would disagree. The reasoning adapters pass their content through this trimmer so every path gives the same
