@@ -1,0 +1,1003 @@
+"""Train the bundled tiny GLM checkpoint (``glm_plugin/assets/tiny-glm``) from a fixed seed on a CPU.
+
+Why this exists: without a GPU, every end-to-end claim of the project (parsers, MTP speculative
+decoding, engine model classes) needs a checkpoint that a CPU engine can serve and whose output has
+GLM-4.7's exact wire format. This script makes one: a ``Glm4MoeForCausalLM`` (model_type ``glm4_moe``)
+with partial RoPE, qk-norm, a dense first layer, sigmoid-routed experts with ``e_score_correction_bias``,
+``routed_scaling_factor`` != 1, and one MTP (NextN) layer stored under GLM's real weight names.
+
+Design choices (see docs/tiny-model.md for measurements):
+* Data is generated here: agentic conversations over ten small tools, rendered by our own chat
+  template (``chat_template.jinja``, byte-equal to GLM-4.7's), plus plain chat and copy drills (echo and
+  key-value lookup) that are weighted heavily early on so that the model learns to copy values.
+* Tokenisation makes a copied value token-identical in the prompt and in the answer: digits are split,
+  capitalised words and symbols never carry a leading space, every GLM tag is one special token.
+* Training uses our own compact module (a sorted-token expert loop) whose weights are exactly the
+  parameters of transformers' ``Glm4MoeForCausalLM``; ``--check`` verifies logits against transformers.
+* Loss is computed only on assistant text; the MTP loss trains layer ``num_hidden_layers`` to predict the
+  token after next from the main model's final hidden state and the next token's embedding, exactly as
+  vLLM's ``Glm4MoeMultiTokenPredictorLayer`` uses it.
+
+Usage:  python scripts/train_tiny.py --steps 3000 --out glm_plugin/assets/tiny-glm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+import zlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(REPO, "glm_plugin", "assets", "tiny-glm")
+TEMPLATE_PATH = os.path.join(DEFAULT_OUT, "chat_template.jinja")
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+    "<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
+    "</arg_value>", "<tool_response>", "</tool_response>",
+]
+STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
+# Capitalised words, single digits, whitespace and punctuation never carry a leading space; only
+# lower-case words do (runs of spaces and punctuation form their own pieces). So "Veloria" is the same tokens after "in " and after "<arg_value>".
+PRETOKENIZE_PATTERN = r" ?[a-z]+|[A-Z][a-z]*|[0-9]|[^A-Za-z0-9]+"
+
+MODEL_CONFIG = dict(
+    hidden_size=256, intermediate_size=512, moe_intermediate_size=128, num_hidden_layers=4,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=64, partial_rotary_factor=0.5,
+    rope_theta=1000000.0, use_qk_norm=True, attention_bias=True, first_k_dense_replace=1,
+    n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, n_group=1, topk_group=1,
+    norm_topk_prob=True, routed_scaling_factor=2.5, rms_norm_eps=1e-5, num_nextn_predict_layers=1,
+    max_position_embeddings=4096, tie_word_embeddings=False, vocab_size=4096,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Entities. Every generated string is assigned to the training or the held-out split by a hash, so
+# evaluation can use values the model has never seen.
+# --------------------------------------------------------------------------------------------------
+ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "sh"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ou"]
+CODAS = ["", "", "", "n", "r", "l", "s", "m", "k"]
+CONDITIONS = ["Sunny", "Cloudy", "Rain", "Snow", "Windy", "Fog", "Storm", "Clear"]
+STATUSES = ["Shipped", "Pending", "Delivered", "Packed", "Delayed"]
+CUISINES = ["italian", "thai", "mexican", "indian", "japanese"]
+UNITS = ["celsius", "fahrenheit"]
+WORD_SUFFIX = ["Park", "Lamp", "Party", "Review", "Break", "Plan", "Trip", "Notes", "Meeting", "Call"]
+
+
+def split_of(text: str) -> str:
+    """'eval' for about one string in eight, else 'train' (deterministic)."""
+    return "eval" if zlib.crc32(text.encode()) % 8 == 0 else "train"
+
+
+class Entities:
+    """Random names, symbols and numbers restricted to one split."""
+
+    def __init__(self, rng: random.Random, split: str):
+        self.rng = rng
+        self.split = split
+
+    def _pick(self, make):
+        for _ in range(200):
+            s = make()
+            if split_of(s) == self.split:
+                return s
+        return s
+
+    def _word(self):
+        r = self.rng
+        w = "".join(r.choice(ONSETS) + r.choice(VOWELS) + r.choice(CODAS) for _ in range(r.choice([2, 2, 3])))
+        return w.capitalize()
+
+    def word(self):
+        return self._pick(self._word)
+
+    def place(self):
+        return self._pick(lambda: self._word() if self.rng.random() < 0.75 else self._word() + " " + self._word())
+
+    def person(self):
+        return self._pick(lambda: self._word() + " " + self._word())
+
+    def title(self):
+        return self._pick(lambda: self._word() + " " + self.rng.choice(WORD_SUFFIX))
+
+    def symbol(self, n=None):
+        n = n or self.rng.choice([3, 4])
+        return self._pick(lambda: "".join(self.rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(n)))
+
+    def integer(self, lo=1, hi=9999):
+        return self.rng.randint(lo, hi)
+
+    def decimal(self):
+        whole = self.rng.randint(1, 999)
+        frac = self.rng.randint(1, 99)
+        return float(f"{whole}.{frac:02d}") if frac % 10 else float(f"{whole}.{frac // 10 or 5}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Tools. Each has a short JSON schema and a sampler returning (user request, arguments, response,
+# key value, answer). Argument values always appear verbatim in the user request.
+# --------------------------------------------------------------------------------------------------
+def fn(name, desc, props, required):
+    return {"type": "function", "function": {"name": name, "description": desc,
+            "parameters": {"type": "object", "properties": props, "required": required}}}
+
+
+TOOLS = {
+    "get_weather": fn("get_weather", "Current weather for a city",
+                      {"city": {"type": "string"}, "unit": {"type": "string", "enum": UNITS}}, ["city"]),
+    "get_time": fn("get_time", "Current local time", {}, []),
+    "get_stock_price": fn("get_stock_price", "Latest price of a stock", {"symbol": {"type": "string"}}, ["symbol"]),
+    "set_timer": fn("set_timer", "Start a named timer",
+                    {"minutes": {"type": "integer"}, "label": {"type": "string"}}, ["minutes", "label"]),
+    "convert_currency": fn("convert_currency", "Convert money between currencies",
+                           {"amount": {"type": "number"}, "source": {"type": "string"}, "target": {"type": "string"}},
+                           ["amount", "source", "target"]),
+    "send_email": fn("send_email", "Send an email to a contact",
+                     {"to": {"type": "string"}, "subject": {"type": "string"}, "urgent": {"type": "boolean"}},
+                     ["to", "subject"]),
+    "add_tags": fn("add_tags", "Tag an item",
+                   {"item": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+                   ["item", "tags"]),
+    "create_event": fn("create_event", "Create a calendar event",
+                       {"event": {"type": "object", "properties": {"title": {"type": "string"},
+                                                                   "day": {"type": "integer"}}}}, ["event"]),
+    "lookup_order": fn("lookup_order", "Find an order",
+                       {"order_id": {"type": "integer"}, "include_items": {"type": "boolean"}}, ["order_id"]),
+    "find_restaurant": fn("find_restaurant", "Find a restaurant",
+                          {"city": {"type": "string"}, "cuisine": {"type": "string", "enum": CUISINES}},
+                          ["city", "cuisine"]),
+}
+TOOL_NAMES = list(TOOLS)
+
+
+def _j(d):
+    return json.dumps(d, ensure_ascii=False)
+
+
+def sample_call(name: str, ent: Entities):
+    """Return dict(user, args, response, key, answer, intent) for one call of tool `name`."""
+    r = ent.rng
+    if name == "get_weather":
+        city = ent.place()
+        args = {"city": city}
+        if r.random() < 0.4:
+            args["unit"] = r.choice(UNITS)
+            user = r.choice([f"What is the weather in {city} in {args['unit']}?",
+                             f"Weather for {city} please, in {args['unit']}."])
+        else:
+            user = r.choice([f"What is the weather in {city}?", f"How is the weather in {city} today?",
+                             f"Check the weather for {city}."])
+        temp, cond = r.randint(-9, 39), r.choice(CONDITIONS)
+        resp = {"city": city, "temp": temp, "condition": cond}
+        return dict(user=user, args=args, response=_j(resp), key=str(temp),
+                    answer=f"It is {temp} degrees and {cond} in {city}.", intent=f"the weather in {city}")
+    if name == "get_time":
+        hh, mm = r.randint(0, 23), r.randint(0, 59)
+        t = f"{hh:02d}:{mm:02d}"
+        user = r.choice(["What time is it?", "Tell me the current time.", "What is the time now?"])
+        return dict(user=user, args={}, response=_j({"time": t}), key=t,
+                    answer=f"It is {t} now.", intent="the current time")
+    if name == "get_stock_price":
+        sym, price = ent.symbol(), ent.decimal()
+        user = r.choice([f"What is the price of {sym}?", f"How much is {sym} stock?", f"Get the stock price for {sym}."])
+        return dict(user=user, args={"symbol": sym}, response=_j({"symbol": sym, "price": price}), key=str(price),
+                    answer=f"{sym} trades at {price}.", intent=f"the price of {sym}")
+    if name == "set_timer":
+        mins, label = r.randint(1, 180), ent.title()
+        user = r.choice([f"Set a timer for {mins} minutes called {label}.",
+                         f"Start a {mins} minute timer named {label}."])
+        tid = ent.integer(100, 9999)
+        return dict(user=user, args={"minutes": mins, "label": label},
+                    response=_j({"timer_id": tid, "status": "Started"}), key=str(tid),
+                    answer=f"Timer {tid} is set for {mins} minutes.", intent=f"a timer of {mins} minutes")
+    if name == "convert_currency":
+        amt = ent.decimal() if r.random() < 0.5 else ent.integer(1, 5000)
+        src, dst = ent.symbol(3), ent.symbol(3)
+        user = r.choice([f"Convert {amt} {src} to {dst}.", f"How much is {amt} {src} in {dst}?"])
+        res = ent.decimal()
+        return dict(user=user, args={"amount": amt, "source": src, "target": dst},
+                    response=_j({"result": res, "currency": dst}), key=str(res),
+                    answer=f"{amt} {src} is {res} {dst}.", intent=f"converting {amt} {src} to {dst}")
+    if name == "send_email":
+        to, subject = ent.person(), ent.title()
+        urgent = r.random() < 0.5
+        args = {"to": to, "subject": subject}
+        if urgent:
+            args["urgent"] = True
+            user = r.choice([f"Send an urgent email to {to} about {subject}.",
+                             f"Email {to} with subject {subject}, it is urgent."])
+        elif r.random() < 0.5:
+            args["urgent"] = False
+            user = f"Email {to} with subject {subject}, it is not urgent."
+        else:
+            user = r.choice([f"Send an email to {to} about {subject}.", f"Email {to} with subject {subject}."])
+        mid = ent.integer(100, 9999)
+        return dict(user=user, args=args, response=_j({"message_id": mid, "status": "Sent"}), key=str(mid),
+                    answer=f"Sent to {to} as message {mid}.", intent=f"an email to {to}")
+    if name == "add_tags":
+        item = ent.title()
+        tags = [ent.word() for _ in range(r.choice([1, 2, 2, 3]))]
+        tag_text = tags[0] if len(tags) == 1 else ", ".join(tags[:-1]) + " and " + tags[-1]
+        user = r.choice([f"Tag {item} with {tag_text}.", f"Add the tags {tag_text} to {item}."])
+        n = ent.integer(1, 99)
+        return dict(user=user, args={"item": item, "tags": tags}, response=_j({"item": item, "total_tags": n}),
+                    key=str(n), answer=f"{item} now has {n} tags.", intent=f"tagging {item}")
+    if name == "create_event":
+        title, day = ent.title(), r.randint(1, 31)
+        user = r.choice([f"Create an event {title} on day {day}.", f"Schedule {title} for day {day}."])
+        eid = ent.integer(100, 9999)
+        return dict(user=user, args={"event": {"title": title, "day": day}}, response=_j({"event_id": eid}),
+                    key=str(eid), answer=f"Event {title} was created with id {eid}.", intent=f"an event {title}")
+    if name == "lookup_order":
+        oid = ent.integer(1000, 99999)
+        args = {"order_id": oid}
+        if r.random() < 0.4:
+            args["include_items"] = True
+            user = f"Look up order {oid} with its items."
+        else:
+            user = r.choice([f"Where is my order {oid}?", f"Check order {oid}."])
+        status, eta = r.choice(STATUSES), r.randint(1, 20)
+        return dict(user=user, args=args, response=_j({"order_id": oid, "status": status, "eta_days": eta}),
+                    key=str(eta), answer=f"Order {oid} is {status} and arrives in {eta} days.",
+                    intent=f"order {oid}")
+    if name == "find_restaurant":
+        city, cuisine = ent.place(), r.choice(CUISINES)
+        user = r.choice([f"Find a {cuisine} restaurant in {city}.", f"Any good {cuisine} food in {city}?"])
+        top, rating = ent.title(), round(r.randint(10, 50) / 10, 1)
+        return dict(user=user, args={"city": city, "cuisine": cuisine},
+                    response=_j({"name": top, "rating": rating}), key=top,
+                    answer=f"Try {top}, rated {rating}.", intent=f"{cuisine} food in {city}")
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversations
+# --------------------------------------------------------------------------------------------------
+GREETINGS = [("Hello!", "Hello! How can I help you today?"), ("Hi there.", "Hi! What can I do for you?"),
+             ("Thanks a lot.", "You are welcome."), ("Good morning.", "Good morning! How can I help?"),
+             ("Who are you?", "I am a small assistant that can use tools."),
+             ("Thank you, that is all.", "Glad to help. Goodbye!")]
+
+
+def tool_turn(ent: Entities, shown: list[str], thinking: bool):
+    """One user request needing 1-3 calls, with the assistant's call turn, results and answer."""
+    r = ent.rng
+    k = r.choices([1, 2, 3], [0.6, 0.3, 0.1])[0]
+    names = [r.choice(shown) for _ in range(k)]
+    calls = [sample_call(n, ent) for n in names]
+    user = " ".join(c["user"] for c in calls)
+    call_names = []
+    for n in names:
+        if n not in call_names:
+            call_names.append(n)
+    think1 = f"The user asks for {' and '.join(c['intent'] for c in calls)}. I will call {' and '.join(call_names)}."
+    think2 = "The results are in. I will answer from them."
+    a1 = {"role": "assistant", "content": "",
+          "tool_calls": [{"type": "function", "function": {"name": n, "arguments": c["args"]}}
+                         for n, c in zip(names, calls)]}
+    a2 = {"role": "assistant", "content": " ".join(c["answer"] for c in calls)}
+    if thinking:
+        a1["reasoning_content"] = think1
+        a2["reasoning_content"] = think2
+    msgs = [{"role": "user", "content": user}, a1]
+    msgs += [{"role": "tool", "content": c["response"]} for c in calls]
+    msgs.append(a2)
+    return msgs, dict(names=names, calls=calls)
+
+
+def plain_turn(ent: Entities, shown: list[str], thinking: bool, copy_weight: float, long_echo: float = 0.0):
+    """A turn that needs no tool: greetings, tool listing, echo and key-value copy drills. `long_echo`
+    weights long repeated sequences (8-16 items), the strongest signal for learning to copy."""
+    r = ent.rng
+    kind = r.choices(["greet", "list", "echo", "lookup", "long_echo"],
+                     [1.0, 0.5, copy_weight, copy_weight, long_echo])[0]
+    if kind == "long_echo":
+        text = " ".join(r.choice([ent.word(), ent.place(), ent.symbol(), str(ent.integer()), ent.title()])
+                        for _ in range(r.randint(8, 16)))
+        user = r.choice([f"Repeat exactly: {text}", f"Say this back: {text}", f"Echo {text}"])
+        answer = text
+        think = "The user wants the text repeated exactly."
+    elif kind == "greet":
+        user, answer = r.choice(GREETINGS)
+        think = "This is small talk, no tool is needed."
+    elif kind == "list":
+        user = r.choice(["What tools can you use?", "Which functions do you have?"])
+        answer = ("I can use " + ", ".join(shown) + ".") if shown else "I have no tools right now."
+        think = "The user asks about my tools."
+    elif kind == "echo":
+        parts = []
+        for _ in range(r.randint(2, 6)):
+            parts.append(r.choice([ent.word(), ent.place(), ent.symbol(), str(ent.integer()), str(ent.decimal())]))
+        text = " ".join(parts)
+        user = r.choice([f"Repeat exactly: {text}", f"Say this back: {text}", f"Echo {text}"])
+        answer = text
+        think = "The user wants the text repeated exactly."
+    else:
+        n = r.randint(2, 6)
+        keys = []
+        while len(keys) < n:
+            w = ent.word()
+            if w not in keys:
+                keys.append(w)
+        vals = [r.choice([ent.word(), str(ent.integer()), ent.symbol(), str(ent.decimal())]) for _ in keys]
+        i = r.randrange(n)
+        table = ", ".join(f"{k}={v}" for k, v in zip(keys, vals))
+        user = r.choice([f"Records: {table}. What is {keys[i]}?", f"Given {table}, what is the value of {keys[i]}?"])
+        answer = f"{keys[i]} is {vals[i]}."
+        think = f"I look up {keys[i]} in the records."
+    a = {"role": "assistant", "content": answer}
+    if thinking:
+        a["reasoning_content"] = think
+    return [{"role": "user", "content": user}, a]
+
+
+def make_conversation(rng: random.Random, split: str = "train", copy_weight: float = 0.3, long_echo: float = 0.0,
+                      plain_in_tools: float = 0.3):
+    """A conversation: tools shown (0-3), 1-3 user turns, thinking on or off for the whole exchange."""
+    ent = Entities(rng, split)
+    n_shown = rng.choices([0, 1, 2, 3], [0.15, 0.4, 0.3, 0.15])[0]
+    shown = rng.sample(TOOL_NAMES, n_shown)
+    thinking = rng.random() < 0.75
+    msgs = []
+    if rng.random() < 0.1:
+        msgs.append({"role": "system", "content": "You are a helpful assistant."})
+    for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
+        if shown and rng.random() < 1.0 - plain_in_tools:
+            m, _ = tool_turn(ent, shown, thinking)
+        else:
+            m = plain_turn(ent, shown, thinking, copy_weight, long_echo)
+        msgs += m
+    return dict(messages=msgs, tools=[TOOLS[n] for n in shown], enable_thinking=thinking)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering (through our own chat template) and loss masks
+# --------------------------------------------------------------------------------------------------
+def make_renderer(template_text: str):
+    """A Jinja2 renderer with the same settings as transformers' apply_chat_template."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    tmpl = env.from_string(template_text)
+
+    def render(messages, tools=None, add_generation_prompt=False, **kw):
+        return tmpl.render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **kw)
+
+    return render
+
+
+def loss_spans(text: str):
+    """Character spans the model must produce: from after the `<|assistant|>` prefill (`<think>` or
+    `</think>`) up to and including the next stop token."""
+    spans = []
+    pos = 0
+    while True:
+        a = text.find("<|assistant|>", pos)
+        if a < 0:
+            break
+        start = a + len("<|assistant|>")
+        for pre in ("<think>", "</think>"):
+            if text.startswith(pre, start):
+                start += len(pre)
+                break
+        ends = [(text.find(s, start), s) for s in STOP_TOKENS]
+        ends = [(e, s) for e, s in ends if e >= 0]
+        end = min(ends)[0] + len(min(ends)[1]) if ends else len(text)
+        spans.append((start, end))
+        pos = end
+    return spans
+
+
+def conversation_text(conv, render):
+    text = render(conv["messages"], tools=conv["tools"] or None, enable_thinking=conv["enable_thinking"])
+    return text + "<|endoftext|>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------------
+def build_tokenizer(texts, vocab_size):
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIAL_TOKENS])
+    return tok
+
+
+# --------------------------------------------------------------------------------------------------
+# Model: same parameters and arithmetic as transformers' Glm4MoeForCausalLM, plus the MTP layer.
+# --------------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    def __init__(self, n, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n))
+        self.eps = eps
+
+    def forward(self, x):
+        dt = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dt)
+
+
+def rope_cos_sin(positions, rot_dim, theta):
+    inv = 1.0 / (theta ** (torch.arange(0, rot_dim, 2, dtype=torch.float) / rot_dim))
+    f = positions[..., None].float() * inv
+    emb = torch.cat([f, f], -1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x, cos, sin):  # x [B, h, L, d]; rotate the first rot dims, NeoX style
+    r = cos.shape[-1]
+    xr, xp = x[..., :r], x[..., r:]
+    x1, x2 = xr[..., : r // 2], xr[..., r // 2:]
+    rot = torch.cat([-x2, x1], -1)
+    return torch.cat([xr * cos + rot * sin, xp], -1)
+
+
+class Attention(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        H, nh, nkv, d = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"], c["head_dim"]
+        self.nh, self.nkv, self.d = nh, nkv, d
+        self.q_proj = nn.Linear(H, nh * d, bias=True)
+        self.k_proj = nn.Linear(H, nkv * d, bias=True)
+        self.v_proj = nn.Linear(H, nkv * d, bias=True)
+        self.o_proj = nn.Linear(nh * d, H, bias=False)
+        self.q_norm = RMSNorm(d, c["rms_norm_eps"])
+        self.k_norm = RMSNorm(d, c["rms_norm_eps"])
+
+    def forward(self, x, cos, sin, mask):
+        B, L, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, L, self.nh, self.d)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(B, L, self.nkv, self.d)).transpose(1, 2)
+        v = self.v_proj(x).view(B, L, self.nkv, self.d).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return self.o_proj(o.transpose(1, 2).reshape(B, L, self.nh * self.d))
+
+
+class MLP(nn.Module):
+    def __init__(self, H, I):
+        super().__init__()
+        self.gate_proj = nn.Linear(H, I, bias=False)
+        self.up_proj = nn.Linear(H, I, bias=False)
+        self.down_proj = nn.Linear(I, H, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Sigmoid router with e_score_correction_bias (choice only), renormalised top-k, scaled; plus a
+    shared expert. Experts run over tokens sorted by expert (one GEMM pair per expert)."""
+
+    def __init__(self, c):
+        super().__init__()
+        H, I, E = c["hidden_size"], c["moe_intermediate_size"], c["n_routed_experts"]
+        self.E, self.K, self.scale = E, c["num_experts_per_tok"], c["routed_scaling_factor"]
+        self.gate = nn.Linear(H, E, bias=False)
+        self.register_buffer("e_score_correction_bias", torch.zeros(E))
+        self.w_gate = nn.Parameter(torch.empty(E, I, H))
+        self.w_up = nn.Parameter(torch.empty(E, I, H))
+        self.w_down = nn.Parameter(torch.empty(E, H, I))
+        self.shared_experts = MLP(H, I * c["n_shared_experts"])
+        self.last_load = None
+
+    def forward(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        probs = F.linear(x2.float(), self.gate.weight.float()).sigmoid()
+        idx = torch.topk(probs.detach() + self.e_score_correction_bias, self.K, dim=-1).indices
+        w = probs.gather(1, idx)
+        w = w / (w.sum(-1, keepdim=True) + 1e-20) * self.scale
+        flat = idx.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        tok = order // self.K
+        counts = torch.bincount(flat, minlength=self.E)
+        self.last_load = counts.detach()
+        xs = x2[tok]
+        outs = []
+        for e, xe in enumerate(torch.split(xs, counts.tolist())):
+            if xe.shape[0] == 0:
+                continue
+            h = F.silu(xe @ self.w_gate[e].t()) * (xe @ self.w_up[e].t())
+            outs.append(h @ self.w_down[e].t())
+        ys = torch.cat(outs) * w.reshape(-1)[order, None].to(x.dtype)
+        routed = torch.zeros_like(x2).index_add_(0, tok, ys)
+        return routed.view(shape) + self.shared_experts(x)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, c, moe):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+        self.post_attention_layernorm = RMSNorm(c["hidden_size"], c["rms_norm_eps"])
+        self.self_attn = Attention(c)
+        self.mlp = MoE(c) if moe else MLP(c["hidden_size"], c["intermediate_size"])
+
+    def forward(self, x, cos, sin, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class TinyGlm(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        H, V = c["hidden_size"], c["vocab_size"]
+        self.embed_tokens = nn.Embedding(V, H)
+        self.layers = nn.ModuleList(DecoderLayer(c, i >= c["first_k_dense_replace"]) for i in range(c["num_hidden_layers"]))
+        self.norm = RMSNorm(H, c["rms_norm_eps"])
+        self.lm_head = nn.Linear(H, V, bias=False)
+        # MTP (NextN) layer; its embedding and head are the main model's (saved as copies).
+        self.enorm = RMSNorm(H, c["rms_norm_eps"])
+        self.hnorm = RMSNorm(H, c["rms_norm_eps"])
+        self.eh_proj = nn.Linear(2 * H, H, bias=False)
+        self.mtp_block = DecoderLayer(c, True)
+        self.mtp_norm = RMSNorm(H, c["rms_norm_eps"])
+        self.rot = int(c["head_dim"] * c["partial_rotary_factor"])
+
+    def init_weights(self, gen):
+        std = 0.02
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight") or "layernorm" in name or name in ("enorm.weight", "hnorm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(".bias"):
+                nn.init.zeros_(p)
+            else:
+                with torch.no_grad():
+                    p.copy_(torch.randn(p.shape, generator=gen) * std)
+        n_layers = self.c["num_hidden_layers"] + 1
+        with torch.no_grad():  # scale residual-branch outputs down (GPT-2 style)
+            for layer in list(self.layers) + [self.mtp_block]:
+                layer.self_attn.o_proj.weight.mul_(1 / math.sqrt(2 * n_layers))
+                m = layer.mlp
+                if isinstance(m, MoE):
+                    m.w_down.mul_(1 / math.sqrt(2 * n_layers))
+                    m.shared_experts.down_proj.weight.mul_(1 / math.sqrt(2 * n_layers))
+                else:
+                    m.down_proj.weight.mul_(1 / math.sqrt(2 * n_layers))
+
+    def trunk(self, ids, pos, mask):
+        cos, sin = rope_cos_sin(pos, self.rot, self.c["rope_theta"])
+        cos, sin = cos[:, None], sin[:, None]
+        x = self.embed_tokens(ids)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask)
+        return self.norm(x), (cos, sin)
+
+    def mtp(self, h, next_ids, pos, cs, mask):
+        """MTP at position t: hidden h[t] and the embedding of token t+1 -> logits for token t+2."""
+        e = self.embed_tokens(next_ids)
+        e = torch.where((pos == 0)[..., None], torch.zeros_like(e), e)
+        x = self.eh_proj(torch.cat([self.enorm(e), self.hnorm(h)], -1))
+        return self.mtp_block(x, cs[0], cs[1], mask)
+
+    def mtp_logits(self, x):
+        return self.lm_head(self.mtp_norm(x))
+
+    def moe_layers(self):
+        return [l.mlp for l in list(self.layers) + [self.mtp_block] if isinstance(l.mlp, MoE)]
+
+    # ---- conversion to the Hugging Face / GLM checkpoint layout ----
+    def hf_state_dict(self, dtype=torch.bfloat16):
+        out = {}
+        N = self.c["num_hidden_layers"]
+
+        def put(k, t, keep_fp32=False):
+            out[k] = t.detach().to(torch.float32 if keep_fp32 else dtype).contiguous().clone()
+
+        def layer(prefix, l):
+            put(prefix + "input_layernorm.weight", l.input_layernorm.weight)
+            put(prefix + "post_attention_layernorm.weight", l.post_attention_layernorm.weight)
+            a = l.self_attn
+            for n in ("q_proj", "k_proj", "v_proj"):
+                put(f"{prefix}self_attn.{n}.weight", getattr(a, n).weight)
+                put(f"{prefix}self_attn.{n}.bias", getattr(a, n).bias)
+            put(prefix + "self_attn.o_proj.weight", a.o_proj.weight)
+            put(prefix + "self_attn.q_norm.weight", a.q_norm.weight)
+            put(prefix + "self_attn.k_norm.weight", a.k_norm.weight)
+            m = l.mlp
+            if isinstance(m, MoE):
+                put(prefix + "mlp.gate.weight", m.gate.weight)
+                put(prefix + "mlp.gate.e_score_correction_bias", m.e_score_correction_bias, keep_fp32=True)
+                for e in range(m.E):
+                    put(f"{prefix}mlp.experts.{e}.gate_proj.weight", m.w_gate[e])
+                    put(f"{prefix}mlp.experts.{e}.up_proj.weight", m.w_up[e])
+                    put(f"{prefix}mlp.experts.{e}.down_proj.weight", m.w_down[e])
+                for n in ("gate_proj", "up_proj", "down_proj"):
+                    put(f"{prefix}mlp.shared_experts.{n}.weight", getattr(m.shared_experts, n).weight)
+            else:
+                for n in ("gate_proj", "up_proj", "down_proj"):
+                    put(f"{prefix}mlp.{n}.weight", getattr(m, n).weight)
+
+        put("model.embed_tokens.weight", self.embed_tokens.weight)
+        for i, l in enumerate(self.layers):
+            layer(f"model.layers.{i}.", l)
+        put("model.norm.weight", self.norm.weight)
+        put("lm_head.weight", self.lm_head.weight)
+        p = f"model.layers.{N}."
+        layer(p, self.mtp_block)
+        put(p + "embed_tokens.weight", self.embed_tokens.weight)
+        put(p + "enorm.weight", self.enorm.weight)
+        put(p + "hnorm.weight", self.hnorm.weight)
+        put(p + "eh_proj.weight", self.eh_proj.weight)
+        put(p + "shared_head.norm.weight", self.mtp_norm.weight)
+        put(p + "shared_head.head.weight", self.lm_head.weight)
+        return out
+
+    def load_hf_state_dict(self, sd):
+        """Inverse of hf_state_dict (used by eval to run the MTP layer)."""
+        N = self.c["num_hidden_layers"]
+        g = lambda k: sd[k].float()  # noqa: E731
+
+        def layer(prefix, l):
+            with torch.no_grad():
+                l.input_layernorm.weight.copy_(g(prefix + "input_layernorm.weight"))
+                l.post_attention_layernorm.weight.copy_(g(prefix + "post_attention_layernorm.weight"))
+                a = l.self_attn
+                for n in ("q_proj", "k_proj", "v_proj"):
+                    getattr(a, n).weight.copy_(g(f"{prefix}self_attn.{n}.weight"))
+                    getattr(a, n).bias.copy_(g(f"{prefix}self_attn.{n}.bias"))
+                a.o_proj.weight.copy_(g(prefix + "self_attn.o_proj.weight"))
+                a.q_norm.weight.copy_(g(prefix + "self_attn.q_norm.weight"))
+                a.k_norm.weight.copy_(g(prefix + "self_attn.k_norm.weight"))
+                m = l.mlp
+                if isinstance(m, MoE):
+                    m.gate.weight.copy_(g(prefix + "mlp.gate.weight"))
+                    m.e_score_correction_bias.copy_(g(prefix + "mlp.gate.e_score_correction_bias"))
+                    for e in range(m.E):
+                        m.w_gate[e].copy_(g(f"{prefix}mlp.experts.{e}.gate_proj.weight"))
+                        m.w_up[e].copy_(g(f"{prefix}mlp.experts.{e}.up_proj.weight"))
+                        m.w_down[e].copy_(g(f"{prefix}mlp.experts.{e}.down_proj.weight"))
+                    for n in ("gate_proj", "up_proj", "down_proj"):
+                        getattr(m.shared_experts, n).weight.copy_(g(f"{prefix}mlp.shared_experts.{n}.weight"))
+                else:
+                    for n in ("gate_proj", "up_proj", "down_proj"):
+                        getattr(m, n).weight.copy_(g(f"{prefix}mlp.{n}.weight"))
+
+        with torch.no_grad():
+            self.embed_tokens.weight.copy_(g("model.embed_tokens.weight"))
+            for i, l in enumerate(self.layers):
+                layer(f"model.layers.{i}.", l)
+            self.norm.weight.copy_(g("model.norm.weight"))
+            self.lm_head.weight.copy_(g("lm_head.weight"))
+            p = f"model.layers.{N}."
+            layer(p, self.mtp_block)
+            self.enorm.weight.copy_(g(p + "enorm.weight"))
+            self.hnorm.weight.copy_(g(p + "hnorm.weight"))
+            self.eh_proj.weight.copy_(g(p + "eh_proj.weight"))
+            self.mtp_norm.weight.copy_(g(p + "shared_head.norm.weight"))
+
+
+def causal_doc_mask(doc):
+    """doc [B, L] document ids (-1 = padding) -> boolean mask [B, 1, L, L], causal within a document."""
+    L = doc.shape[1]
+    same = doc[:, :, None] == doc[:, None, :]
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    m = same & causal
+    m |= torch.eye(L, dtype=torch.bool)  # padding rows attend to themselves (no NaNs)
+    return m[:, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------
+class Packer:
+    """Packs rendered conversations into rows of `seq_len` tokens with per-document masks."""
+
+    def __init__(self, tok, render, rng, seq_len, batch):
+        self.tok, self.render, self.rng, self.L, self.B = tok, render, rng, seq_len, batch
+        self.pending = None
+        self.pad = tok.token_to_id("<|endoftext|>")
+
+    def encode(self, conv):
+        text = conversation_text(conv, self.render)
+        enc = self.tok.encode(text, add_special_tokens=False)
+        spans = loss_spans(text)
+        mask = []
+        for (s, e) in enc.offsets:
+            mask.append(any(s >= a and e <= b for a, b in spans))
+        return enc.ids, mask
+
+    def next(self, copy_weight, long_echo=0.0, plain_in_tools=0.3):
+        ids = torch.full((self.B, self.L), self.pad, dtype=torch.long)
+        lm = torch.zeros((self.B, self.L), dtype=torch.bool)
+        doc = torch.full((self.B, self.L), -1, dtype=torch.long)
+        pos = torch.zeros((self.B, self.L), dtype=torch.long)
+        for b in range(self.B):
+            fill, d = 0, 0
+            while True:
+                if self.pending is None:
+                    conv = make_conversation(self.rng, "train", copy_weight, long_echo, plain_in_tools)
+                    self.pending = self.encode(conv)
+                t, m = self.pending
+                if len(t) > self.L:  # too long: drop
+                    self.pending = None
+                    continue
+                if fill + len(t) > self.L:
+                    break
+                n = len(t)
+                ids[b, fill:fill + n] = torch.tensor(t)
+                lm[b, fill:fill + n] = torch.tensor(m)
+                doc[b, fill:fill + n] = d
+                pos[b, fill:fill + n] = torch.arange(n)
+                fill += n
+                d += 1
+                self.pending = None
+        return ids, lm, doc, pos
+
+
+def compute_losses(model, ids, lm, doc, pos, mtp_detach=True):
+    mask = causal_doc_mask(doc)
+    h, cs = model.trunk(ids, pos, mask)
+    # main: position t predicts t+1 when t+1 is an assistant token of the same document
+    tgt = ids[:, 1:]
+    valid = lm[:, 1:] & (doc[:, 1:] == doc[:, :-1])
+    logits = model.lm_head(h[:, :-1][valid])
+    loss = F.cross_entropy(logits.float(), tgt[valid])
+    acc = (logits.argmax(-1) == tgt[valid]).float().mean()
+    # MTP: position t (hidden h[t], token t+1) predicts t+2
+    hm = h.detach() if mtp_detach else h
+    next_ids = torch.cat([ids[:, 1:], ids[:, -1:]], 1)
+    mh = model.mtp(hm, next_ids, pos, cs, mask)
+    mvalid = lm[:, 2:] & (doc[:, 2:] == doc[:, :-2])
+    ml = model.mtp_logits(mh[:, :-2][mvalid])
+    mloss = F.cross_entropy(ml.float(), ids[:, 2:][mvalid])
+    macc = (ml.argmax(-1) == ids[:, 2:][mvalid]).float().mean()
+    return loss, mloss, acc, macc
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------------
+def hf_config_dict(c, tok):
+    from transformers import Glm4MoeConfig
+
+    eos = [tok.token_to_id(s) for s in STOP_TOKENS]
+    cfg = Glm4MoeConfig(
+        vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+        moe_intermediate_size=c["moe_intermediate_size"], num_hidden_layers=c["num_hidden_layers"],
+        num_attention_heads=c["num_attention_heads"], num_key_value_heads=c["num_key_value_heads"],
+        head_dim=c["head_dim"], partial_rotary_factor=c["partial_rotary_factor"],
+        rope_parameters={"rope_type": "default", "rope_theta": c["rope_theta"],
+                         "partial_rotary_factor": c["partial_rotary_factor"]},
+        use_qk_norm=c["use_qk_norm"], attention_bias=c["attention_bias"],
+        first_k_dense_replace=c["first_k_dense_replace"], n_routed_experts=c["n_routed_experts"],
+        num_experts_per_tok=c["num_experts_per_tok"], n_shared_experts=c["n_shared_experts"],
+        n_group=c["n_group"], topk_group=c["topk_group"], norm_topk_prob=c["norm_topk_prob"],
+        routed_scaling_factor=c["routed_scaling_factor"], rms_norm_eps=c["rms_norm_eps"],
+        num_nextn_predict_layers=c["num_nextn_predict_layers"],
+        max_position_embeddings=c["max_position_embeddings"], tie_word_embeddings=False,
+        eos_token_id=eos, pad_token_id=eos[0], bos_token_id=None,
+    )
+    d = cfg.to_dict()
+    d["architectures"] = ["Glm4MoeForCausalLM"]
+    d["dtype"] = "bfloat16"
+    d["rope_theta"] = c["rope_theta"]
+    d["head_dim"] = c["head_dim"]
+    return d
+
+
+def save_asset(model, tok, out_dir, template_text, meta):
+    from safetensors.torch import save_file
+
+    os.makedirs(out_dir, exist_ok=True)
+    c = model.c
+    tmp = os.path.join(out_dir, "model.safetensors.tmp")
+    save_file(model.hf_state_dict(), tmp, metadata={"format": "pt"})
+    os.replace(tmp, os.path.join(out_dir, "model.safetensors"))
+    cfg = hf_config_dict(c, tok)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2, sort_keys=True)
+        f.write("\n")
+    eos = [tok.token_to_id(s) for s in STOP_TOKENS]
+    with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": eos, "pad_token_id": eos[0], "do_sample": False,
+                   "transformers_version": "5.19.0"}, f, indent=2)
+        f.write("\n")
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    added = {str(tok.token_to_id(s)): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
+                                        "single_word": False, "special": True} for s in SPECIAL_TOKENS}
+    tcfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": c["max_position_embeddings"],
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "bos_token": None, "unk_token": None,
+        "clean_up_tokenization_spaces": False, "add_bos_token": False, "add_eos_token": False,
+        "extra_special_tokens": [s for s in SPECIAL_TOKENS if s != "<|endoftext|>"],
+        "added_tokens_decoder": added, "chat_template": template_text,
+    }
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(tcfg, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    with open(os.path.join(out_dir, "training_meta.json"), "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def check_against_transformers(model, out_dir, ids):
+    """Load the saved asset with transformers and compare logits with our module (fp32)."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32)
+    hf.eval()
+    ours = TinyGlm(model.c)
+    from safetensors.torch import load_file
+    ours.load_hf_state_dict(load_file(os.path.join(out_dir, "model.safetensors")))
+    ours.eval()
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits
+        L = ids.shape[1]
+        doc = torch.zeros_like(ids)
+        pos = torch.arange(L)[None].expand_as(ids)
+        h, _ = ours.trunk(ids, pos, causal_doc_mask(doc))
+        mine = ours.lm_head(h)
+    diff = (ref - mine).abs().max().item()
+    same = (ref.argmax(-1) == mine.argmax(-1)).float().mean().item()
+    return diff, same
+
+
+def run_phase(model, tok, render, args, meta, name, schedule_steps, stop_after, lr, warmup, mix, seed, template_text,
+              qk_lr_mult=1.0):
+    """Train `stop_after` steps of a cosine schedule that spans `schedule_steps`; save every --save-every
+    steps and at the end (a cut-off run still leaves a usable asset). `qk_lr_mult` scales the learning
+    rate of the q/k RMSNorm weights, the only knob that sharpens attention under qk-norm."""
+    named = list(model.named_parameters())
+    qk = [p for n, p in named if "q_norm" in n or "k_norm" in n]
+    decay = [p for n, p in named if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in named if not (p.dim() >= 2 and "embed" not in n) and not ("q_norm" in n or "k_norm" in n)]
+    groups = [{"params": decay, "weight_decay": 0.05, "mult": 1.0}, {"params": no_decay, "weight_decay": 0.0, "mult": 1.0}]
+    if qk_lr_mult == 1.0:
+        groups[1]["params"] = groups[1]["params"] + qk  # phase 1 (as first run): one no-decay group
+    else:
+        groups.append({"params": qk, "weight_decay": 0.0, "mult": qk_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+    packer = Packer(tok, render, random.Random(seed), args.seq_len, args.batch)
+
+    def lr_at(s):
+        if s < warmup:
+            return lr * (s + 1) / warmup
+        p = (s - warmup) / max(1, schedule_steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+    tstart = time.time()
+    ema = None
+    for step in range(stop_after):
+        ids, lm, doc, pos = packer.next(**mix(step / schedule_steps))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step) * g["mult"]
+        model.train()
+        loss, mloss, acc, macc = compute_losses(model, ids, lm, doc, pos)
+        total = loss + args.mtp_weight * mloss
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():  # auxiliary-loss-free balancing: nudge the choice bias toward even load
+            for m in model.moe_layers():
+                load = m.last_load.float()
+                m.e_score_correction_bias += 1e-3 * torch.sign(load.mean() - load)
+        cur = [loss.item(), mloss.item(), acc.item(), macc.item()]
+        ema = cur if ema is None else [0.95 * e + 0.05 * v for e, v in zip(ema, cur)]
+        if step % 25 == 0 or step == stop_after - 1:
+            el = time.time() - tstart
+            print(f"{name} step {step} loss {ema[0]:.3f} mtp {ema[1]:.3f} acc {ema[2]:.3f} mtp_acc {ema[3]:.3f} "
+                  f"lr {lr_at(step):.2e} {el / (step + 1):.2f}s/step elapsed {el / 60:.1f}m", flush=True)
+        if (step + 1) % args.save_every == 0 or step + 1 == stop_after:
+            meta[name].update(steps_done=step + 1, train_minutes=round((time.time() - tstart) / 60, 1),
+                              ema=dict(loss=round(ema[0], 4), mtp_loss=round(ema[1], 4), acc=round(ema[2], 4),
+                                       mtp_acc=round(ema[3], 4)))
+            save_asset(model, tok, args.out, template_text, meta)
+            print(f"{name}: saved checkpoint at step {step + 1}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--steps", type=int, default=1700, help="phase-1 cosine schedule length")
+    ap.add_argument("--stop-after", type=int, default=800, help="phase 1 stops after this many steps")
+    ap.add_argument("--phase2-steps", type=int, default=1300)
+    ap.add_argument("--phase2-lr", type=float, default=2e-3)
+    ap.add_argument("--phase2-qk-scale", type=float, default=1.5)
+    ap.add_argument("--phase2-qk-lr-mult", type=float, default=3.0)
+    ap.add_argument("--init", help="skip phase 1: start phase 2 from this saved asset (phase-1 output)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--mtp-weight", type=float, default=0.3)
+    ap.add_argument("--tok-convs", type=int, default=6000)
+    ap.add_argument("--save-every", type=int, default=500)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check", action="store_true", help="compare logits with transformers after saving")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    with open(TEMPLATE_PATH) as f:
+        template_text = f.read()
+    render = make_renderer(template_text)
+
+    # tokenizer from a fixed sample of the training distribution
+    trng = random.Random(args.seed)
+    texts = [conversation_text(make_conversation(trng, "train", 1.0), render) for _ in range(args.tok_convs)]
+    tok = build_tokenizer(texts, MODEL_CONFIG["vocab_size"])
+    c = dict(MODEL_CONFIG)
+    assert tok.get_vocab_size() <= c["vocab_size"], tok.get_vocab_size()
+    print(f"tokenizer: {tok.get_vocab_size()} entries ({time.time() - t0:.1f}s)", flush=True)
+
+    gen = torch.Generator().manual_seed(args.seed)
+    model = TinyGlm(c)
+    model.init_weights(gen)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"params (trained, MTP embed/head shared): {n_params / 1e6:.2f}M", flush=True)
+
+    meta = dict(seed=args.seed, batch=args.batch, seq_len=args.seq_len, mtp_weight=args.mtp_weight, model=c,
+                phase1=dict(schedule_steps=args.steps, stop_after=args.stop_after, lr=args.lr),
+                phase2=dict(steps=args.phase2_steps, lr=args.phase2_lr, qk_scale=args.phase2_qk_scale,
+                            qk_lr_mult=args.phase2_qk_lr_mult))
+    if args.init:
+        # Resume at the end of phase 1 from a saved asset (bf16 weights, exactly what phase 2 starts from).
+        from safetensors.torch import load_file
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
+        model.load_hf_state_dict(load_file(os.path.join(args.init, "model.safetensors")))
+        print(f"phase 1 loaded from {args.init}", flush=True)
+    else:
+        # Phase 1: broad mix, copy drills weighted early; cosine schedule over --steps, cut at --stop-after.
+        def mix1(frac):
+            return dict(copy_weight=2.0 if frac < 0.2 else (1.0 if frac < 0.5 else 0.4))
+
+        run_phase(model, tok, render, args, meta, "phase1", args.steps, min(args.stop_after, args.steps),
+                  args.lr, args.warmup, mix1, args.seed + 1, template_text)
+    if args.phase2_steps:
+        # Phase 2 starts from the bf16 weights phase 1 saved (so --init reproduces it) with a fresh optimizer
+        # and a copy-heavy mix: long echo drills, also inside tool contexts.
+        model.load_hf_state_dict(model.hf_state_dict())
+        with torch.no_grad():  # sharper attention is what copying needs: widen the qk-norm gain
+            for layer in list(model.layers) + [model.mtp_block]:
+                layer.self_attn.q_norm.weight.mul_(args.phase2_qk_scale)
+                layer.self_attn.k_norm.weight.mul_(args.phase2_qk_scale)
+
+        def mix2(frac):
+            return dict(copy_weight=1.0, long_echo=2.0 if frac < 0.6 else 0.7, plain_in_tools=0.4 if frac < 0.6 else 0.3)
+
+        run_phase(model, tok, render, args, meta, "phase2", args.phase2_steps, args.phase2_steps,
+                  args.phase2_lr, 50, mix2, args.seed + 2, template_text, qk_lr_mult=args.phase2_qk_lr_mult)
+    print(f"saved {args.out} after {(time.time() - t0) / 60:.1f} min", flush=True)
+    packer = Packer(tok, render, random.Random(args.seed + 3), args.seq_len, args.batch)
+    if args.check:
+        ids, _, _, _ = packer.next(0.3)
+        diff, same = check_against_transformers(model, args.out, ids[:1, :128])
+        print(f"transformers check: max |logit diff| {diff:.4g} (bf16 weights, fp32 compute), argmax agree {same:.3f}")
+
+
+if __name__ == "__main__":
+    main()
