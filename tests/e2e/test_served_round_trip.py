@@ -1,0 +1,213 @@
+"""A served round trip: vLLM (CPU) serving the bundled tiny GLM checkpoint with our parsers, driven by the
+OpenAI and Anthropic SDKs exactly as users drive a GLM server.
+
+The server is started the way `glm-plugin serve` starts it (`python -m vllm.entrypoints.openai.api_server`, with
+`--tool-call-parser glm47 --reasoning-parser glm45`); our plugin is installed, so those names are ours.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+
+from glm_plugin.cli import bundled_model_dir, cpu_environment, vllm_server_command  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "glm-tiny"
+TIMER = {"type": "function", "function": {"name": "set_timer", "description": "Start a named timer", "parameters": {
+    "type": "object", "properties": {"minutes": {"type": "integer"}, "label": {"type": "string"}},
+    "required": ["minutes", "label"]}}}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather for a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                           "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                          "required": ["city"]}}}
+TOOLS = [TIMER, WEATHER]
+ASK = "Set a timer for 25 minutes called Tea Break."
+RESULT = json.dumps({"timer_id": 4821, "status": "Started"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log_path = Path(tmp_path_factory.mktemp("server")) / "vllm.log"
+    cmd = vllm_server_command(bundled_model_dir(), port=port, served_name=MODEL, max_model_len=4096,
+                              extra=["--dtype", "bfloat16", "--enforce-eager"])
+    env = cpu_environment()
+    env.pop("GLM_PLUGIN_DISABLE", None)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vLLM exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    pass
+                if openai.OpenAI(base_url=base + "/v1", api_key="x").models.list().data:
+                    break
+            except Exception:
+                if time.time() > deadline:
+                    pytest.fail(f"vLLM did not come up in 240 s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def check_schema_types(tool: dict, arguments: dict) -> None:
+    params = tool["function"]["parameters"]
+    kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
+    for key in params.get("required", []):
+        assert key in arguments, f"required argument {key!r} missing from {arguments}"
+    for key, value in arguments.items():
+        declared = params["properties"][key]["type"]
+        assert isinstance(value, kinds[declared]) and not (declared == "integer" and isinstance(value, bool)), (
+            f"{key}={value!r} is not a JSON {declared}")
+
+
+def _chat(client, messages, **kw):
+    return client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, temperature=0,
+                                          max_tokens=160, **kw)
+
+
+def _reasoning(message) -> str | None:
+    extra = message.model_extra or {}
+    return extra.get("reasoning") or extra.get("reasoning_content")
+
+
+def _stream(client, messages, **kw):
+    reasoning, content, calls = [], [], {}
+    for chunk in _chat(client, messages, stream=True, **kw):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        extra = delta.model_extra or {}
+        reasoning.append(extra.get("reasoning") or extra.get("reasoning_content") or "")
+        content.append(delta.content or "")
+        for call in delta.tool_calls or []:
+            entry = calls.setdefault(call.index, {"name": "", "arguments": ""})
+            if call.function and call.function.name:
+                assert not entry["name"], "a tool name is streamed once, complete"
+                entry["name"] = call.function.name
+            if call.function and call.function.arguments:
+                entry["arguments"] += call.function.arguments
+    return "".join(reasoning) or None, "".join(content) or None, [calls[i] for i in sorted(calls)]
+
+
+def test_openai_tool_round_trip_streaming_agrees(server):
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    messages = [{"role": "user", "content": ASK}]
+    first = _chat(client, messages)
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert _reasoning(message), "thinking is on by default and must come back as reasoning"
+    assert message.tool_calls, f"no tool call: {message}"
+    call = message.tool_calls[0]
+    assert call.function.name == "set_timer"
+    arguments = json.loads(call.function.arguments)
+    check_schema_types(TIMER, arguments)
+
+    reasoning, content, streamed = _stream(client, messages)
+    assert reasoning == _reasoning(message)
+    assert content == (message.content or None)
+    assert [(c["name"], json.loads(c["arguments"])) for c in streamed] == [
+        (c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls]
+
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": RESULT},
+    ]
+    answer = _chat(client, messages).choices[0].message
+    assert not answer.tool_calls and answer.content, "after the tool result the model answers in content"
+
+
+# The bundled model has learned the format but not yet to copy values from its context (see docs/tiny-model.md):
+# these run, and will start passing once the checkpoint copies; they do not gate CI meanwhile.
+COPYING = pytest.mark.xfail(reason="tiny checkpoint does not copy values from context yet", strict=False)
+
+
+@COPYING
+def test_openai_call_copies_arguments_and_answer_uses_the_result(server):
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    messages = [{"role": "user", "content": ASK}]
+    call = _chat(client, messages).choices[0].message.tool_calls[0]
+    assert json.loads(call.function.arguments) == {"minutes": 25, "label": "Tea Break"}
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": RESULT},
+    ]
+    assert "4821" in (_chat(client, messages).choices[0].message.content or "")
+
+
+def test_thinking_disabled_gives_no_reasoning(server):
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    kw = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
+    message = _chat(client, [{"role": "user", "content": ASK}], **kw).choices[0].message
+    assert not _reasoning(message)
+    assert message.tool_calls
+    check_schema_types(TIMER, json.loads(message.tool_calls[0].function.arguments))
+    reasoning, _, streamed = _stream(client, [{"role": "user", "content": ASK}], **kw)
+    assert reasoning is None and streamed[0]["name"] == "set_timer"
+
+
+def test_anthropic_messages_give_thinking_and_tool_use(server):
+    client = anthropic.Anthropic(base_url=server, api_key="x")
+    tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
+              "input_schema": t["function"]["parameters"]} for t in TOOLS]
+    messages = [{"role": "user", "content": ASK}]
+    reply = client.messages.create(model=MODEL, max_tokens=160, messages=messages, tools=tools,
+                                   extra_body={"temperature": 0})
+    kinds = [block.type for block in reply.content]
+    assert "thinking" in kinds and "tool_use" in kinds, kinds
+    assert reply.stop_reason == "tool_use"
+    use = next(b for b in reply.content if b.type == "tool_use")
+    assert use.name == "set_timer"
+    check_schema_types(TIMER, use.input)
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": RESULT}]},
+    ]
+    answer = client.messages.create(model=MODEL, max_tokens=160, messages=messages, tools=tools,
+                                   extra_body={"temperature": 0})
+    text = "".join(b.text for b in answer.content if b.type == "text")
+    assert text and answer.stop_reason == "end_turn"
+
+
+def test_server_runs_our_parsers(server):
+    """The round trip above must have gone through glm_plugin, not the engine's built-in parsers."""
+    env = cpu_environment()
+    env.pop("GLM_PLUGIN_DISABLE", None)
+    probe = (
+        "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+        "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
+        "make_arg_parser(FlexibleArgumentParser())\n"
+        "from vllm.tool_parsers import ToolParserManager\n"
+        "from vllm.reasoning import ReasoningParserManager\n"
+        "print(ToolParserManager.get_tool_parser('glm47').__module__,"
+        " ReasoningParserManager.get_reasoning_parser('glm45').__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
+    assert out.stdout.split()[-2:] == ["glm_plugin.engines.vllm.parsers"] * 2, out.stderr[-2000:]
