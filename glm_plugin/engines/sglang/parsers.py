@@ -17,6 +17,7 @@ from sglang.srt.function_call.core_types import StreamingParseResult, ToolCallIt
 from sglang.srt.function_call.glm4_moe_detector import Glm4MoeDetector
 from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
 
+from glm_plugin.engines.call_state import record_finished_call
 from glm_plugin.engines.unvalidated import checked
 from glm_plugin.formats import (
     ContentDelta,
@@ -111,13 +112,7 @@ class _GlmToolDetection:
         return StreamingParseResult(normal_text="".join(normal), calls=calls)
 
     def _record(self, end: ToolCallEnd) -> None:
-        # SGLang's end-of-stream check diffs these two to send "remaining" arguments; ours are always complete.
-        while len(self.prev_tool_call_arr) <= end.index:
-            self.prev_tool_call_arr.append({})
-            self.streamed_args_for_tool.append("")
-        self.prev_tool_call_arr[end.index] = {"name": end.name, "arguments": end.arguments_json}
-        self.streamed_args_for_tool[end.index] = end.arguments_json
-        self.current_tool_id = end.index
+        record_finished_call(self, end)
 
 
 class Glm47ToolDetector(_GlmToolDetection, Glm47MoeDetector):

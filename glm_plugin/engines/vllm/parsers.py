@@ -31,6 +31,7 @@ from vllm.renderers.chat_utils import make_tool_call_id
 from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
+from glm_plugin.engines.call_state import record_finished_call
 from glm_plugin.formats.content_edges import ContentEdges
 from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
 from glm_plugin.engines.unvalidated import checked, instance
@@ -387,13 +388,7 @@ class GlmToolParser(ToolParser):
         return _delta([], content, list(calls.values()))
 
     def _record(self, end: ToolCallEnd) -> None:
-        # vLLM's end-of-stream check compares these two to send "remaining" arguments; ours are always complete.
-        while len(self.prev_tool_call_arr) <= end.index:
-            self.prev_tool_call_arr.append({})
-            self.streamed_args_for_tool.append("")
-        self.prev_tool_call_arr[end.index] = {"name": end.name, "arguments": end.arguments_json}
-        self.streamed_args_for_tool[end.index] = end.arguments_json
-        self.current_tool_id = end.index
+        record_finished_call(self, end)
 
 
 def forward_prompt_token_ids() -> None:
