@@ -924,6 +924,8 @@ def main(argv=None):
     ap.add_argument("--phase2-steps", type=int, default=1300)
     ap.add_argument("--phase2-lr", type=float, default=2e-3)
     ap.add_argument("--phase2-qk-scale", type=float, default=1.5)
+    ap.add_argument("--phase3-steps", type=int, default=0)
+    ap.add_argument("--phase3-lr", type=float, default=1.5e-3)
     ap.add_argument("--phase2-qk-lr-mult", type=float, default=3.0)
     ap.add_argument("--init", help="skip phase 1: start phase 2 from this saved asset (phase-1 output)")
     ap.add_argument("--batch", type=int, default=8)
@@ -991,6 +993,16 @@ def main(argv=None):
 
         run_phase(model, tok, render, args, meta, "phase2", args.phase2_steps, args.phase2_steps,
                   args.phase2_lr, 50, mix2, args.seed + 2, template_text, qk_lr_mult=args.phase2_qk_lr_mult)
+    if args.phase3_steps:
+        # Optional (off by default; not part of the committed asset): copy-drill-dominated continuation.
+        model.load_hf_state_dict(model.hf_state_dict())
+        meta["phase3"] = dict(steps=args.phase3_steps, lr=args.phase3_lr)
+
+        def mix3(frac):
+            return dict(copy_weight=1.0, long_echo=6.0, plain_in_tools=0.8)
+
+        run_phase(model, tok, render, args, meta, "phase3", args.phase3_steps, args.phase3_steps,
+                  args.phase3_lr, 25, mix3, args.seed + 4, template_text)
     print(f"saved {args.out} after {(time.time() - t0) / 60:.1f} min", flush=True)
     packer = Packer(tok, render, random.Random(args.seed + 3), args.seq_len, args.batch)
     if args.check:
