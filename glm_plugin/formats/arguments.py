@@ -45,7 +45,6 @@ class ValueType:
 
 
 UNDECLARED = ValueType(None)
-STRING = ValueType(frozenset({"string"}))
 
 
 def _json_type_of(value: Any) -> str:
