@@ -33,9 +33,9 @@ CALL_RE = re.compile(r"<tool_call>([^<]*)((?:<arg_key>[^<]*</arg_key><arg_value>
 ARG_RE = re.compile(r"<arg_key>([^<]*)</arg_key><arg_value>(.*?)</arg_value>", re.S)
 
 
-def make_eval_conversation(rng: random.Random):
+def make_eval_conversation(rng: random.Random, split: str = "eval"):
     """History of 0-1 turns, then a user request that needs 1-3 tool calls (held-out entities)."""
-    ent = T.Entities(rng, "eval")
+    ent = T.Entities(rng, split)
     shown = rng.sample(T.TOOL_NAMES, rng.choice([1, 2, 3]))
     thinking = rng.random() < 0.7
     history = []
@@ -169,13 +169,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=777)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--show", type=int, default=3, help="print this many sample generations")
-    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--json", help="also write the figures (and the failed calls) to this file")
+    ap.add_argument("--split", default="eval", choices=["eval", "train"],
+                    help="entity split; 'train' tells copying apart from memorised entities")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     g = Generator(args.model)
     rng = random.Random(args.seed)
-    convs = [make_eval_conversation(rng) for _ in range(args.n)]
+    convs = [make_eval_conversation(rng, args.split) for _ in range(args.n)]
+    failures = []
 
     well = exact = answered = think_ok = think_total = 0
     per_tool = defaultdict(lambda: [0, 0])
@@ -195,6 +198,8 @@ def main(argv=None):
         ex = ok and calls == expected
         well += ok
         exact += ex
+        if not ex:
+            failures.append({"user": user["content"], "expected": expected, "got": out1})
         for name, _ in expected:
             per_tool[name][1] += 1
             per_tool[name][0] += ex
@@ -248,6 +253,7 @@ def main(argv=None):
         "exact_by_tool": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_tool.items())},
         "exact_by_mode": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_mode.items())},
         "seconds": round(time.time() - t0, 1),
+        "split": args.split,
     }
     print(f"held-out conversations: {n}")
     print(f"well-formed GLM-4.7 tool call:      {well / n:.1%}   (target >= 95%)")
@@ -263,7 +269,7 @@ def main(argv=None):
     print(f"({figures['seconds']} s)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(figures, f, indent=2)
+            json.dump(dict(figures, failed_calls=failures), f, indent=2)
     return figures
 
 
