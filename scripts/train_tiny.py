@@ -20,7 +20,7 @@ Design choices (see docs/tiny-model.md for measurements):
   token after next from the main model's final hidden state and the next token's embedding, exactly as
   vLLM's ``Glm4MoeMultiTokenPredictorLayer`` uses it.
 
-Usage:  python scripts/train_tiny.py [--out DIR] [--check]   (about 45 minutes on 2 cores)
+Usage:  python scripts/train_tiny.py [--out DIR] [--check]   (about 45 minutes on 2 free cores)
 """
 
 from __future__ import annotations
@@ -723,7 +723,7 @@ def positional_query_keys(theta, head_dim, rot_dim, offsets=(1, 2), gain_max=2.5
     return unit(qb), unit(kb), gq.detach(), gk.detach(), worst
 
 
-def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scale=5.0):
+def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scale=5.0, bigram=False, retrieval=False):
     """Initialise layers 0 and 1 as an induction (copy) circuit, the mechanism a model needs to copy an
     entity it has not seen in training from the prompt into a tool argument or an answer.
 
@@ -733,8 +733,15 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
     Residual layout: token embeddings live in the first half of the hidden dims; layer 0 heads 0 and 1
     attend 1 and 2 tokens back and write those tokens' codes into the second half; layer 1 head 0 matches
     the current token against the 'previous token' codes and writes the token found after the match
-    (read by the lm_head, initialised as a scaled copy of the embedding). Other heads and the MLPs of
-    layers 0-1 start with zero output, so the circuit starts clean; training adapts everything else."""
+    (read by the lm_head, initialised as a scaled copy of the embedding). With ``bigram``, layer 1 head 2
+    (on the second KV head) matches the previous token against the 'two back' codes and writes the same
+    continuation, so a candidate whose two preceding tokens both match gets twice the vote: this
+    disambiguates digits and word pieces that occur more than once in the prompt. With ``retrieval``,
+    head 0 of layers 2 and 3 gets a fixed 'copy the attended token' value/output path (reading and writing
+    the embedding dims 64-127, which layer 1 leaves alone) while its query and key stay free: the first
+    token of an argument or of a result value has no preceding match for induction, so a head must learn
+    *where* to look; it no longer has to learn to copy as well. Other heads and the MLPs of layers 0-1
+    start with zero output, so the circuit starts clean; training adapts everything else."""
     c = model.c
     H, d = c["hidden_size"], c["head_dim"]
     rot, half = int(d * c["partial_rotary_factor"]), c["hidden_size"] // 2
@@ -768,23 +775,48 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
         a1.v_proj.weight[:d] = torch.eye(d, H)
         a1.o_proj.weight[:, : 2 * d] = 0
         a1.o_proj.weight[:d, :d] = beta * torch.eye(d)
+        if bigram:  # query head 2 reads KV head 1
+            for proj, rows in ((a1.q_proj, slice(2 * d, 3 * d)), (a1.k_proj, slice(d, 2 * d)),
+                               (a1.v_proj, slice(d, 2 * d))):
+                proj.weight[rows] = 0
+                proj.bias[rows] = 0
+            a1.q_proj.weight[2 * d + rot: 3 * d, half: half + n_match] = torch.eye(n_match)
+            a1.k_proj.weight[d + rot: 2 * d, half + d: half + d + n_match] = torch.eye(n_match)
+            a1.v_proj.weight[d: 2 * d] = torch.eye(d, H)
+            a1.o_proj.weight[:, 2 * d: 3 * d] = 0
+            a1.o_proj.weight[:d, 2 * d: 3 * d] = beta * torch.eye(d)
+        if retrieval:
+            for i in (2, 3):
+                a = model.layers[i].self_attn
+                a.v_proj.weight[:d] = 0
+                a.v_proj.weight[:d, d: 2 * d] = torch.eye(d)
+                a.v_proj.bias[:d] = 0
+                a.o_proj.weight[:, :d] = 0
+                a.o_proj.weight[d: 2 * d, :d] = beta * torch.eye(d)
         layer1.mlp.w_down.zero_()
         layer1.mlp.shared_experts.down_proj.weight.zero_()
 
 
-def copy_circuit_slices(model):
+def copy_circuit_slices(model, bigram=False, retrieval=False):
     """The parameter slices install_copy_circuit sets, with their values: training restores them after
     every step (with them free, the circuit was unlearned within ~100 steps while the model learned the
     chat format, before anything downstream had learned to use it)."""
     d, half = model.c["head_dim"], model.c["hidden_size"] // 2
-    rows = lambda n: (slice(0, n),)  # noqa: E731
     out = [(model.embed_tokens.weight, (slice(None), slice(half, None)))]
-    for i, heads in ((0, 2), (1, 1)):
+    # (layer, query-head rows, kv-head rows, o_proj columns)
+    parts = [(0, slice(0, 2 * d), slice(0, d), slice(0, 2 * d)), (1, slice(0, d), slice(0, d), slice(0, d))]
+    if bigram:
+        parts.append((1, slice(2 * d, 3 * d), slice(d, 2 * d), slice(2 * d, 3 * d)))
+    for i, q, kv, o in parts:
         a = model.layers[i].self_attn
         out += [(a.q_norm.weight, (slice(None),)), (a.k_norm.weight, (slice(None),)),
-                (a.q_proj.weight, rows(heads * d)), (a.q_proj.bias, rows(heads * d)),
-                (a.k_proj.weight, rows(d)), (a.k_proj.bias, rows(d)), (a.v_proj.weight, rows(d)),
-                (a.v_proj.bias, rows(d)), (a.o_proj.weight, (slice(None), slice(0, heads * d)))]
+                (a.q_proj.weight, (q,)), (a.q_proj.bias, (q,)), (a.k_proj.weight, (kv,)), (a.k_proj.bias, (kv,)),
+                (a.v_proj.weight, (kv,)), (a.v_proj.bias, (kv,)), (a.o_proj.weight, (slice(None), o))]
+    if retrieval:
+        for i in (2, 3):
+            a = model.layers[i].self_attn
+            out += [(a.v_proj.weight, (slice(0, d),)), (a.v_proj.bias, (slice(0, d),)),
+                    (a.o_proj.weight, (slice(None), slice(0, d)))]
     return [(p, idx, p.detach()[idx].clone()) for p, idx in out]
 
 
@@ -1006,7 +1038,7 @@ def train(model, tok, render, args, meta, template_text):
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     packer = Packer(tok, render, random.Random(args.seed + 1), args.seq_len, args.batch)
     drill_rng = random.Random(args.seed + 2)
-    frozen = copy_circuit_slices(model)
+    frozen = copy_circuit_slices(model, bigram=args.bigram, retrieval=args.retrieval)
 
     def lr_at(s):
         if s < args.warmup:
@@ -1065,6 +1097,8 @@ def main(argv=None):
     ap.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bigram", action="store_true", help="add the bigram induction head (not yet measured)")
+    ap.add_argument("--retrieval", action="store_true", help="add retrieval copy paths (not yet measured)")
     ap.add_argument("--check", action="store_true", help="compare logits with transformers after saving")
     args = ap.parse_args(argv)
 
@@ -1090,13 +1124,13 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     model = TinyGlm(c)
     model.init_weights(gen)
-    install_copy_circuit(model)
+    install_copy_circuit(model, bigram=args.bigram, retrieval=args.retrieval)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params (trained, MTP embed/head shared): {n_params / 1e6:.2f}M", flush=True)
 
     meta = dict(seed=args.seed, batch=args.batch, seq_len=args.seq_len, mtp_weight=args.mtp_weight, model=c,
                 training=dict(steps=args.steps, lr=args.lr, warmup=args.warmup, induction=args.induction,
-                              copy_circuit=True))
+                              copy_circuit=True, bigram=args.bigram, retrieval=args.retrieval))
     train(model, tok, render, args, meta, template_text)
     print(f"saved {args.out} after {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.check:

@@ -1,0 +1,104 @@
+"""The hand-built copy circuit of ``scripts/train_tiny.py`` copies before any training.
+
+Why: the bundled checkpoint can only copy unseen entities into tool arguments because training starts
+from this circuit (docs/tiny-model.md); if a change to the model code or the initialisation broke it,
+a retrained checkpoint would silently stop copying. Also checks that the bundled checkpoint still
+carries the circuit's fixed weights.
+"""
+
+import importlib.util
+import pathlib
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+import glm_plugin  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ASSET = pathlib.Path(glm_plugin.__file__).parent / "assets" / "tiny-glm"
+
+
+@pytest.fixture(scope="module")
+def train_tiny():
+    spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "scripts" / "train_tiny.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def wired(train_tiny):
+    return _fresh(train_tiny)
+
+
+def _fresh(T, wire=True, **options):
+    model = T.TinyGlm(dict(T.MODEL_CONFIG))
+    model.init_weights(torch.Generator().manual_seed(1))
+    if wire:
+        T.install_copy_circuit(model, **options)
+    return model
+
+
+def _repeat_accuracy(T, model, seed, alphabet=None):
+    """Top-1 accuracy on the second copy of random token sequences (tokens never seen in training);
+    with `alphabet`, each sequence draws from that many tokens, so tokens recur as digits do."""
+    rng = random.Random(seed)
+    hits = total = 0
+    with torch.no_grad():
+        for _ in range(8):
+            pool = [rng.randrange(20, 4096) for _ in range(alphabet or 4076)]
+            x = [rng.choice(pool) for _ in range(rng.randint(10, 40))]
+            ids = torch.tensor([[1, 2] + x + [5] + x])
+            L = ids.shape[1]
+            h, _ = model.trunk(ids, torch.arange(L)[None], T.causal_doc_mask(torch.zeros_like(ids)))
+            pred = model.lm_head(h[0]).argmax(-1)
+            start = 2 + len(x) + 1  # first token of the repeat; predict from its second token on
+            hits += (pred[start:L - 1] == ids[0, start + 1:]).sum().item()
+            total += L - 1 - start
+    return hits / total
+
+
+def test_positional_heads_attend_one_and_two_tokens_back(train_tiny):
+    T = train_tiny
+    c = T.MODEL_CONFIG
+    d = c["head_dim"]
+    *_, worst = T.positional_query_keys(c["rope_theta"], d, int(d * c["partial_rotary_factor"]))
+    assert worst > 0.9
+
+
+def test_fresh_model_copies_only_with_the_circuit(train_tiny, wired):
+    T = train_tiny
+    assert _repeat_accuracy(T, _fresh(T, wire=False), 3) < 0.05
+    assert _repeat_accuracy(T, wired, 3) > 0.9
+
+
+def test_bigram_head_disambiguates_recurring_tokens(train_tiny):
+    T = train_tiny
+    unigram = _repeat_accuracy(T, _fresh(T, bigram=False, retrieval=False), 3, alphabet=30)
+    both = _repeat_accuracy(T, _fresh(T, bigram=True, retrieval=False), 3, alphabet=30)
+    assert both > 0.75 and both > unigram + 0.2, (unigram, both)
+
+
+def test_retrieval_heads_copy_what_they_attend_to(train_tiny):
+    """Layers 2-3 head 0: whatever the (trainable) query/key pick, the output names that token."""
+    T = train_tiny
+    d = T.MODEL_CONFIG["head_dim"]
+    wired = _fresh(T, retrieval=True)
+    for i in (2, 3):
+        a = wired.layers[i].self_attn
+        token = wired.embed_tokens.weight[123]
+        out = a.o_proj.weight[:, :d] @ (a.v_proj.weight[:d] @ token + a.v_proj.bias[:d])
+        assert wired.lm_head(out).argmax().item() == 123
+
+
+def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny, wired):
+    from safetensors.torch import load_file
+
+    weights = load_file(str(ASSET / "model.safetensors"))
+    for param, idx, value in train_tiny.copy_circuit_slices(wired):
+        name = next(n for n, p in wired.named_parameters() if p is param)
+        key = {"embed_tokens.weight": "model.embed_tokens.weight"}.get(name, "model." + name)
+        assert torch.equal(weights[key].float()[idx], value.to(torch.bfloat16).float()), name
