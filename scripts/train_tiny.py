@@ -741,83 +741,71 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
     the embedding dims 64-127, which layer 1 leaves alone) while its query and key stay free: the first
     token of an argument or of a result value has no preceding match for induction, so a head must learn
     *where* to look; it no longer has to learn to copy as well. Other heads and the MLPs of layers 0-1
-    start with zero output, so the circuit starts clean; training adapts everything else."""
+    start with zero output, so the circuit starts clean; training adapts everything else.
+
+    Returns the slices the circuit owns, with their values: training restores them after every step
+    (with them free, the circuit was unlearned within ~100 steps while the model learned the chat
+    format, before anything downstream had learned to use it)."""
     c = model.c
     H, d = c["hidden_size"], c["head_dim"]
     rot, half = int(d * c["partial_rotary_factor"]), c["hidden_size"] // 2
     qb, kb, gq, gk, worst = positional_query_keys(c["rope_theta"], d, rot)
     assert worst > 0.9, f"positional heads too blurred ({worst:.3f})"
+    owned = []
+
+    def own(param, *idx):
+        """Zero a slice the circuit owns and remember it."""
+        param[idx] = 0
+        owned.append((param, idx))
+
+    def own_head(a, q_rows, kv_rows, o_cols):
+        owned.extend([(a.q_norm.weight, (slice(None),)), (a.k_norm.weight, (slice(None),))])
+        for proj, rows in ((a.q_proj, q_rows), (a.k_proj, kv_rows), (a.v_proj, kv_rows)):
+            own(proj.weight, rows)
+            own(proj.bias, rows)
+        own(a.o_proj.weight, slice(None), o_cols)
+
     with torch.no_grad():
-        model.embed_tokens.weight[:, half:] = 0
+        own(model.embed_tokens.weight, slice(None), slice(half, None))
         model.lm_head.weight.copy_(model.embed_tokens.weight * head_scale)
         a0 = model.layers[0].self_attn
+        own_head(a0, slice(0, 2 * d), slice(0, d), slice(0, 2 * d))
         a0.q_norm.weight.copy_(gq)
         a0.k_norm.weight.copy_(gk)
-        a0.q_proj.weight[: 2 * d] = 0
         a0.q_proj.bias[:d], a0.q_proj.bias[d: 2 * d] = qb[0], qb[1]
-        a0.k_proj.weight[:d] = 0
         a0.k_proj.bias[:d] = kb
         a0.v_proj.weight[:d] = torch.eye(d, H)  # value: the attended token's code
-        a0.v_proj.bias[:d] = 0
         a0.o_proj.weight.zero_()
         a0.o_proj.weight[half: half + 2 * d, : 2 * d] = alpha * torch.eye(2 * d)
         model.layers[0].mlp.down_proj.weight.zero_()
         layer1 = model.layers[1]
         a1 = layer1.self_attn
-        for proj in (a1.q_proj, a1.k_proj, a1.v_proj):
-            proj.weight[:d] = 0
-            proj.bias[:d] = 0
+        own_head(a1, slice(0, d), slice(0, d), slice(0, d))
         n_match = d - rot  # match in the dims RoPE leaves alone, so the match ignores distance
         a1.q_proj.weight[rot:d, :n_match] = torch.eye(n_match)
         a1.k_proj.weight[rot:d, half: half + n_match] = torch.eye(n_match)
         a1.q_norm.weight[rot:] = match_gain
         a1.k_norm.weight[rot:] = match_gain
         a1.v_proj.weight[:d] = torch.eye(d, H)
-        a1.o_proj.weight[:, : 2 * d] = 0
+        a1.o_proj.weight[:, d: 2 * d] = 0
         a1.o_proj.weight[:d, :d] = beta * torch.eye(d)
         if bigram:  # query head 2 reads KV head 1
-            for proj, rows in ((a1.q_proj, slice(2 * d, 3 * d)), (a1.k_proj, slice(d, 2 * d)),
-                               (a1.v_proj, slice(d, 2 * d))):
-                proj.weight[rows] = 0
-                proj.bias[rows] = 0
+            own_head(a1, slice(2 * d, 3 * d), slice(d, 2 * d), slice(2 * d, 3 * d))
             a1.q_proj.weight[2 * d + rot: 3 * d, half: half + n_match] = torch.eye(n_match)
             a1.k_proj.weight[d + rot: 2 * d, half + d: half + d + n_match] = torch.eye(n_match)
             a1.v_proj.weight[d: 2 * d] = torch.eye(d, H)
-            a1.o_proj.weight[:, 2 * d: 3 * d] = 0
             a1.o_proj.weight[:d, 2 * d: 3 * d] = beta * torch.eye(d)
         if retrieval:
             for i in (2, 3):
                 a = model.layers[i].self_attn
-                a.v_proj.weight[:d] = 0
+                own(a.v_proj.weight, slice(0, d))
+                own(a.v_proj.bias, slice(0, d))
+                own(a.o_proj.weight, slice(None), slice(0, d))
                 a.v_proj.weight[:d, d: 2 * d] = torch.eye(d)
-                a.v_proj.bias[:d] = 0
-                a.o_proj.weight[:, :d] = 0
                 a.o_proj.weight[d: 2 * d, :d] = beta * torch.eye(d)
         layer1.mlp.w_down.zero_()
         layer1.mlp.shared_experts.down_proj.weight.zero_()
-
-
-def copy_circuit_slices(model, bigram=False, retrieval=False):
-    """The parameter slices install_copy_circuit sets, with their values: training restores them after
-    every step (with them free, the circuit was unlearned within ~100 steps while the model learned the
-    chat format, before anything downstream had learned to use it)."""
-    d, half = model.c["head_dim"], model.c["hidden_size"] // 2
-    out = [(model.embed_tokens.weight, (slice(None), slice(half, None)))]
-    # (layer, query-head rows, kv-head rows, o_proj columns)
-    parts = [(0, slice(0, 2 * d), slice(0, d), slice(0, 2 * d)), (1, slice(0, d), slice(0, d), slice(0, d))]
-    if bigram:
-        parts.append((1, slice(2 * d, 3 * d), slice(d, 2 * d), slice(2 * d, 3 * d)))
-    for i, q, kv, o in parts:
-        a = model.layers[i].self_attn
-        out += [(a.q_norm.weight, (slice(None),)), (a.k_norm.weight, (slice(None),)),
-                (a.q_proj.weight, (q,)), (a.q_proj.bias, (q,)), (a.k_proj.weight, (kv,)), (a.k_proj.bias, (kv,)),
-                (a.v_proj.weight, (kv,)), (a.v_proj.bias, (kv,)), (a.o_proj.weight, (slice(None), o))]
-    if retrieval:
-        for i in (2, 3):
-            a = model.layers[i].self_attn
-            out += [(a.v_proj.weight, (slice(0, d),)), (a.v_proj.bias, (slice(0, d),)),
-                    (a.o_proj.weight, (slice(None), slice(0, d)))]
-    return [(p, idx, p.detach()[idx].clone()) for p, idx in out]
+    return [(p, idx, p.detach()[idx].clone()) for p, idx in owned]
 
 
 def restore_slices(slices):
@@ -1027,7 +1015,7 @@ def check_against_transformers(model, out_dir, ids):
     return diff, same
 
 
-def train(model, tok, render, args, meta, template_text):
+def train(model, frozen, tok, render, args, meta, template_text):
     """One cosine schedule over --steps; a fraction --induction of the steps trains on copy drills
     (induction_rows) instead of conversations; the copy circuit's slices are restored after every step.
     Saves every --save-every steps and at the end (a cut-off run still leaves a usable asset)."""
@@ -1038,7 +1026,6 @@ def train(model, tok, render, args, meta, template_text):
                             lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
     packer = Packer(tok, render, random.Random(args.seed + 1), args.seq_len, args.batch)
     drill_rng = random.Random(args.seed + 2)
-    frozen = copy_circuit_slices(model, bigram=args.bigram, retrieval=args.retrieval)
 
     def lr_at(s):
         if s < args.warmup:
@@ -1124,14 +1111,14 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     model = TinyGlm(c)
     model.init_weights(gen)
-    install_copy_circuit(model, bigram=args.bigram, retrieval=args.retrieval)
+    frozen = install_copy_circuit(model, bigram=args.bigram, retrieval=args.retrieval)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params (trained, MTP embed/head shared): {n_params / 1e6:.2f}M", flush=True)
 
     meta = dict(seed=args.seed, batch=args.batch, seq_len=args.seq_len, mtp_weight=args.mtp_weight, model=c,
                 training=dict(steps=args.steps, lr=args.lr, warmup=args.warmup, induction=args.induction,
                               copy_circuit=True, bigram=args.bigram, retrieval=args.retrieval))
-    train(model, tok, render, args, meta, template_text)
+    train(model, frozen, tok, render, args, meta, template_text)
     print(f"saved {args.out} after {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.check:
         packer = Packer(tok, render, random.Random(args.seed + 3), args.seq_len, args.batch)

@@ -94,11 +94,21 @@ def test_retrieval_heads_copy_what_they_attend_to(train_tiny):
         assert wired.lm_head(out).argmax().item() == 123
 
 
-def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny, wired):
+def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny):
+    """Every slice the circuit owns, for the options the asset was trained with, is in the asset as
+    installed (training restores them after every step)."""
+    import json
+
     from safetensors.torch import load_file
 
+    recipe = json.loads((ASSET / "training_meta.json").read_text())["training"]
+    model = train_tiny.TinyGlm(dict(train_tiny.MODEL_CONFIG))
+    model.init_weights(torch.Generator().manual_seed(1))
+    owned = train_tiny.install_copy_circuit(model, bigram=recipe.get("bigram", False),
+                                            retrieval=recipe.get("retrieval", False))
+    names = {id(p): n for n, p in model.named_parameters()}
     weights = load_file(str(ASSET / "model.safetensors"))
-    for param, idx, value in train_tiny.copy_circuit_slices(wired):
-        name = next(n for n, p in wired.named_parameters() if p is param)
+    for param, idx, value in owned:
+        name = names[id(param)]
         key = {"embed_tokens.weight": "model.embed_tokens.weight"}.get(name, "model." + name)
         assert torch.equal(weights[key].float()[idx], value.to(torch.bfloat16).float()), name
