@@ -183,6 +183,7 @@ def main(argv=None):
     well = exact = answered = think_ok = think_total = 0
     per_tool = defaultdict(lambda: [0, 0])
     by_mode = defaultdict(lambda: [0, 0])
+    by_calls = defaultdict(lambda: [0, 0])
     for i, cv in enumerate(convs):
         user, call_msg = cv["turn"][0], cv["turn"][1]
         n_calls = len(cv["info"]["calls"])
@@ -205,6 +206,8 @@ def main(argv=None):
             per_tool[name][0] += ex
         by_mode["thinking" if cv["thinking"] else "no-thinking"][0] += ex
         by_mode["thinking" if cv["thinking"] else "no-thinking"][1] += 1
+        by_calls[f"{n_calls} call{'s' if n_calls > 1 else ''}"][0] += ex
+        by_calls[f"{n_calls} call{'s' if n_calls > 1 else ''}"][1] += 1
         # 2) the answer turn, after the gold calls and results
         p2 = g.prompt(cv["history"] + [user, call_msg] + tool_msgs, cv["tools"], cv["thinking"])
         out2, stop2 = g.generate(p2, 96)
@@ -252,10 +255,11 @@ def main(argv=None):
         "mtp_tokens": n_tok,
         "exact_by_tool": {k: f"{v[0]}/{v[1]}" for k, v in sorted(per_tool.items())},
         "exact_by_mode": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_mode.items())},
+        "exact_by_calls": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_calls.items())},
         "seconds": round(time.time() - t0, 1),
         "split": args.split,
     }
-    print(f"held-out conversations: {n}")
+    print(f"{'held-out' if args.split == 'eval' else 'training-entity'} conversations: {n}")
     print(f"well-formed GLM-4.7 tool call:      {well / n:.1%}   (target >= 95%)")
     print(f"exact tool name and arguments:      {exact / n:.1%}   (target >= 85%)")
     print(f"final answer has the result value:  {answered / n:.1%}   (target >= 90%)")
@@ -266,6 +270,7 @@ def main(argv=None):
           f"{n_tok} tokens)")
     print("exact by tool:", json.dumps(figures["exact_by_tool"]))
     print("exact by mode:", json.dumps(figures["exact_by_mode"]))
+    print("exact by calls per request:", json.dumps(figures["exact_by_calls"]))
     print(f"({figures['seconds']} s)")
     if args.json:
         with open(args.json, "w") as f:

@@ -723,7 +723,7 @@ def positional_query_keys(theta, head_dim, rot_dim, offsets=(1, 2), gain_max=2.5
     return unit(qb), unit(kb), gq.detach(), gk.detach(), worst
 
 
-def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scale=5.0, bigram=False, retrieval=False):
+def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scale=5.0, bigram=True, retrieval=True):
     """Initialise layers 0 and 1 as an induction (copy) circuit, the mechanism a model needs to copy an
     entity it has not seen in training from the prompt into a tool argument or an answer.
 
@@ -1084,8 +1084,10 @@ def main(argv=None):
     ap.add_argument("--tokenizer", help="reuse this tokenizer.json instead of training one")
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bigram", action="store_true", help="add the bigram induction head (not yet measured)")
-    ap.add_argument("--retrieval", action="store_true", help="add retrieval copy paths (not yet measured)")
+    ap.add_argument("--bigram", action=argparse.BooleanOptionalAction, default=True,
+                    help="layer-1 bigram induction head (docs/tiny-model.md)")
+    ap.add_argument("--retrieval", action=argparse.BooleanOptionalAction, default=True,
+                    help="layers 2-3 retrieval copy paths (docs/tiny-model.md)")
     ap.add_argument("--check", action="store_true", help="compare logits with transformers after saving")
     args = ap.parse_args(argv)
 

@@ -144,12 +144,6 @@ def test_openai_tool_round_trip_streaming_agrees(server):
     assert not answer.tool_calls and answer.content, "after the tool result the model answers in content"
 
 
-# The bundled model has learned the format but not yet to copy values from its context (see docs/tiny-model.md):
-# these run, and will start passing once the checkpoint copies; they do not gate CI meanwhile.
-COPYING = pytest.mark.xfail(reason="tiny checkpoint does not copy values from context yet", strict=False)
-
-
-@COPYING
 def test_openai_call_copies_arguments_and_answer_uses_the_result(server):
     client = openai.OpenAI(base_url=server + "/v1", api_key="x")
     messages = [{"role": "user", "content": ASK}]
