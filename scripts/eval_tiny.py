@@ -204,10 +204,10 @@ def main(argv=None):
         for name, _ in expected:
             per_tool[name][1] += 1
             per_tool[name][0] += ex
-        by_mode["thinking" if cv["thinking"] else "no-thinking"][0] += ex
-        by_mode["thinking" if cv["thinking"] else "no-thinking"][1] += 1
-        by_calls[f"{n_calls} call{'s' if n_calls > 1 else ''}"][0] += ex
-        by_calls[f"{n_calls} call{'s' if n_calls > 1 else ''}"][1] += 1
+        for table, key in ((by_mode, "thinking" if cv["thinking"] else "no-thinking"),
+                           (by_calls, f"{n_calls} call{'s' if n_calls > 1 else ''}")):
+            table[key][0] += ex
+            table[key][1] += 1
         # 2) the answer turn, after the gold calls and results
         p2 = g.prompt(cv["history"] + [user, call_msg] + tool_msgs, cv["tools"], cv["thinking"])
         out2, stop2 = g.generate(p2, 96)
