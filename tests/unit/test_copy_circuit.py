@@ -6,7 +6,6 @@ a retrained checkpoint would silently stop copying. Also checks that the bundled
 carries the circuit's fixed weights.
 """
 
-import importlib.util
 import pathlib
 import random
 
@@ -17,16 +16,7 @@ pytest.importorskip("safetensors")
 
 import glm_plugin  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 ASSET = pathlib.Path(glm_plugin.__file__).parent / "assets" / "tiny-glm"
-
-
-@pytest.fixture(scope="module")
-def train_tiny():
-    spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "scripts" / "train_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +29,8 @@ def _fresh(T, wire=True, **options):
     model.init_weights(torch.Generator().manual_seed(1))
     if wire:
         T.install_copy_circuit(model, **options)
+        if options.get("retrieval", True):
+            T.set_retrieval_gain(model, 0.1)  # as training starts (the gain ramps up from there)
     return model
 
 
@@ -103,7 +95,8 @@ def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny):
 
     recipe = json.loads((ASSET / "training_meta.json").read_text())["training"]
     model = _fresh(train_tiny, wire=False)
-    owned = train_tiny.install_copy_circuit(model, bigram=recipe["bigram"], retrieval=recipe["retrieval"])
+    owned = train_tiny.install_copy_circuit(model, bigram=recipe["bigram"], retrieval=recipe["retrieval"],
+                                            retrieval_gain=recipe.get("retrieval_gain", 0.1))
     names = {id(p): n for n, p in model.named_parameters()}
     weights = load_file(str(ASSET / "model.safetensors"))
     for param, idx, value in owned:
