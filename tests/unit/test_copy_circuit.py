@@ -96,7 +96,7 @@ def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny):
     recipe = json.loads((ASSET / "training_meta.json").read_text())["training"]
     model = _fresh(train_tiny, wire=False)
     owned = train_tiny.install_copy_circuit(model, bigram=recipe["bigram"], retrieval=recipe["retrieval"],
-                                            retrieval_gain=recipe.get("retrieval_gain", 0.1))
+                                            retrieval_gain=recipe["retrieval_gain"])
     names = {id(p): n for n, p in model.named_parameters()}
     weights = load_file(str(ASSET / "model.safetensors"))
     for param, idx, value in owned:
