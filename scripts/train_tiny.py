@@ -348,13 +348,14 @@ def call_values(args) -> list[str]:
 
 def extract_turn(ent: Entities, thinking: bool):
     """Training-only drill: 2-3 tool requests phrased exactly as in tool turns, answered by listing their
-    argument values in the order the calls would carry them. The multi-call failures are choosing the k-th request's value
-    (docs/tiny-model.md); this gives that choice a dense, tool-free training signal."""
+    argument values in the order the calls would carry them. Multi-call requests fail mostly on choosing
+    the k-th request's value (docs/tiny-model.md); this gives that choice a dense, tool-free signal."""
     r = ent.rng
     with_args = [n for n in TOOL_NAMES if TOOLS[n]["function"]["parameters"]["properties"]]
     names = [r.choice(with_args) for _ in range(r.choice([2, 2, 3]))]
     calls = [sample_call(n, ent) for n in names]
-    user = r.choice(["List the values in order: ", "Extract every value from this: "]) + " ".join(c["user"] for c in calls)
+    lead = r.choice(["List the values in order: ", "Extract every value from this: "])
+    user = lead + " ".join(c["user"] for c in calls)
     a = {"role": "assistant", "content": "; ".join(", ".join(call_values(c["args"])) for c in calls)}
     if thinking:
         a["reasoning_content"] = "The user wants the values listed in order."
@@ -773,8 +774,9 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
     token of an argument or of a result value has no preceding match for induction, so a head must learn
     *where* to look; it no longer has to learn to copy as well. Its output is scaled by
     ``retrieval_gain``: at 0.1 (the induction heads' scale) the vote was ~0.2 % of the residual stream
-    by layer 2, too small to be used, and the model chose first values through layer 1's MLP instead. Other heads and the MLPs of layers 0-1
-    start with zero output, so the circuit starts clean; training adapts everything else.
+    by layer 2, too small to be used, and the model chose first values through layer 1's MoE instead.
+    Other heads and the MLPs of layers 0-1 start with zero output, so the circuit starts clean; training
+    adapts everything else.
 
     Returns the slices the circuit owns, with their values: training restores them after every step
     (with them free, the circuit was unlearned within ~100 steps while the model learned the chat
@@ -835,7 +837,7 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
                 own(a.v_proj.bias, slice(0, d))
                 own(a.o_proj.weight, slice(None), slice(0, d))
                 a.v_proj.weight[:d, d: 2 * d] = torch.eye(d)
-                a.o_proj.weight[d: 2 * d, :d] = retrieval_gain * torch.eye(d)
+            set_retrieval_gain(model, retrieval_gain)
         layer1.mlp.w_down.zero_()
         layer1.mlp.shared_experts.down_proj.weight.zero_()
     return [(p, idx, p.detach()[idx].clone()) for p, idx in owned]
@@ -1084,7 +1086,8 @@ def train(model, frozen, tok, render, args, meta, template_text):
         if drill_rng.random() < args.induction:
             ids, lm, doc, pos = induction_rows(tok, drill_rng, args.batch, args.seq_len)
         else:
-            ids, lm, doc, pos = packer.next(copy_weight=2.0 if step < args.steps // 2 else 1.0, extract=args.extract)
+            copy_weight = 2.0 if step < args.steps // 2 else 1.0
+            ids, lm, doc, pos = packer.next(copy_weight, extract=args.extract)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         model.train()
