@@ -330,41 +330,8 @@ def plain_turn(ent: Entities, shown: list[str], thinking: bool, copy_weight: flo
     return [{"role": "user", "content": user}, a]
 
 
-def call_values(args) -> list[str]:
-    """The argument values of one call, in argument order (booleans are not written as values in the
-    request, so they are left out)."""
-    out = []
-    for v in args.values():
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, dict):
-            out += call_values(v)
-        elif isinstance(v, list):
-            out += [str(x) for x in v]
-        else:
-            out.append(str(v))
-    return out
-
-
-def extract_turn(ent: Entities, thinking: bool):
-    """Training-only drill: 2-3 tool requests phrased exactly as in tool turns, answered by listing their
-    argument values in the order the calls would carry them. Multi-call requests fail mostly on choosing
-    the k-th request's value (docs/tiny-model.md); this gives that choice a dense, tool-free signal."""
-    r = ent.rng
-    with_args = [n for n in TOOL_NAMES if TOOLS[n]["function"]["parameters"]["properties"]]
-    names = [r.choice(with_args) for _ in range(r.choice([2, 2, 3]))]
-    calls = [sample_call(n, ent) for n in names]
-    lead = r.choice(["List the values in order: ", "Extract every value from this: "])
-    user = lead + " ".join(c["user"] for c in calls)
-    a = {"role": "assistant", "content": "; ".join(", ".join(call_values(c["args"])) for c in calls)}
-    if thinking:
-        a["reasoning_content"] = "The user wants the values listed in order."
-    return [{"role": "user", "content": user}, a]
-
-
-def make_conversation(rng: random.Random, split: str = "train", copy_weight: float = 0.3, extract: float = 0.0):
-    """A conversation: tools shown (0-3), 1-3 user turns, thinking on or off for the whole exchange.
-    `extract` is the chance that a turn without a tool call is an extract_turn drill instead."""
+def make_conversation(rng: random.Random, split: str = "train", copy_weight: float = 0.3):
+    """A conversation: tools shown (0-3), 1-3 user turns, thinking on or off for the whole exchange."""
     ent = Entities(rng, split)
     n_shown = rng.choices([0, 1, 2, 3], [0.15, 0.4, 0.3, 0.15])[0]
     shown = rng.sample(TOOL_NAMES, n_shown)
@@ -375,8 +342,6 @@ def make_conversation(rng: random.Random, split: str = "train", copy_weight: flo
     for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
         if shown and rng.random() < 0.7:
             m, _ = tool_turn(ent, shown, thinking)
-        elif extract and rng.random() < extract:
-            m = extract_turn(ent, thinking)
         else:
             m = plain_turn(ent, shown, thinking, copy_weight)
         msgs += m
@@ -921,7 +886,7 @@ class Packer:
             mask.append(any(s >= a and e <= b for a, b in spans))
         return enc.ids, mask
 
-    def next(self, copy_weight, extract=0.0):
+    def next(self, copy_weight):
         ids = torch.full((self.B, self.L), self.pad, dtype=torch.long)
         lm = torch.zeros((self.B, self.L), dtype=torch.bool)
         doc = torch.full((self.B, self.L), -1, dtype=torch.long)
@@ -930,7 +895,7 @@ class Packer:
             fill, d = 0, 0
             while True:
                 if self.pending is None:
-                    conv = make_conversation(self.rng, "train", copy_weight, extract)
+                    conv = make_conversation(self.rng, "train", copy_weight)
                     self.pending = self.encode(conv)
                 t, m = self.pending
                 if len(t) > self.L:  # too long: drop
@@ -1087,7 +1052,7 @@ def train(model, frozen, tok, render, args, meta, template_text):
             ids, lm, doc, pos = induction_rows(tok, drill_rng, args.batch, args.seq_len)
         else:
             copy_weight = 2.0 if step < args.steps // 2 else 1.0
-            ids, lm, doc, pos = packer.next(copy_weight, extract=args.extract)
+            ids, lm, doc, pos = packer.next(copy_weight)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         model.train()
@@ -1138,8 +1103,6 @@ def main(argv=None):
                     help="layers 2-3 retrieval copy paths (docs/tiny-model.md)")
     ap.add_argument("--retrieval-gain", type=float, default=8.0, help="output scale of the retrieval paths")
     ap.add_argument("--retrieval-ramp", type=int, default=200, help="steps over which that scale rises from 0.1")
-    ap.add_argument("--extract", type=float, default=0.35,
-                    help="chance that a turn without a tool call is a value-extraction drill (extract_turn)")
     ap.add_argument("--check", action="store_true", help="compare logits with transformers after saving")
     args = ap.parse_args(argv)
 
@@ -1173,8 +1136,7 @@ def main(argv=None):
     meta = dict(seed=args.seed, batch=args.batch, seq_len=args.seq_len, mtp_weight=args.mtp_weight, model=c,
                 training=dict(steps=args.steps, lr=args.lr, warmup=args.warmup, induction=args.induction,
                               copy_circuit=True, bigram=args.bigram, retrieval=args.retrieval,
-                              retrieval_gain=args.retrieval_gain, retrieval_ramp=args.retrieval_ramp,
-                              extract=args.extract))
+                              retrieval_gain=args.retrieval_gain, retrieval_ramp=args.retrieval_ramp))
     train(model, frozen, tok, render, args, meta, template_text)
     print(f"saved {args.out} after {(time.time() - t0) / 60:.1f} min", flush=True)
     if args.check:

@@ -145,12 +145,17 @@ def test_openai_tool_round_trip_streaming_agrees(server):
 
 
 def test_openai_call_copies_arguments_and_answer_uses_the_result(server):
+    """The client sends the call turn's reasoning back (GLM-4.7's interleaved thinking; vLLM hands an
+    assistant message's `reasoning` to the template). The bundled model has only seen call turns with
+    their thinking kept, so this is the conversation it can answer (docs/tiny-model.md)."""
     client = openai.OpenAI(base_url=server + "/v1", api_key="x")
     messages = [{"role": "user", "content": ASK}]
-    call = _chat(client, messages).choices[0].message.tool_calls[0]
+    message = _chat(client, messages).choices[0].message
+    call = message.tool_calls[0]
     assert json.loads(call.function.arguments) == {"minutes": 25, "label": "Tea Break"}
     messages += [
-        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)],
+         "reasoning": _reasoning(message)},
         {"role": "tool", "tool_call_id": call.id, "content": RESULT},
     ]
     assert "4821" in (_chat(client, messages).choices[0].message.content or "")
