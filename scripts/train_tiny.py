@@ -808,6 +808,9 @@ def install_copy_circuit(model, alpha=0.015, beta=0.1, match_gain=2.5, head_scal
     return [(p, idx, p.detach()[idx].clone()) for p, idx in owned]
 
 
+RETRIEVAL_START_GAIN = 0.1  # the induction heads' scale (install_copy_circuit's beta)
+
+
 def set_retrieval_gain(model, gain):
     """Scale of the retrieval paths' vote (layers 2-3, head 0). Training ramps it up from the induction
     heads' scale: at full gain from step 0, the untrained heads' blurred votes drown the induction circuit
@@ -1047,12 +1050,12 @@ def train(model, frozen, tok, render, args, meta, template_text):
     ema = None
     for step in range(args.steps):
         if args.retrieval and step < args.retrieval_ramp:
-            set_retrieval_gain(model, 0.1 + (args.retrieval_gain - 0.1) * step / args.retrieval_ramp)
+            g0 = RETRIEVAL_START_GAIN
+            set_retrieval_gain(model, g0 + (args.retrieval_gain - g0) * step / args.retrieval_ramp)
         if drill_rng.random() < args.induction:
             ids, lm, doc, pos = induction_rows(tok, drill_rng, args.batch, args.seq_len)
         else:
-            copy_weight = 2.0 if step < args.steps // 2 else 1.0
-            ids, lm, doc, pos = packer.next(copy_weight)
+            ids, lm, doc, pos = packer.next(copy_weight=2.0 if step < args.steps // 2 else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         model.train()
@@ -1102,7 +1105,8 @@ def main(argv=None):
     ap.add_argument("--retrieval", action=argparse.BooleanOptionalAction, default=True,
                     help="layers 2-3 retrieval copy paths (docs/tiny-model.md)")
     ap.add_argument("--retrieval-gain", type=float, default=8.0, help="output scale of the retrieval paths")
-    ap.add_argument("--retrieval-ramp", type=int, default=200, help="steps over which that scale rises from 0.1")
+    ap.add_argument("--retrieval-ramp", type=int, default=200,
+                    help=f"steps over which that scale rises from {RETRIEVAL_START_GAIN}")
     ap.add_argument("--check", action="store_true", help="compare logits with transformers after saving")
     args = ap.parse_args(argv)
 

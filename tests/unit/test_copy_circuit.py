@@ -30,7 +30,7 @@ def _fresh(T, wire=True, **options):
     if wire:
         T.install_copy_circuit(model, **options)
         if options.get("retrieval", True):
-            T.set_retrieval_gain(model, 0.1)  # as training starts (the gain ramps up from there)
+            T.set_retrieval_gain(model, T.RETRIEVAL_START_GAIN)  # as training starts, before the ramp
     return model
 
 
