@@ -180,7 +180,7 @@ def main(argv=None):
     convs = [make_eval_conversation(rng, args.split) for _ in range(args.n)]
     failures = []
 
-    well = exact = answered = think_ok = think_total = 0
+    well = exact = answered = think_ok = think_total = bare_answered = bare_total = 0
     per_tool = defaultdict(lambda: [0, 0])
     by_mode = defaultdict(lambda: [0, 0])
     by_calls = defaultdict(lambda: [0, 0])
@@ -215,6 +215,12 @@ def main(argv=None):
         keys = [c["key"] for c in cv["info"]["calls"]]
         ans_ok = "<tool_call>" not in answer and all(k in answer for k in keys)
         answered += ans_ok
+        if cv["thinking"]:  # the same answer when the client did not send the call's reasoning back
+            bare = {k: v for k, v in call_msg.items() if k != "reasoning_content"}
+            p3 = g.prompt(cv["history"] + [user, bare] + tool_msgs, cv["tools"], True)
+            tok3, _, answer3 = split_thinking(g.generate(p3, 96)[0], True)
+            bare_answered += tok3 and "<tool_call>" not in answer3 and all(k in answer3 for k in keys)
+            bare_total += 1
         think_ok += tok1 + tok2
         think_total += 2
         if i < args.show:
@@ -246,6 +252,7 @@ def main(argv=None):
         "exact_name_and_arguments": exact / n,
         "answer_contains_tool_result": answered / n,
         "thinking_correct": think_ok / think_total,
+        "answer_without_call_reasoning": bare_answered / max(1, bare_total),
         "plain_prompts": args.plain,
         "plain_no_tool_call": no_call / max(1, args.plain),
         "plain_exact_answer": plain_exact / max(1, args.plain),
@@ -264,6 +271,8 @@ def main(argv=None):
     print(f"exact tool name and arguments:      {exact / n:.1%}   (target >= 85%)")
     print(f"final answer has the result value:  {answered / n:.1%}   (target >= 90%)")
     print(f"thinking present/absent correctly:  {think_ok / think_total:.1%}   (target 100%)")
+    print(f"  answers (thinking, and has result) when the call's reasoning is not sent back: "
+          f"{bare_answered / max(1, bare_total):.1%} of {bare_total}")
     print(f"plain prompts without a tool call:  {no_call / max(1, args.plain):.1%}  exact plain answers: "
           f"{plain_exact / max(1, args.plain):.1%}")
     print(f"MTP top-1 on assistant tokens:      {mtp_acc:.3f}   (target >= 0.6; main head {main_acc:.3f}, "

@@ -270,10 +270,15 @@ GREETINGS = [("Hello!", "Hello! How can I help you today?"), ("Hi there.", "Hi! 
              ("Thank you, that is all.", "Glad to help. Goodbye!")]
 
 
-def tool_turn(ent: Entities, shown: list[str], thinking: bool):
+EVAL_CALL_WEIGHTS = (0.6, 0.3, 0.1)  # how often a request needs 1, 2, 3 calls in the held-out set
+TRAIN_CALL_WEIGHTS = (0.45, 0.35, 0.2)  # training leans on the multi-call requests, the ones it gets wrong
+DROP_CALL_REASONING = 0.35  # share of thinking call turns whose reasoning the client did not send back
+
+
+def tool_turn(ent: Entities, shown: list[str], thinking: bool, call_weights=EVAL_CALL_WEIGHTS):
     """One user request needing 1-3 calls, with the assistant's call turn, results and answer."""
     r = ent.rng
-    k = r.choices([1, 2, 3], [0.6, 0.3, 0.1])[0]
+    k = r.choices([1, 2, 3], call_weights)[0]
     names = [r.choice(shown) for _ in range(k)]
     calls = [sample_call(n, ent) for n in names]
     user = " ".join(c["user"] for c in calls)
@@ -341,7 +346,11 @@ def make_conversation(rng: random.Random, split: str = "train", copy_weight: flo
         msgs.append({"role": "system", "content": "You are a helpful assistant."})
     for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
         if shown and rng.random() < 0.7:
-            m, _ = tool_turn(ent, shown, thinking)
+            m, _ = tool_turn(ent, shown, thinking, TRAIN_CALL_WEIGHTS)
+            if thinking and rng.random() < DROP_CALL_REASONING:
+                # OpenAI-SDK clients send the call turn back without its reasoning: the template then
+                # renders a bare </think> there, and the answer must still come from the results.
+                del m[1]["reasoning_content"]
         else:
             m = plain_turn(ent, shown, thinking, copy_weight)
         msgs += m
@@ -872,6 +881,15 @@ def causal_doc_mask(doc):
 # --------------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------------
+def last_exchange(conv):
+    """The conversation from its last user message on (system prompt kept). Long conversations are
+    mostly the ones with 3-call requests; dropping them whole starved training of exactly those."""
+    msgs = conv["messages"]
+    last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+    head = msgs[:1] if msgs[0]["role"] == "system" else []
+    return dict(conv, messages=head + msgs[last_user:])
+
+
 class Packer:
     """Packs rendered conversations into rows of `seq_len` tokens with per-document masks."""
 
@@ -900,8 +918,10 @@ class Packer:
                 if self.pending is None:
                     conv = make_conversation(self.rng, "train", copy_weight)
                     self.pending = self.encode(conv)
+                    if len(self.pending[0]) > self.L:  # keep the (multi-call) last exchange, not nothing
+                        self.pending = self.encode(last_exchange(conv))
                 t, m = self.pending
-                if len(t) > self.L:  # too long: drop
+                if len(t) > self.L:  # still too long: drop
                     self.pending = None
                     continue
                 if fill + len(t) > self.L:

@@ -17,3 +17,58 @@ def test_plan_in_thinking_names_one_tool_per_call(train_tiny):
         assert plan.split(", then ") == info["names"]
         seen_repeat |= len(set(info["names"])) < len(info["names"])
     assert seen_repeat  # the same tool twice is named twice
+
+
+def _render(T):
+    return T.make_renderer(open(T.TEMPLATE_PATH).read())
+
+
+def test_some_thinking_call_turns_come_back_without_reasoning(train_tiny):
+    """The OpenAI SDK does not send `reasoning` back; the model must still answer from the results."""
+    T = train_tiny
+    render = _render(T)
+    rng = random.Random(3)
+    bare = kept = 0
+    for _ in range(300):
+        conv = T.make_conversation(rng)
+        if not conv["enable_thinking"]:
+            continue
+        text = T.conversation_text(conv, render)
+        last_call = text.rfind("<tool_call>")
+        if last_call < text.rfind("<|user|>"):  # earlier turns' reasoning is cleared anyway
+            continue
+        turn_start = text.rfind("<|assistant|>", 0, last_call) + len("<|assistant|>")
+        if text.startswith("</think>", turn_start):  # a bare call turn in a thinking conversation
+            bare += 1
+            answer = text.index("<|assistant|>", last_call) + len("<|assistant|>")
+            assert text.startswith("<think>", answer)
+            # the answer's thinking and content after the bare call turn are trained on
+            assert any(a == answer + len("<think>") for a, _ in T.loss_spans(text))
+        else:
+            kept += 1
+    assert bare > 10 and kept > bare
+
+
+def test_training_leans_on_multi_call_requests(train_tiny):
+    T = train_tiny
+    rng = random.Random(5)
+    counts = {w: [0, 0, 0] for w in ("train", "eval")}
+    for _ in range(2000):
+        ent = T.Entities(rng, "train")
+        counts["train"][len(T.tool_turn(ent, list(T.TOOL_NAMES), True, T.TRAIN_CALL_WEIGHTS)[1]["names"]) - 1] += 1
+        counts["eval"][len(T.tool_turn(ent, list(T.TOOL_NAMES), True)[1]["names"]) - 1] += 1
+    assert counts["train"][2] > 1.5 * counts["eval"][2]
+    assert counts["train"][1] > counts["eval"][1]
+
+
+def test_last_exchange_keeps_system_prompt_and_final_request(train_tiny):
+    T = train_tiny
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
+            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
+            {"role": "assistant", "content": "", "tool_calls": []}, {"role": "tool", "content": "{}"},
+            {"role": "assistant", "content": "a2"}]
+    conv = dict(messages=msgs, tools=[], enable_thinking=True)
+    out = T.last_exchange(conv)
+    assert [m["content"] for m in out["messages"]] == ["S", "u2", "", "{}", "a2"]
+    assert out["enable_thinking"] is True and conv["messages"] is msgs and len(msgs) == 7
+    assert [m["content"] for m in T.last_exchange(dict(conv, messages=msgs[1:]))["messages"]] == ["u2", "", "{}", "a2"]
