@@ -27,7 +27,10 @@ from collections import defaultdict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_tiny as T  # noqa: E402
+from tinyglm import ASSET_DIR  # noqa: E402
+from tinyglm.data import TOOL_NAMES, TOOLS, Entities, plain_turn, tool_turn  # noqa: E402
+from tinyglm.model import MODEL_CONFIG, TinyGlm, causal_doc_mask  # noqa: E402
+from tinyglm.text import STOP_TOKENS, conversation_text, loss_spans, make_renderer  # noqa: E402
 
 CALL_RE = re.compile(r"<tool_call>([^<]*)((?:<arg_key>[^<]*</arg_key><arg_value>.*?</arg_value>)*)</tool_call>", re.S)
 ARG_RE = re.compile(r"<arg_key>([^<]*)</arg_key><arg_value>(.*?)</arg_value>", re.S)
@@ -35,28 +38,28 @@ ARG_RE = re.compile(r"<arg_key>([^<]*)</arg_key><arg_value>(.*?)</arg_value>", r
 
 def make_eval_conversation(rng: random.Random, split: str = "eval"):
     """History of 0-1 turns, then a user request that needs 1-3 tool calls (held-out entities)."""
-    ent = T.Entities(rng, split)
-    shown = rng.sample(T.TOOL_NAMES, rng.choice([1, 2, 3]))
+    ent = Entities(rng, split)
+    shown = rng.sample(TOOL_NAMES, rng.choice([1, 2, 3]))
     thinking = rng.random() < 0.7
     history = []
     if rng.random() < 0.3:
-        history = T.plain_turn(ent, shown, thinking, 0.5)
+        history = plain_turn(ent, shown, thinking, 0.5)
     elif rng.random() < 0.2:
-        history, _ = T.tool_turn(ent, shown, thinking)
-    msgs, info = T.tool_turn(ent, shown, thinking)
-    return dict(history=history, turn=msgs, info=info, tools=[T.TOOLS[n] for n in shown], thinking=thinking)
+        history, _ = tool_turn(ent, shown, thinking)
+    msgs, info = tool_turn(ent, shown, thinking)
+    return dict(history=history, turn=msgs, info=info, tools=[TOOLS[n] for n in shown], thinking=thinking)
 
 
 def make_plain_prompt(rng: random.Random):
-    ent = T.Entities(rng, "eval")
-    shown = rng.sample(T.TOOL_NAMES, rng.choice([0, 1, 2]))
+    ent = Entities(rng, "eval")
+    shown = rng.sample(TOOL_NAMES, rng.choice([0, 1, 2]))
     thinking = rng.random() < 0.7
-    msgs = T.plain_turn(ent, shown, thinking, 1.0)
-    return dict(messages=msgs, tools=[T.TOOLS[n] for n in shown], thinking=thinking)
+    msgs = plain_turn(ent, shown, thinking, 1.0)
+    return dict(messages=msgs, tools=[TOOLS[n] for n in shown], thinking=thinking)
 
 
 def typed_value(tool_name, key, raw):
-    props = T.TOOLS[tool_name]["function"]["parameters"]["properties"] if tool_name in T.TOOLS else {}
+    props = TOOLS[tool_name]["function"]["parameters"]["properties"] if tool_name in TOOLS else {}
     if props.get(key, {}).get("type") == "string":
         return raw
     try:
@@ -77,14 +80,14 @@ def parse_calls(text):
         args = {}
         for k, v in ARG_RE.findall(m.group(2)):
             args[k] = typed_value(name, k, v)
-            if name in T.TOOLS:
-                props = T.TOOLS[name]["function"]["parameters"]["properties"]
+            if name in TOOLS:
+                props = TOOLS[name]["function"]["parameters"]["properties"]
                 if props.get(k, {}).get("type") not in (None, "string"):
                     try:
                         json.loads(v)
                     except ValueError:
                         ok = False
-        if name not in T.TOOLS:
+        if name not in TOOLS:
             ok = False
         calls.append((name, args))
     if text[pos:].strip():
@@ -111,7 +114,7 @@ class Generator:
         self.model.eval()
         gen_cfg = json.load(open(os.path.join(model_dir, "generation_config.json")))
         self.eos = gen_cfg["eos_token_id"]
-        self.stop_strings = T.STOP_TOKENS
+        self.stop_strings = STOP_TOKENS
 
     def prompt(self, messages, tools, thinking):
         return self.tok.apply_chat_template(messages, tools=tools or None, add_generation_prompt=True,
@@ -135,21 +138,21 @@ def mtp_accuracy(model_dir, convs, render, tok):
     from safetensors.torch import load_file
 
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    c = dict(T.MODEL_CONFIG)
+    c = dict(MODEL_CONFIG)
     c["vocab_size"] = cfg["vocab_size"]
-    m = T.TinyGlm(c)
+    m = TinyGlm(c)
     m.load_hf_state_dict(load_file(os.path.join(model_dir, "model.safetensors")))
     m.eval()
     hit = tot = main_hit = 0
     for conv in convs:
-        text = T.conversation_text(conv, render)
+        text = conversation_text(conv, render)
         enc = tok.encode(text, add_special_tokens=False)
-        spans = T.loss_spans(text)
+        spans = loss_spans(text)
         lm = torch.tensor([any(s >= a and e <= b for a, b in spans) for s, e in enc.offsets])
         ids = torch.tensor(enc.ids)[None]
         L = ids.shape[1]
         pos = torch.arange(L)[None]
-        mask = T.causal_doc_mask(torch.zeros_like(ids))
+        mask = causal_doc_mask(torch.zeros_like(ids))
         h, cs = m.trunk(ids, pos, mask)
         main_pred = m.lm_head(h)[0].argmax(-1)
         next_ids = torch.cat([ids[:, 1:], ids[:, -1:]], 1)
@@ -163,7 +166,7 @@ def mtp_accuracy(model_dir, convs, render, tok):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=T.DEFAULT_OUT)
+    ap.add_argument("--model", default=ASSET_DIR)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--plain", type=int, default=50)
     ap.add_argument("--seed", type=int, default=777)
@@ -240,7 +243,7 @@ def main(argv=None):
         plain_exact += content.strip() == pc["messages"][1]["content"]
         plain_think += tk
 
-    render = T.make_renderer(open(os.path.join(args.model, "chat_template.jinja")).read())
+    render = make_renderer(open(os.path.join(args.model, "chat_template.jinja")).read())
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(os.path.join(args.model, "tokenizer.json"))
     gold = [dict(messages=cv["history"] + cv["turn"], tools=cv["tools"], enable_thinking=cv["thinking"]) for cv in convs]

@@ -1,4 +1,4 @@
-"""The hand-built copy circuit of ``scripts/train_tiny.py`` copies before any training.
+"""The hand-built copy circuit of ``scripts/tinyglm/circuit.py`` copies before any training.
 
 Why: the bundled checkpoint can only copy unseen entities into tool arguments because training starts
 from this circuit (docs/tiny-model.md); if a change to the model code or the initialisation broke it,
@@ -15,26 +15,28 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 import glm_plugin  # noqa: E402
+from tinyglm import circuit as C  # noqa: E402
+from tinyglm import model as M  # noqa: E402
 
 ASSET = pathlib.Path(glm_plugin.__file__).parent / "assets" / "tiny-glm"
 
 
 @pytest.fixture(scope="module")
-def wired(train_tiny):
-    return _fresh(train_tiny)
+def wired():
+    return _fresh()
 
 
-def _fresh(T, wire=True, **options):
-    model = T.TinyGlm(dict(T.MODEL_CONFIG))
+def _fresh(wire=True, **options):
+    model = M.TinyGlm(dict(M.MODEL_CONFIG))
     model.init_weights(torch.Generator().manual_seed(1))
     if wire:
-        T.install_copy_circuit(model, **options)
+        C.install_copy_circuit(model, **options)
         if options.get("retrieval", True):
-            T.set_retrieval_gain(model, T.RETRIEVAL_START_GAIN)  # as training starts, before the ramp
+            C.set_retrieval_gain(model, C.RETRIEVAL_START_GAIN)  # as training starts, before the ramp
     return model
 
 
-def _repeat_accuracy(T, model, seed, alphabet=None):
+def _repeat_accuracy(model, seed, alphabet=None):
     """Top-1 accuracy on the second copy of random token sequences (tokens never seen in training);
     with `alphabet`, each sequence draws from that many tokens, so tokens recur as digits do."""
     rng = random.Random(seed)
@@ -45,7 +47,7 @@ def _repeat_accuracy(T, model, seed, alphabet=None):
             x = [rng.choice(pool) for _ in range(rng.randint(10, 40))]
             ids = torch.tensor([[1, 2] + x + [5] + x])
             L = ids.shape[1]
-            h, _ = model.trunk(ids, torch.arange(L)[None], T.causal_doc_mask(torch.zeros_like(ids)))
+            h, _ = model.trunk(ids, torch.arange(L)[None], M.causal_doc_mask(torch.zeros_like(ids)))
             pred = model.lm_head(h[0]).argmax(-1)
             start = 2 + len(x) + 1  # first token of the repeat; predict from its second token on
             hits += (pred[start:L - 1] == ids[0, start + 1:]).sum().item()
@@ -53,32 +55,28 @@ def _repeat_accuracy(T, model, seed, alphabet=None):
     return hits / total
 
 
-def test_positional_heads_attend_one_and_two_tokens_back(train_tiny):
-    T = train_tiny
-    c = T.MODEL_CONFIG
+def test_positional_heads_attend_one_and_two_tokens_back():
+    c = M.MODEL_CONFIG
     d = c["head_dim"]
-    *_, worst = T.positional_query_keys(c["rope_theta"], d, int(d * c["partial_rotary_factor"]))
+    *_, worst = C.positional_query_keys(c["rope_theta"], d, int(d * c["partial_rotary_factor"]))
     assert worst > 0.9
 
 
-def test_fresh_model_copies_only_with_the_circuit(train_tiny, wired):
-    T = train_tiny
-    assert _repeat_accuracy(T, _fresh(T, wire=False), 3) < 0.05
-    assert _repeat_accuracy(T, wired, 3) > 0.9
+def test_fresh_model_copies_only_with_the_circuit(wired):
+    assert _repeat_accuracy(_fresh(wire=False), 3) < 0.05
+    assert _repeat_accuracy(wired, 3) > 0.9
 
 
-def test_bigram_head_disambiguates_recurring_tokens(train_tiny):
-    T = train_tiny
-    unigram = _repeat_accuracy(T, _fresh(T, bigram=False, retrieval=False), 3, alphabet=30)
-    both = _repeat_accuracy(T, _fresh(T, bigram=True, retrieval=False), 3, alphabet=30)
+def test_bigram_head_disambiguates_recurring_tokens():
+    unigram = _repeat_accuracy(_fresh(bigram=False, retrieval=False), 3, alphabet=30)
+    both = _repeat_accuracy(_fresh(bigram=True, retrieval=False), 3, alphabet=30)
     assert both > 0.75 and both > unigram + 0.2, (unigram, both)
 
 
-def test_retrieval_heads_copy_what_they_attend_to(train_tiny):
+def test_retrieval_heads_copy_what_they_attend_to():
     """Layers 2-3 head 0: whatever the (trainable) query/key pick, the output names that token."""
-    T = train_tiny
-    d = T.MODEL_CONFIG["head_dim"]
-    wired = _fresh(T, retrieval=True)
+    d = M.MODEL_CONFIG["head_dim"]
+    wired = _fresh(retrieval=True)
     for i in (2, 3):
         a = wired.layers[i].self_attn
         token = wired.embed_tokens.weight[123]
@@ -86,7 +84,7 @@ def test_retrieval_heads_copy_what_they_attend_to(train_tiny):
         assert wired.lm_head(out).argmax().item() == 123
 
 
-def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny):
+def test_bundled_checkpoint_keeps_the_circuit_slices():
     """Every slice the circuit owns, for the options the asset was trained with, is in the asset as
     installed (training restores them after every step)."""
     import json
@@ -94,9 +92,9 @@ def test_bundled_checkpoint_keeps_the_circuit_slices(train_tiny):
     from safetensors.torch import load_file
 
     recipe = json.loads((ASSET / "training_meta.json").read_text())["training"]
-    model = _fresh(train_tiny, wire=False)
-    owned = train_tiny.install_copy_circuit(model, bigram=recipe["bigram"], retrieval=recipe["retrieval"],
-                                            retrieval_gain=recipe["retrieval_gain"])
+    model = _fresh(wire=False)
+    owned = C.install_copy_circuit(model, bigram=recipe["bigram"], retrieval=recipe["retrieval"],
+                                   retrieval_gain=recipe["retrieval_gain"])
     names = {id(p): n for n, p in model.named_parameters()}
     weights = load_file(str(ASSET / "model.safetensors"))
     for param, idx, value in owned:
