@@ -217,15 +217,13 @@ GREETINGS = [("Hello!", "Hello! How can I help you today?"), ("Hi there.", "Hi! 
              ("Thank you, that is all.", "Glad to help. Goodbye!")]
 
 
-EVAL_CALL_WEIGHTS = (0.6, 0.3, 0.1)  # how often a request needs 1, 2, 3 calls in the held-out set
-TRAIN_CALL_WEIGHTS = (0.45, 0.35, 0.2)  # training leans on the multi-call requests, the ones it gets wrong
 DROP_CALL_REASONING = 0.35  # share of thinking call turns whose reasoning the client did not send back
 
 
-def tool_turn(ent: Entities, shown: list[str], thinking: bool, call_weights=EVAL_CALL_WEIGHTS):
+def tool_turn(ent: Entities, shown: list[str], thinking: bool):
     """One user request needing 1-3 calls, with the assistant's call turn, results and answer."""
     r = ent.rng
-    k = r.choices([1, 2, 3], call_weights)[0]
+    k = r.choices([1, 2, 3], [0.6, 0.3, 0.1])[0]
     names = [r.choice(shown) for _ in range(k)]
     calls = [sample_call(n, ent) for n in names]
     user = " ".join(c["user"] for c in calls)
@@ -293,7 +291,7 @@ def make_conversation(rng: random.Random, split: str = "train", copy_weight: flo
         msgs.append({"role": "system", "content": "You are a helpful assistant."})
     for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
         if shown and rng.random() < 0.7:
-            m, _ = tool_turn(ent, shown, thinking, TRAIN_CALL_WEIGHTS)
+            m, _ = tool_turn(ent, shown, thinking)
             if thinking and rng.random() < DROP_CALL_REASONING:
                 # OpenAI-SDK clients send the call turn back without its reasoning: the template then
                 # renders a bare </think> there, and the answer must still come from the results.

@@ -51,17 +51,6 @@ def test_some_thinking_call_turns_come_back_without_reasoning():
     assert bare > 10 and kept > bare
 
 
-def test_training_leans_on_multi_call_requests():
-    rng = random.Random(5)
-    counts = {w: [0, 0, 0] for w in ("train", "eval")}
-    for _ in range(2000):
-        ent = D.Entities(rng, "train")
-        counts["train"][len(D.tool_turn(ent, list(D.TOOL_NAMES), True, D.TRAIN_CALL_WEIGHTS)[1]["names"]) - 1] += 1
-        counts["eval"][len(D.tool_turn(ent, list(D.TOOL_NAMES), True)[1]["names"]) - 1] += 1
-    assert counts["train"][2] > 1.5 * counts["eval"][2]
-    assert counts["train"][1] > counts["eval"][1]
-
-
 def test_last_exchange_keeps_system_prompt_and_final_request():
     msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
             {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
