@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from tinyglm import ASSET_DIR, TEMPLATE_PATH
 from tinyglm.circuit import RETRIEVAL_START_GAIN, install_copy_circuit, restore_slices, set_retrieval_gain
-from tinyglm.data import Entities, last_exchange, make_conversation
+from tinyglm.data import Entities, make_conversation
 from tinyglm.model import MODEL_CONFIG, TinyGlm, causal_doc_mask
 from tinyglm.text import SPECIAL_TOKENS, STOP_TOKENS, build_tokenizer, conversation_text, loss_spans, make_renderer
 
@@ -106,10 +106,8 @@ class Packer:
                 if self.pending is None:
                     conv = make_conversation(self.rng, "train", copy_weight)
                     self.pending = self.encode(conv)
-                    if len(self.pending[0]) > self.L:  # keep the (multi-call) last exchange, not nothing
-                        self.pending = self.encode(last_exchange(conv))
                 t, m = self.pending
-                if len(t) > self.L:  # still too long: drop
+                if len(t) > self.L:  # too long: drop
                     self.pending = None
                     continue
                 if fill + len(t) > self.L:

@@ -292,20 +292,12 @@ def make_conversation(rng: random.Random, split: str = "train", copy_weight: flo
     for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
         if shown and rng.random() < 0.7:
             m, _ = tool_turn(ent, shown, thinking)
-            if thinking and rng.random() < DROP_CALL_REASONING:
+            if thinking and zlib.crc32(m[0]["content"].encode()) % 100 < 100 * DROP_CALL_REASONING:
                 # OpenAI-SDK clients send the call turn back without its reasoning: the template then
                 # renders a bare </think> there, and the answer must still come from the results.
+                # Decided by a hash, not by `rng`, so the rest of the data stream is unchanged.
                 del m[1]["reasoning_content"]
         else:
             m = plain_turn(ent, shown, thinking, copy_weight)
         msgs += m
     return dict(messages=msgs, tools=[TOOLS[n] for n in shown], enable_thinking=thinking)
-
-
-def last_exchange(conv):
-    """The conversation from its last user message on (system prompt kept). Long conversations are
-    mostly the ones with 3-call requests; dropping them whole starved training of exactly those."""
-    msgs = conv["messages"]
-    last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
-    head = msgs[:1] if msgs[0]["role"] == "system" else []
-    return dict(conv, messages=head + msgs[last_user:])

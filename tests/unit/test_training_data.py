@@ -49,15 +49,3 @@ def test_some_thinking_call_turns_come_back_without_reasoning():
         else:
             kept += 1
     assert bare > 10 and kept > bare
-
-
-def test_last_exchange_keeps_system_prompt_and_final_request():
-    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "u1"},
-            {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"},
-            {"role": "assistant", "content": "", "tool_calls": []}, {"role": "tool", "content": "{}"},
-            {"role": "assistant", "content": "a2"}]
-    conv = dict(messages=msgs, tools=[], enable_thinking=True)
-    out = D.last_exchange(conv)
-    assert [m["content"] for m in out["messages"]] == ["S", "u2", "", "{}", "a2"]
-    assert out["enable_thinking"] is True and conv["messages"] is msgs and len(msgs) == 7
-    assert [m["content"] for m in D.last_exchange(dict(conv, messages=msgs[1:]))["messages"]] == ["u2", "", "{}", "a2"]
