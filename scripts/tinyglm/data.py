@@ -217,7 +217,6 @@ GREETINGS = [("Hello!", "Hello! How can I help you today?"), ("Hi there.", "Hi! 
              ("Thank you, that is all.", "Glad to help. Goodbye!")]
 
 
-DROP_CALL_REASONING = 0.35  # share of thinking call turns whose reasoning the client did not send back
 
 
 def tool_turn(ent: Entities, shown: list[str], thinking: bool):
@@ -292,11 +291,6 @@ def make_conversation(rng: random.Random, split: str = "train", copy_weight: flo
     for _ in range(rng.choices([1, 2, 3], [0.7, 0.25, 0.05])[0]):
         if shown and rng.random() < 0.7:
             m, _ = tool_turn(ent, shown, thinking)
-            if thinking and zlib.crc32(m[0]["content"].encode()) % 100 < 100 * DROP_CALL_REASONING:
-                # OpenAI-SDK clients send the call turn back without its reasoning: the template then
-                # renders a bare </think> there, and the answer must still come from the results.
-                # Decided by a hash, not by `rng`, so the rest of the data stream is unchanged.
-                del m[1]["reasoning_content"]
         else:
             m = plain_turn(ent, shown, thinking, copy_weight)
         msgs += m

@@ -6,9 +6,7 @@ hides how many calls follow teaches the wrong thing silently.
 
 import random
 
-from tinyglm import TEMPLATE_PATH
 from tinyglm import data as D
-from tinyglm import text as X
 
 
 def test_plan_in_thinking_names_one_tool_per_call():
@@ -20,32 +18,3 @@ def test_plan_in_thinking_names_one_tool_per_call():
         assert plan.split(", then ") == info["names"]
         seen_repeat |= len(set(info["names"])) < len(info["names"])
     assert seen_repeat  # the same tool twice is named twice
-
-
-def _render():
-    return X.make_renderer(open(TEMPLATE_PATH).read())
-
-
-def test_some_thinking_call_turns_come_back_without_reasoning():
-    """The OpenAI SDK does not send `reasoning` back; the model must still answer from the results."""
-    render = _render()
-    rng = random.Random(3)
-    bare = kept = 0
-    for _ in range(300):
-        conv = D.make_conversation(rng)
-        if not conv["enable_thinking"]:
-            continue
-        text = X.conversation_text(conv, render)
-        last_call = text.rfind("<tool_call>")
-        if last_call < text.rfind("<|user|>"):  # earlier turns' reasoning is cleared anyway
-            continue
-        turn_start = text.rfind("<|assistant|>", 0, last_call) + len("<|assistant|>")
-        if text.startswith("</think>", turn_start):  # a bare call turn in a thinking conversation
-            bare += 1
-            answer = text.index("<|assistant|>", last_call) + len("<|assistant|>")
-            assert text.startswith("<think>", answer)
-            # the answer's thinking and content after the bare call turn are trained on
-            assert any(a == answer + len("<think>") for a, _ in X.loss_spans(text))
-        else:
-            kept += 1
-    assert bare > 10 and kept > bare
