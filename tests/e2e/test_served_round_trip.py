@@ -192,7 +192,7 @@ def test_anthropic_messages_give_thinking_and_tool_use(server):
     answer = client.messages.create(model=MODEL, max_tokens=160, messages=messages, tools=tools,
                                    extra_body={"temperature": 0})
     text = "".join(b.text for b in answer.content if b.type == "text")
-    assert text and answer.stop_reason == "end_turn"
+    assert "4821" in text and answer.stop_reason == "end_turn", answer.content
 
 
 def test_server_runs_our_parsers(server):
