@@ -95,6 +95,11 @@ def parse_calls(text):
     return calls, ok and bool(calls)
 
 
+def quotes_results(answer, keys):
+    """An answer (no further call) that contains every tool result's key value."""
+    return "<tool_call>" not in answer and all(k in answer for k in keys)
+
+
 def split_thinking(out, thinking):
     """Return (thinking_ok, reasoning, rest) for generated text that followed the prompt's prefill."""
     if thinking:
@@ -216,13 +221,13 @@ def main(argv=None):
         out2, stop2 = g.generate(p2, 96)
         tok2, _, answer = split_thinking(out2, cv["thinking"])
         keys = [c["key"] for c in cv["info"]["calls"]]
-        ans_ok = "<tool_call>" not in answer and all(k in answer for k in keys)
+        ans_ok = quotes_results(answer, keys)
         answered += ans_ok
         if cv["thinking"]:  # the same answer when the client did not send the call's reasoning back
             bare = {k: v for k, v in call_msg.items() if k != "reasoning_content"}
             p3 = g.prompt(cv["history"] + [user, bare] + tool_msgs, cv["tools"], True)
             tok3, _, answer3 = split_thinking(g.generate(p3, 96)[0], True)
-            bare_answered += tok3 and "<tool_call>" not in answer3 and all(k in answer3 for k in keys)
+            bare_answered += tok3 and quotes_results(answer3, keys)
             bare_total += 1
         think_ok += tok1 + tok2
         think_total += 2

@@ -42,7 +42,6 @@ from tinyglm.model import MODEL_CONFIG, TinyGlm, causal_doc_mask
 from tinyglm.text import SPECIAL_TOKENS, STOP_TOKENS, build_tokenizer, conversation_text, loss_spans, make_renderer
 
 
-
 # --------------------------------------------------------------------------------------------------
 # Batches
 # --------------------------------------------------------------------------------------------------

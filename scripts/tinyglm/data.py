@@ -217,8 +217,6 @@ GREETINGS = [("Hello!", "Hello! How can I help you today?"), ("Hi there.", "Hi! 
              ("Thank you, that is all.", "Glad to help. Goodbye!")]
 
 
-
-
 def tool_turn(ent: Entities, shown: list[str], thinking: bool):
     """One user request needing 1-3 calls, with the assistant's call turn, results and answer."""
     r = ent.rng
