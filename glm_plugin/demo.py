@@ -1,0 +1,66 @@
+"""`glm-plugin demo` (what `make demo` runs): serve the bundled checkpoint, play a scripted agent chat, stop, exit 0.
+
+Why a scripted conversation: a new user should see, without reading any docs, what the plugin makes a GLM server
+do: thinking separated from the answer, a tool call with typed arguments, a local tool's result and an answer built
+from it. The server runs in the background with its log in a file; one progress line shows while it loads.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from glm_plugin import chat
+from glm_plugin.server_process import ServerFailed, ServerProcess
+
+# What a user would type. The bundled tiny model was trained on these two tools (docs/tiny-model.md).
+DEMO_SCRIPT = """\
+# glm-plugin demo: each line is typed into `glm-plugin chat`; lines starting with / are chat commands.
+/tools get_weather,get_time,calculate
+What is the weather in Paris?
+What time is it?
+"""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def run(script: str | None = None, port: int | None = None, log_dir: str | None = None,
+        timeout: float = 300.0) -> int:
+    """Start the demo server, replay `script` (a file; default: DEMO_SCRIPT) through the chat, stop the server."""
+    from glm_plugin.cli import DEMO_MODEL_NAME, demo_server_command
+
+    port = port or free_port()
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix="glm-plugin-demo-"))
+    cmd, env = demo_server_command(port=port)
+    base = f"http://127.0.0.1:{port}"
+    print(f"glm-plugin demo: starting vLLM on the bundled tiny GLM checkpoint at {base} (CPU; first start "
+          "takes a minute or two)", flush=True)
+    server = ServerProcess(cmd, base, log_dir / "server.log", env)
+    with server:
+        try:
+            server.wait_ready(timeout=timeout)
+        except ServerFailed as err:
+            print(f"glm-plugin demo: {err}", file=sys.stderr)
+            return 1
+        if script is None:
+            script_path = log_dir / "demo-script.txt"
+            script_path.write_text(DEMO_SCRIPT)
+            script = str(script_path)
+        status = chat.main(base, DEMO_MODEL_NAME, script, max_tokens=256)
+        print("glm-plugin demo: stopping the server", flush=True)
+    if status == 0:
+        print(f"glm-plugin demo: done. Keep a server running with `make serve` (or `glm-plugin serve`), then "
+              f"`glm-plugin chat`, `glm-plugin check {base.replace(str(port), '8000')}` or examples/*.py "
+              f"(server log was {server.log_path})")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(run(os.environ.get("GLM_PLUGIN_DEMO_SCRIPT")))

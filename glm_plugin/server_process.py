@@ -1,0 +1,126 @@
+"""A served engine as a child process: started with its logs in a file, waited for with one progress line, stopped.
+
+Why: `make demo` and the end-to-end tests both need "start vLLM, wait until it answers, use it, stop it", and a new
+user should see one line that says what is happening, not hundreds of engine log lines. The log file is named in
+every message, and its tail is printed when the engine exits early, because that is where the reason is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, TextIO
+
+# Log lines that tell a waiting user which stage the engine is in (matched as substrings, first match wins).
+_STAGES = (
+    ("Loading weights", "loading weights"),
+    ("Loading safetensors", "loading weights"),
+    ("Model loading took", "weights loaded"),
+    ("KV cache", "allocating the KV cache"),
+    ("Starting vLLM API server", "starting the HTTP server"),
+    ("Application startup complete", "ready"),
+)
+
+
+class ServerFailed(RuntimeError):
+    """The engine exited or did not answer in time; the message carries the log's tail."""
+
+
+def log_tail(path: Path, chars: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def models_ready(base_url: str, timeout: float = 2.0) -> list[str]:
+    """The served model ids once `/v1/models` answers, else an empty list (the engine is still loading)."""
+    try:
+        with urllib.request.urlopen(base_url.rstrip("/") + "/v1/models", timeout=timeout) as reply:
+            return [m["id"] for m in json.load(reply).get("data", [])]
+    except (OSError, ValueError):
+        return []
+
+
+def _stage(path: Path, last: str) -> str:
+    text = log_tail(path, 20000)
+    found, where = last, -1
+    for needle, label in _STAGES:
+        at = text.rfind(needle)
+        if at > where:
+            found, where = label, at
+    return found
+
+
+class ServerProcess:
+    """Runs `cmd` with stdout/stderr in `log_path`; `wait_ready()` polls `/v1/models`; `stop()` ends it."""
+
+    def __init__(self, cmd: list[str], base_url: str, log_path: Path, env: dict[str, str] | None = None):
+        self.cmd, self.base_url, self.log_path, self.env = cmd, base_url, Path(log_path), env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ServerProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "w") as log:
+            # A new session, so that stop() can end the engine's own children (vLLM spawns an engine core).
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                         start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout: float = 300.0, progress: TextIO | None = sys.stderr,
+                   clock: Callable[[], float] = time.monotonic) -> list[str]:
+        """Block until the server lists its models; a single rewritten status line goes to `progress`."""
+        assert self.proc is not None, "start() first"
+        started, stage = clock(), "starting"
+        while True:
+            models = models_ready(self.base_url)
+            elapsed = clock() - started
+            if models:
+                if progress:
+                    progress.write(f"\rglm-plugin: server ready in {elapsed:.0f} s ({', '.join(models)})"
+                                   + " " * 20 + "\n")
+                    progress.flush()
+                return models
+            if self.proc.poll() is not None:
+                raise ServerFailed(f"the engine exited with code {self.proc.returncode} before it was ready; "
+                                   f"log {self.log_path}:\n{log_tail(self.log_path)}")
+            if elapsed > timeout:
+                raise ServerFailed(f"the engine did not answer {self.base_url}/v1/models within {timeout:.0f} s; "
+                                   f"log {self.log_path}:\n{log_tail(self.log_path)}")
+            stage = _stage(self.log_path, stage)
+            if progress:
+                progress.write(f"\rglm-plugin: starting the server: {stage}, {elapsed:.0f} s "
+                               f"(log: {self.log_path})   ")
+                progress.flush()
+            time.sleep(1.0)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM the engine's process group, then SIGKILL it if it has not exited after `grace` seconds."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
