@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo serve clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,7 +30,12 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)
+	$(BIN)/python -m glm_plugin.cli demo
+
+# The same server in the foreground, kept up for your own client (examples/, `glm-plugin chat`, Claude Code).
+serve: $(STAMP)
 	$(BIN)/python -m glm_plugin.cli serve --demo
 
 clean:

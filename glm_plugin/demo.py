@@ -16,12 +16,12 @@ from pathlib import Path
 from glm_plugin import chat
 from glm_plugin.server_process import ServerFailed, ServerProcess
 
-# What a user would type. The bundled tiny model was trained on these two tools (docs/tiny-model.md).
+# What a user would type: a string argument, then an integer one. The bundled tiny model was trained on these
+# tools (docs/tiny-model.md); the weather table and the timer id are fixed, so every run prints the same.
 DEMO_SCRIPT = """\
 # glm-plugin demo: each line is typed into `glm-plugin chat`; lines starting with / are chat commands.
-/tools get_weather,get_time,calculate
 What is the weather in Paris?
-What time is it?
+Set a timer for 25 minutes called Tea Break.
 """
 
 

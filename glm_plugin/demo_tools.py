@@ -1,8 +1,9 @@
-"""The local tools `glm-plugin chat` offers the model: a fixed weather table, the clock and a calculator.
+"""The local tools `glm-plugin chat` offers the model: a fixed weather table, the clock, a pretend timer, a calculator.
 
 Why these: they are safe to run on anyone's machine (no network, no files, no `eval`), and their schemas are the
-ones the bundled tiny checkpoint was trained on (`get_weather {city, unit}`, `get_time {}`; docs/tiny-model.md),
-so the demo's round trip works with it; a real GLM uses them just as well.
+ones the bundled tiny checkpoint was trained on (`get_weather {city, unit}`, `get_time {}`,
+`set_timer {minutes, label}`; docs/tiny-model.md), so the demo's round trip works with it; a real GLM uses them
+just as well.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ast
 import json
 import operator
 import time
+import zlib
 from typing import Any, Callable
 
 # A fixed table: the demo is reproducible, and a city that is not in it gets an error the model can read.
@@ -30,6 +32,8 @@ SCHEMAS = {
                              {"city": {"type": "string"},
                               "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, ["city"]),
     "get_time": _function("get_time", "Current local time", {}, []),
+    "set_timer": _function("set_timer", "Start a named timer",
+                           {"minutes": {"type": "integer"}, "label": {"type": "string"}}, ["minutes", "label"]),
     # "Evaluate arithmetic": with a longer description the tiny model copied its words into answers.
     "calculate": _function("calculate", "Evaluate arithmetic", {"expression": {"type": "string"}}, ["expression"]),
 }
@@ -47,6 +51,13 @@ def get_weather(city: str, unit: str = "celsius") -> dict:
 
 def get_time(now: Callable[[], float] = time.time) -> dict:
     return {"time": time.strftime("%H:%M", time.localtime(now()))}
+
+
+def set_timer(minutes: int, label: str) -> dict:
+    """A pretend timer (nothing runs): the id is a hash of the label, so a replayed demo prints the same."""
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 0 < minutes <= 24 * 60:
+        return {"error": f"minutes must be an integer from 1 to 1440, got {minutes!r}"}
+    return {"timer_id": 1000 + zlib.crc32(str(label).encode()) % 9000, "status": "Started"}
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -78,7 +89,7 @@ def calculate(expression: str) -> dict:
 
 
 FUNCTIONS: dict[str, Callable[..., dict]] = {"get_weather": get_weather, "get_time": get_time,
-                                             "calculate": calculate}
+                                             "set_timer": set_timer, "calculate": calculate}
 
 
 def run_tool(name: str, arguments: str) -> str:

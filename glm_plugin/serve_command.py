@@ -98,8 +98,9 @@ def parallel_sizes(checkpoint: Checkpoint, gpus: int) -> tuple[int, int]:
     heads, kv = checkpoint.attention_heads, checkpoint.kv_heads
     if heads % tp:
         fits = [n for n in range(gpus, 0, -1) if heads % n == 0 and (kv % n == 0 or n % kv == 0)]
+        best = next((n for n in fits if n & (n - 1) == 0), fits[0])  # prefer 4 over 5 GPUs
         raise ServeError(f"{heads} attention heads cannot be split over {tp} GPUs (tensor parallel {tp}); "
-                         f"pass --gpus {fits[0]} (and run one server per {fits[0]} GPUs)")
+                         f"pass --gpus {best} (and run one server per {best} GPUs)")
     if kv % tp and tp % kv:
         raise ServeError(f"{kv} KV heads cannot be split or replicated over {tp} GPUs; pass --gpus {kv}")
     if ep > 1 and checkpoint.routed_experts % ep:

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 # Log lines that tell a waiting user which stage the engine is in (matched as substrings, first match wins).
+# vLLM's wording as of 0.32; an unknown log only means the line stays at its last stage.
 _STAGES = (
-    ("Loading weights", "loading weights"),
-    ("Loading safetensors", "loading weights"),
-    ("Model loading took", "weights loaded"),
+    ("Resolved architecture", "reading the checkpoint config"),
+    ("Initializing a V1 LLM engine", "starting the engine process"),
+    ("Starting to load model", "loading the weights"),
+    ("Loading weights took", "weights loaded"),
     ("KV cache", "allocating the KV cache"),
-    ("Starting vLLM API server", "starting the HTTP server"),
+    ("init engine", "starting the HTTP server"),
     ("Application startup complete", "ready"),
 )
 
@@ -76,14 +78,15 @@ class ServerProcess:
                    clock: Callable[[], float] = time.monotonic) -> list[str]:
         """Block until the server lists its models; a single rewritten status line goes to `progress`."""
         assert self.proc is not None, "start() first"
-        started, stage = clock(), "starting"
+        started, stage, printed = clock(), "starting", ""
+        rewrite = bool(progress) and progress.isatty()
         while True:
             models = models_ready(self.base_url)
             elapsed = clock() - started
             if models:
                 if progress:
-                    progress.write(f"\rglm-plugin: server ready in {elapsed:.0f} s ({', '.join(models)})"
-                                   + " " * 20 + "\n")
+                    progress.write(("\r" if rewrite else "") + f"glm-plugin: server ready in {elapsed:.0f} s "
+                                   f"({', '.join(models)})" + (" " * 40 if rewrite else "") + "\n")
                     progress.flush()
                 return models
             if self.proc.poll() is not None:
@@ -93,10 +96,14 @@ class ServerProcess:
                 raise ServerFailed(f"the engine did not answer {self.base_url}/v1/models within {timeout:.0f} s; "
                                    f"log {self.log_path}:\n{log_tail(self.log_path)}")
             stage = _stage(self.log_path, stage)
-            if progress:
+            if progress and rewrite:  # a terminal: one line, rewritten every second
                 progress.write(f"\rglm-plugin: starting the server: {stage}, {elapsed:.0f} s "
                                f"(log: {self.log_path})   ")
                 progress.flush()
+            elif progress and stage != printed:  # a log or a CI job: one line per stage
+                progress.write(f"glm-plugin: starting the server: {stage} ({elapsed:.0f} s; log: {self.log_path})\n")
+                progress.flush()
+                printed = stage
             time.sleep(1.0)
 
     def stop(self, grace: float = 30.0) -> None:

@@ -1,0 +1,155 @@
+"""`glm-plugin serve --dry-run`: the deployment guides' commands for 4 and 8 GPUs on both engines, and a clear
+refusal (before any engine starts) for every way the command cannot work."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+
+import pytest
+
+from glm_plugin import cli
+from glm_plugin import serve_command as sc
+
+# config.json fields of the public checkpoints (docs/install.md's engine-flags table uses the same numbers).
+GLM47 = {"architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe", "num_attention_heads": 96,
+         "num_key_value_heads": 8, "n_routed_experts": 160, "moe_intermediate_size": 1536,
+         "num_nextn_predict_layers": 1}
+GLM45_AIR_FP8 = {**GLM47, "n_routed_experts": 128, "moe_intermediate_size": 1408,
+                 "quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}}
+GLM47_FLASH = {"architectures": ["Glm4MoeLiteForCausalLM"], "model_type": "glm4_moe_lite",
+               "num_attention_heads": 20, "num_key_value_heads": 20, "n_routed_experts": 64,
+               "moe_intermediate_size": 1536, "num_nextn_predict_layers": 1}
+LLAMA = {"architectures": ["LlamaForCausalLM"], "num_attention_heads": 32}
+
+
+def checkpoint(tmp_path, name: str, config: dict):
+    path = tmp_path / name
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def dry_run(capsys, *argv: str) -> list[str]:
+    assert cli.main(["serve", "--dry-run", *argv]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("glm-plugin: ")
+    return shlex.split(line[len("glm-plugin: "):])
+
+
+def flag(cmd: list[str], name: str) -> str:
+    assert name in cmd, f"{name} missing from {cmd}"
+    return cmd[cmd.index(name) + 1]
+
+
+EAGLE = ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", "3", "--speculative-eagle-topk", "1",
+         "--speculative-num-draft-tokens", "4"]
+
+
+@pytest.mark.parametrize("gpus", [4, 8])
+def test_sglang_matches_the_deployment_script(tmp_path, capsys, gpus):
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    cmd = dry_run(capsys, "--model", str(model), "--engine", "sglang", "--gpus", str(gpus))
+    assert cmd[1:3] == ["-m", "sglang.launch_server"]
+    assert flag(cmd, "--model-path") == str(model)
+    assert flag(cmd, "--tp-size") == str(gpus)
+    assert ("--ep-size" in cmd) == (gpus == 8) and (gpus != 8 or flag(cmd, "--ep-size") == "8")
+    assert flag(cmd, "--tool-call-parser") == "glm47" and flag(cmd, "--reasoning-parser") == "glm45"
+    at = cmd.index("--speculative-algorithm")
+    assert cmd[at:at + len(EAGLE)] == EAGLE
+    assert flag(cmd, "--mem-fraction-static") == "0.8"
+    assert flag(cmd, "--served-model-name") == "glm-4.7"
+
+
+@pytest.mark.parametrize("gpus", [4, 8])
+def test_vllm_gets_the_same_parallelism_and_mtp(tmp_path, capsys, gpus):
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    cmd = dry_run(capsys, "--model", str(model), "--gpus", str(gpus))
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(cmd, "--model") == str(model)
+    assert flag(cmd, "--tensor-parallel-size") == str(gpus)
+    assert ("--enable-expert-parallel" in cmd) == (gpus == 8)
+    assert json.loads(flag(cmd, "--speculative-config")) == {"method": "mtp", "num_speculative_tokens": 3}
+    assert "--enable-auto-tool-choice" in cmd
+    assert flag(cmd, "--tool-call-parser") == "glm47" and flag(cmd, "--reasoning-parser") == "glm45"
+
+
+def test_engine_arguments_after_double_dash_are_passed_on(tmp_path, capsys):
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    cmd = dry_run(capsys, "--model", str(model), "--gpus", "1", "--served-model-name", "glm", "--",
+                  "--max-num-seqs", "16", "--kv-cache-dtype", "fp8")
+    assert cmd[-4:] == ["--max-num-seqs", "16", "--kv-cache-dtype", "fp8"]
+    assert flag(cmd, "--served-model-name") == "glm"
+    assert "--tensor-parallel-size" not in cmd  # one GPU: no parallelism flags
+
+
+def test_no_gpu_and_no_speculative(tmp_path, capsys):
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    assert "--speculative-config" not in dry_run(capsys, "--model", str(model), "--gpus", "0")
+    assert "--speculative-config" not in dry_run(capsys, "--model", str(model), "--gpus", "4", "--no-speculative")
+
+
+def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
+    cmd = dry_run(capsys)
+    assert flag(cmd, "--model") == str(cli.bundled_model_dir())
+    assert flag(cmd, "--served-model-name") == "glm-tiny" and flag(cmd, "--max-model-len") == "4096"
+    assert "--enforce-eager" in cmd and "--speculative-config" not in cmd
+    _, env = cli.demo_server_command(max_model_len=65536)
+    assert env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] == "1" and env["VLLM_TARGET_DEVICE"] == "cpu"
+
+
+def test_heads_not_divisible_names_a_gpu_count_that_works(tmp_path):
+    model = checkpoint(tmp_path, "GLM-4.7-Flash", GLM47_FLASH)
+    with pytest.raises(SystemExit, match=r"20 attention heads cannot be split over 8 GPUs.*--gpus 4"):
+        cli.main(["serve", "--dry-run", "--model", str(model), "--engine", "sglang", "--gpus", "8"])
+    assert sc.parallel_sizes(sc.read_checkpoint(model), 4) == (4, 1)
+
+
+def test_fp8_block_split_by_tp_is_refused_with_the_fix(tmp_path):
+    model = checkpoint(tmp_path, "GLM-4.5-Air-FP8", GLM45_AIR_FP8)
+    with pytest.raises(SystemExit, match=r"1408 / tp 4 = 352 is not a multiple of the FP8 block 128.*--gpus 8"):
+        cli.main(["serve", "--dry-run", "--model", str(model), "--gpus", "4"])
+    assert sc.parallel_sizes(sc.read_checkpoint(model), 8) == (8, 8)  # expert parallel: experts are not split
+
+
+def test_experts_not_divisible(tmp_path):
+    model = checkpoint(tmp_path, "odd", {**GLM47, "n_routed_experts": 100, "num_attention_heads": 96})
+    with pytest.raises(SystemExit, match="100 routed experts cannot be split over 8 GPUs"):
+        sc.parallel_sizes(sc.read_checkpoint(model), 8)
+
+
+def test_not_a_glm_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="LlamaForCausalLM checkpoint, not GLM"):
+        cli.main(["serve", "--dry-run", "--model", str(checkpoint(tmp_path, "llama", LLAMA))])
+    with pytest.raises(SystemExit, match="no config.json"):
+        cli.main(["serve", "--dry-run", "--model", str(tmp_path / "missing")])
+
+
+def test_engine_not_installed(monkeypatch):
+    monkeypatch.setattr(sc.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"sglang is not installed.*pip install"):
+        sc.require_engine("sglang", 8)
+
+
+def test_sglang_without_gpu_is_refused():
+    if sc.importlib.util.find_spec("sglang") is None:
+        pytest.skip("sglang not installed")
+    with pytest.raises(SystemExit, match="SGLang cannot serve on this machine without a GPU"):
+        sc.require_engine("sglang", 0)
+
+
+def test_port_taken_is_refused_before_the_engine_starts():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"port {port} on 127.0.0.1 is already in use.*--port {port + 1}"):
+            sc.require_free_port("127.0.0.1", port)
+
+
+def test_gpu_count_from_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    assert sc.detect_gpus() == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert sc.detect_gpus() == 0
