@@ -1,0 +1,152 @@
+"""Builds (once, cached) and loads the C++ CPU kernels in csrc/ with torch.utils.cpp_extension.
+
+Why JIT: the wheel stays pure Python, so `pip install` never needs a compiler; the first process that calls a
+kernel on CPU compiles csrc/ into a per-torch-version cache directory and every later process just loads the
+shared library. Images build ahead of time with `python -m glm_plugin.kernels.build` (same cache, same flags).
+One build serves every x86-64 CPU: the AVX-512 and AVX2 microkernels are compiled with target pragmas and the
+library picks one at run time.
+
+Anything that stops the build (not x86-64, no compiler, no ninja, a compile error) is reported once through the
+"glm_plugin.kernels" logger and makes `load_cpu_extension()` return False; callers then use the reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+logger = logging.getLogger("glm_plugin.kernels")
+
+EXTENSION_NAME = "glm_plugin_cpu"
+SOURCES = ("bindings.cpp", "cpu/moe.cpp", "cpu/kernel_avx2.cpp", "cpu/kernel_avx512.cpp")
+HEADERS = ("cpu/moe.h", "cpu/fp8_dot.h")
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def source_dir() -> Path:
+    """csrc/ as shipped inside the package (glm_plugin/csrc: a symlink to the repository's csrc/ in a checkout,
+    a copy in a wheel)."""
+    packaged = Path(__file__).resolve().parent.parent / "csrc"
+    if (packaged / SOURCES[0]).exists():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "csrc"
+
+
+def cache_dir() -> Path:
+    """Build directory: $GLM_PLUGIN_CACHE, else $XDG_CACHE_HOME/glm_plugin, else ~/.cache/glm_plugin; one
+    subdirectory per torch version and Python (the library links against libtorch's C++ ABI)."""
+    import torch
+
+    root = os.environ.get("GLM_PLUGIN_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "glm_plugin")
+    tag = f"cpu-kernels-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / tag.replace("+", "_")
+
+
+def _missing_prerequisite() -> str | None:
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the CPU kernels are x86-64 only (this machine is {platform.machine()})"
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return (f"no C++ compiler ({cxx!r} is not on PATH); install one (e.g. `apt-get install g++`) and restart, "
+                f"or set GLM_PLUGIN_KERNEL=reference to silence this")
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return "ninja is not installed; `pip install ninja` (torch's JIT extension builder needs it)"
+    src = source_dir()
+    missing = [s for s in SOURCES + HEADERS if not (src / s).exists()]
+    if missing:
+        return f"kernel sources missing under {src}: {', '.join(missing)} (broken install; reinstall glm-plugin)"
+    return None
+
+
+def _already_loaded() -> bool:
+    import torch
+
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cpu", "CPU")
+    except RuntimeError:  # op not defined yet
+        return False
+
+
+def load_cpu_extension(verbose: bool = False) -> bool:
+    """Compiles (first time) and loads the CPU kernels; True when `torch.ops.glm_plugin.*_cpu` are usable.
+
+    Never raises: a failure is logged once with its reason (see `unavailable_reason()`)."""
+    with _lock:
+        if "ok" in _state:
+            return bool(_state["ok"])
+        _state["ok"] = False
+        reason = _missing_prerequisite()
+        if reason is None:
+            try:
+                _build_and_load(verbose)
+                _state["ok"] = True
+            except Exception as exc:  # a compiler error must not take the engine down: fall back to the reference
+                reason = f"building the C++ CPU kernels failed ({type(exc).__name__}: {_first_lines(exc)})"
+        if reason is not None:
+            _state["reason"] = reason
+            logger.warning("glm_plugin C++ CPU kernels unavailable, using the PyTorch reference: %s", reason)
+        return bool(_state["ok"])
+
+
+def unavailable_reason() -> str | None:
+    """Why `load_cpu_extension()` returned False (None if it succeeded or was not tried)."""
+    return _state.get("reason")  # type: ignore[return-value]
+
+
+def _first_lines(exc: BaseException, n: int = 6) -> str:
+    return " | ".join(str(exc).strip().splitlines()[:n])
+
+
+def _build_and_load(verbose: bool) -> None:
+    if _already_loaded():
+        return
+    from torch.utils import cpp_extension
+
+    src = source_dir()
+    build = cache_dir()
+    build.mkdir(parents=True, exist_ok=True)
+    logger.info("glm_plugin: loading C++ CPU kernels (compiled on first use into %s; about a minute)", build)
+    # No -march: the baseline objects must run on any x86-64; ISA-specific code is selected by target pragmas.
+    cpp_extension.load(
+        name=EXTENSION_NAME,
+        sources=[str(src / s) for s in SOURCES],
+        extra_include_paths=[str(src)],
+        extra_cflags=["-O3", "-fno-math-errno", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],  # resolves to the libgomp.so.1 torch already loaded: one OpenMP pool
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m glm_plugin.kernels.build`: compile ahead of time (for images) and report the chosen ISA."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the compiler commands")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not load_cpu_extension(verbose=args.verbose):
+        print(f"glm_plugin CPU kernels NOT built: {unavailable_reason()}", file=sys.stderr)
+        return 1
+    import torch
+
+    print(f"glm_plugin CPU kernels ready in {cache_dir()} (ISA on this CPU: {torch.ops.glm_plugin.cpu_kernel_isa()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

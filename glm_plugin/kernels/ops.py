@@ -1,0 +1,197 @@
+"""torch.library definitions of the glm_plugin ops: schemas, shape checks, fake (meta) implementations, and the
+CPU/CUDA implementations that hand each call to the implementation chosen by `glm_plugin.kernels`.
+
+Why defined in Python rather than in csrc/bindings.cpp: the ops must exist (for torch.compile, for the engines'
+model code, for the reference fallback) on machines where the C++ library cannot be built. The C++ library adds
+private `*_cpu` ops to the same namespace and the CPU implementation here calls them.
+
+Importing this module registers the ops; it is imported lazily by `glm_plugin.kernels.register_ops()`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+
+NAMESPACE = "glm_plugin"
+
+SCHEMAS = {
+    "fp8_moe_experts": "fp8_moe_experts(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
+                       "Tensor topk_weights, Tensor topk_ids, str layout) -> Tensor",
+    "fp8_linear": "fp8_linear(Tensor x, Tensor weight, Tensor weight_scale, Tensor? bias, str layout) -> Tensor",
+    "glm_route": "glm_route(Tensor router_logits, Tensor correction_bias, int top_k, int n_group, int topk_group, "
+                 "bool renormalize, float routed_scaling_factor) -> (Tensor topk_weights, Tensor topk_ids)",
+}
+
+_ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _fail(op: str, msg: str) -> None:
+    raise ValueError(f"glm_plugin::{op}: {msg}")
+
+
+def _check_fp8(op: str, name: str, t: torch.Tensor, dim: int) -> None:
+    if t.dtype != torch.float8_e4m3fn:
+        _fail(op, f"{name} must be torch.float8_e4m3fn, got {t.dtype} (quantise with "
+                  f"glm_plugin.kernels.reference.quantize_fp8_block/quantize_fp8_channel)")
+    if t.dim() != dim:
+        _fail(op, f"{name} must have {dim} dimensions, got shape {tuple(t.shape)}")
+
+
+def _check_scale(op: str, name: str, s: torch.Tensor, expected: tuple, layout: str) -> None:
+    if s.dtype != torch.float32:
+        _fail(op, f"{name} must be float32, got {s.dtype}")
+    if tuple(s.shape) != tuple(expected):
+        what = "[..., ceil(rows/128), ceil(cols/128)] (128x128 blocks)" if layout == "block" else "[..., rows, 1]"
+        _fail(op, f"{name} has shape {tuple(s.shape)}, expected {tuple(expected)} for layout {layout!r} {what}")
+
+
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+def check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout) -> None:
+    op = "fp8_moe_experts"
+    reference.check_layout(layout)
+    if hidden.dim() != 2 or hidden.dtype not in _ACT_DTYPES:
+        _fail(op, f"hidden must be [T, H] bfloat16/float16/float32, got {tuple(hidden.shape)} {hidden.dtype}")
+    _check_fp8(op, "w13", w13, 3)
+    _check_fp8(op, "w2", w2, 3)
+    t, h = hidden.shape
+    e, two_i, h13 = w13.shape
+    if two_i % 2 != 0 or h13 != h:
+        _fail(op, f"w13 must be [E, 2*I, H={h}] (gate rows then up rows), got {tuple(w13.shape)}")
+    i = two_i // 2
+    if tuple(w2.shape) != (e, h, i):
+        _fail(op, f"w2 must be [E={e}, H={h}, I={i}], got {tuple(w2.shape)}")
+    if layout == "block":
+        _check_scale(op, "w13_scale", w13_scale, (e, _cdiv(two_i, 128), _cdiv(h, 128)), layout)
+        _check_scale(op, "w2_scale", w2_scale, (e, _cdiv(h, 128), _cdiv(i, 128)), layout)
+    else:
+        _check_scale(op, "w13_scale", w13_scale, (e, two_i, 1), layout)
+        _check_scale(op, "w2_scale", w2_scale, (e, h, 1), layout)
+    if topk_ids.dim() != 2 or topk_ids.shape[0] != t or topk_ids.dtype not in (torch.int32, torch.int64):
+        _fail(op, f"topk_ids must be [T={t}, k] int32/int64, got {tuple(topk_ids.shape)} {topk_ids.dtype}")
+    if tuple(topk_weights.shape) != tuple(topk_ids.shape) or not topk_weights.dtype.is_floating_point:
+        _fail(op, f"topk_weights must be a float tensor shaped like topk_ids {tuple(topk_ids.shape)}, got "
+                  f"{tuple(topk_weights.shape)} {topk_weights.dtype}")
+
+
+def check_linear_args(x, weight, weight_scale, bias, layout) -> None:
+    op = "fp8_linear"
+    reference.check_layout(layout)
+    _check_fp8(op, "weight", weight, 2)
+    n, k = weight.shape
+    if x.dim() < 1 or x.shape[-1] != k or x.dtype not in _ACT_DTYPES:
+        _fail(op, f"x must be [..., K={k}] bfloat16/float16/float32, got {tuple(x.shape)} {x.dtype}")
+    expected = (_cdiv(n, 128), _cdiv(k, 128)) if layout == "block" else (n, 1)
+    _check_scale(op, "weight_scale", weight_scale, expected, layout)
+    if bias is not None and tuple(bias.shape) != (n,):
+        _fail(op, f"bias must be [N={n}], got {tuple(bias.shape)}")
+
+
+def check_route_args(router_logits, correction_bias, top_k, n_group, topk_group) -> None:
+    op = "glm_route"
+    if router_logits.dim() != 2:
+        _fail(op, f"router_logits must be [T, E], got {tuple(router_logits.shape)}")
+    e = router_logits.shape[1]
+    if tuple(correction_bias.shape) != (e,):
+        _fail(op, f"correction_bias (e_score_correction_bias) must be [E={e}], got {tuple(correction_bias.shape)}")
+    if n_group < 1 or e % n_group != 0:
+        _fail(op, f"n_group={n_group} must divide the number of experts {e}")
+    if not 1 <= topk_group <= n_group:
+        _fail(op, f"topk_group={topk_group} must lie in [1, n_group={n_group}]")
+    if n_group > 1 and e // n_group < 2:
+        _fail(op, f"groups need at least 2 experts (group score = sum of the best two), got {e // n_group}")
+    if not 1 <= top_k <= topk_group * (e // n_group):
+        _fail(op, f"top_k={top_k} must lie in [1, {topk_group * (e // n_group)}] (experts in the kept groups)")
+
+
+# ---- fake (meta) implementations: shapes and dtypes only -------------------------------------------------------
+
+def _moe_fake(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout):
+    check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
+    return hidden.new_empty(hidden.shape)
+
+
+def _linear_fake(x, weight, weight_scale, bias, layout):
+    check_linear_args(x, weight, weight_scale, bias, layout)
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+def _route_fake(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor):
+    check_route_args(router_logits, correction_bias, top_k, n_group, topk_group)
+    t = router_logits.shape[0]
+    return (router_logits.new_empty((t, top_k), dtype=torch.float32),
+            router_logits.new_empty((t, top_k), dtype=torch.int32))
+
+
+# ---- real implementations: validate, then run the implementation dispatch chose ---------------------------------
+
+def _moe_impl(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout):
+    from . import implementation
+
+    check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
+    impl = implementation("fp8_moe_experts", hidden.device)
+    args = (hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
+    if impl == "cpp":
+        c = [a.contiguous() for a in args[:7]]
+        return torch.ops.glm_plugin.fp8_moe_experts_cpu(*c, layout)
+    if impl == "cuda":
+        return torch.ops.glm_plugin.fp8_moe_experts_cuda(*args)
+    if impl == "triton":
+        from . import triton_fp8_moe
+
+        return triton_fp8_moe.fp8_moe_experts(*args)
+    return reference.fp8_moe_experts(*args)
+
+
+def _linear_impl(x, weight, weight_scale, bias, layout):
+    from . import implementation
+
+    check_linear_args(x, weight, weight_scale, bias, layout)
+    impl = implementation("fp8_linear", x.device)
+    if impl == "cpp":
+        return torch.ops.glm_plugin.fp8_linear_cpu(x, weight.contiguous(), weight_scale.contiguous(), bias, layout)
+    if impl == "cuda":
+        return torch.ops.glm_plugin.fp8_linear_cuda(x, weight, weight_scale, bias, layout)
+    if impl == "triton":
+        from . import triton_fp8_moe
+
+        return triton_fp8_moe.fp8_linear(x, weight, weight_scale, bias, layout)
+    return reference.fp8_linear(x, weight, weight_scale, bias, layout)
+
+
+def _route_impl(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor):
+    from . import implementation
+
+    check_route_args(router_logits, correction_bias, top_k, n_group, topk_group)
+    args = (router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor)
+    if implementation("glm_route", router_logits.device) == "cuda":
+        return torch.ops.glm_plugin.glm_route_cuda(*args)
+    return reference.glm_route(*args)
+
+
+_IMPLS = {"fp8_moe_experts": (_moe_impl, _moe_fake), "fp8_linear": (_linear_impl, _linear_fake),
+          "glm_route": (_route_impl, _route_fake)}
+
+_lib = None
+
+
+def define() -> None:
+    """Defines the ops once per process (a second call, or a re-import, is a no-op)."""
+    global _lib
+    if _lib is not None or hasattr(torch.ops.glm_plugin, "fp8_moe_experts"):
+        return
+    lib = torch.library.Library(NAMESPACE, "FRAGMENT")
+    for name, schema in SCHEMAS.items():
+        impl, fake = _IMPLS[name]
+        lib.define(schema)
+        lib.impl(name, impl, "CPU")
+        lib.impl(name, impl, "CUDA")
+        torch.library.register_fake(f"{NAMESPACE}::{name}", fake, lib=lib)
+    _lib = lib
+
+
+define()
