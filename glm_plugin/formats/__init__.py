@@ -11,8 +11,16 @@ from .events import (
     ToolCallEnd,
     ToolCallStart,
 )
-from .output import GlmOutputParser, collect_events, parse_output
-from .thinking import ThinkingSplitter, ThinkingStart, thinking_start_from_prompt
+from .output import GlmOutputParser, collect_events, parse_output, parse_tool_calls, reasoning_and_content
+from .thinking import ThinkingSplitter, ThinkingStart
+from .turn_start import (
+    ends_reasoning,
+    start_after_prefill,
+    start_from_flags,
+    start_of_turn,
+    thinking_requested,
+    thinking_start_from_prompt,
+)
 from .tool_calls import ToolCallParser
 
 __all__ = [
@@ -31,6 +39,13 @@ __all__ = [
     "ToolSchemaError",
     "ToolSchemas",
     "collect_events",
+    "ends_reasoning",
     "parse_output",
+    "parse_tool_calls",
+    "reasoning_and_content",
+    "start_after_prefill",
+    "start_from_flags",
+    "start_of_turn",
+    "thinking_requested",
     "thinking_start_from_prompt",
 ]

@@ -50,25 +50,31 @@ class GlmOutputParser:
         return self.splitter.reasoning_ended
 
 
-def collect_events(events: Iterable[Event]) -> ParsedOutput:
-    """Fold a turn's events into the non-streaming result."""
+def reasoning_and_content(events: Iterable[Event]) -> tuple[str, str]:
+    """The reasoning text and the content text among `events` (call events are not text)."""
     reasoning: list[str] = []
     content: list[str] = []
-    calls: list[ToolCall] = []
     for event in events:
         kind = type(event)
         if kind is ReasoningDelta:
             reasoning.append(event.text)
         elif kind is ContentDelta:
             content.append(event.text)
-        elif kind is ToolCallEnd:
-            calls.append(ToolCall(event.name, event.arguments, event.arguments_json, event.complete))
-    text = "".join(content)
-    return ParsedOutput(
-        reasoning="".join(reasoning) or None,
-        content=None if calls and not text else text,
-        tool_calls=calls,
-    )
+    return "".join(reasoning), "".join(content)
+
+
+def collect_events(events: Iterable[Event]) -> ParsedOutput:
+    """Fold a turn's events into the non-streaming result."""
+    events = list(events)
+    reasoning, text = reasoning_and_content(events)
+    calls = [ToolCall(e.name, e.arguments, e.arguments_json, e.complete) for e in events if type(e) is ToolCallEnd]
+    return ParsedOutput(reasoning=reasoning or None, content=None if calls and not text else text, tool_calls=calls)
+
+
+def parse_tool_calls(text: str, tools: Iterable[Any] | None) -> ParsedOutput:
+    """Non-streaming parse of content whose reasoning an engine has already split off (both engines' tool stage)."""
+    parser = ToolCallParser(tools)
+    return collect_events(parser.feed(text) + parser.finish())
 
 
 def parse_output(

@@ -1,4 +1,4 @@
-"""GLM's format markers and the one scanning primitive both parsing stages share.
+"""GLM's format markers and special tokens (their one home), and the one scanning primitive both parsing stages share.
 
 Every marker starts with `<`, so a stage only ever looks at `<` positions (`str.find`, C speed) and keeps at most
 one marker's length of unconsumed text between deltas: that bounded look-behind is what makes feeding a delta
@@ -15,8 +15,17 @@ KEY_OPEN = "<arg_key>"
 KEY_CLOSE = "</arg_key>"
 VALUE_OPEN = "<arg_value>"
 VALUE_CLOSE = "</arg_value>"
+END_OF_TEXT = "<|endoftext|>"
+SYSTEM, USER, ASSISTANT, OBSERVATION = "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"
+TURN_BOUNDARIES = (SYSTEM, USER, ASSISTANT, OBSERVATION)  # each starts a turn of the rendered conversation
 # End-of-turn tokens: engines normally strip them, but with special tokens kept they can reach the parser.
-STOP_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>")
+STOP_TOKENS = (END_OF_TEXT, USER, OBSERVATION)
+# The GLM special tokens the bundled tiny checkpoint has, in its id order (GLM-4.5/4.7 order, minus unused ones).
+SPECIAL_TOKENS = (
+    END_OF_TEXT, "[gMASK]", "<sop>", SYSTEM, USER, ASSISTANT, OBSERVATION, THINK_OPEN, THINK_CLOSE, CALL_OPEN,
+    CALL_CLOSE, KEY_OPEN, KEY_CLOSE, VALUE_OPEN, VALUE_CLOSE, "<tool_response>", "</tool_response>",
+)
+NOTHINK = "/nothink"  # GLM-4.5's user-side switch, a special token in its tokenizer (not in the tiny checkpoint's)
 
 MAX_NAME_CHARS = 256  # a longer "name" is prose that happened to follow a <tool_call>, not a call
 

@@ -1,4 +1,4 @@
-"""The `<think>…</think>` splitter, and where a turn starts, read from the rendered prompt.
+"""The `<think>…</think>` splitter (where a turn starts is `turn_start.py`'s business).
 
 GLM-4.5/4.6 let the model open `<think>` itself; GLM-4.7's generation prompt already opens it, so the model only
 closes it; `enable_thinking=false` pre-fills a closed block. The start state therefore comes from the end of the
@@ -34,16 +34,6 @@ class ThinkingStart(enum.Enum):
     REASONING = "reasoning"  # the prompt ends inside an opened <think> (GLM-4.7 default)
     CONTENT = "content"  # the prompt closed thinking (`</think>` or `<think></think>` prefill)
     MODEL = "model"  # the model opens <think> itself, or answers directly (GLM-4.5/4.6)
-
-
-def thinking_start_from_prompt(prompt: str) -> ThinkingStart:
-    """Where the model's output starts, given the rendered prompt (its tail is enough)."""
-    tail = prompt[-64:].rstrip()
-    if tail.endswith(THINK_OPEN):
-        return ThinkingStart.REASONING
-    if tail.endswith(THINK_CLOSE):
-        return ThinkingStart.CONTENT
-    return ThinkingStart.MODEL
 
 
 _DECIDE, _REASONING_START, _REASONING, _CONTENT, _CALL_CHECK = range(5)

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 
+from glm_plugin.formats.tags import SPECIAL_TOKENS as GLM_SPECIAL_TOKENS
+from glm_plugin.formats.tags import STOP_TOKENS as GLM_STOP_TOKENS
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
-    "</arg_value>", "<tool_response>", "</tool_response>",
-]
-STOP_TOKENS = ["<|endoftext|>", "<|user|>", "<|observation|>"]
+SPECIAL_TOKENS = list(GLM_SPECIAL_TOKENS)  # the tokenizer's ids follow this order
+STOP_TOKENS = list(GLM_STOP_TOKENS)
 # Capitalised words, single digits, whitespace and punctuation never carry a leading space; only
 # lower-case words do (runs of spaces and punctuation form their own pieces). So "Veloria" is the same tokens after "in " and after "<arg_value>".
 PRETOKENIZE_PATTERN = r" ?[a-z]+|[A-Z][a-z]*|[0-9]|[^A-Za-z0-9]+"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from glm_plugin.engines.toy_tokenizer import token_deltas, toy_glm_tokenizer
+from toy_tokenizer import token_deltas, toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart
 
 MESSAGES = [{"role": "user", "content": "hi"}]

@@ -9,7 +9,7 @@ import pytest
 from drivers import requires_engine, sglang_tools
 from fixtures import TOOLS
 
-from glm_plugin.engines.toy_tokenizer import toy_glm_tokenizer
+from toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart
 
 requires_engine("sglang")
@@ -132,7 +132,7 @@ def test_reasoning_held_back_when_not_streamed():
     """`stream_reasoning=False` (a request's `stream_reasoning: false`): reasoning arrives whole, when it ends."""
     from sglang.srt.parser.reasoning_parser import ReasoningParser
 
-    from glm_plugin.engines.toy_tokenizer import token_deltas
+    from toy_tokenizer import token_deltas
 
     tok = toy_glm_tokenizer("glm47")
     parser = ReasoningParser("glm45", stream_reasoning=False, force_reasoning=True, tokenizer=tok)

@@ -9,7 +9,7 @@ import pytest
 from drivers import prompt_ids, requires_engine, vllm_parser_class, vllm_request
 from fixtures import TOOLS, tool
 
-from glm_plugin.engines.toy_tokenizer import toy_glm_tokenizer
+from toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart, ToolSchemaError
 
 requires_engine("vllm")

@@ -25,10 +25,10 @@ from glm_plugin.formats import (
     ToolCallEnd,
     ToolCallParser,
     ToolCallStart,
-    collect_events,
+    parse_tool_calls,
 )
+from glm_plugin.formats.tags import CALL_OPEN
 
-CALL_OPEN = "<tool_call>"
 
 def _fast_args_result(index: int, text: str, _new=object.__new__, _set=object.__setattr__) -> StreamingParseResult:
     # instance() inlined twice: this runs once per token of every streamed argument.
@@ -68,8 +68,7 @@ class _GlmToolDetection:
         return CALL_OPEN in text
 
     def detect_and_parse(self, text: str, tools: List[Any]) -> StreamingParseResult:
-        parser = ToolCallParser(_tool_specs(tools))
-        result = collect_events(parser.feed(text) + parser.finish())
+        result = parse_tool_calls(text, _tool_specs(tools))
         positions = self._get_tool_indices(tools)  # non-streaming tool_index is the tool's place in the request
         calls = [
             ToolCallItem(tool_index=positions.get(call.name, -1), name=call.name, parameters=call.arguments_json)

@@ -10,9 +10,9 @@ from typing import Any
 from sglang.srt.parser.reasoning_parser import Glm45Detector
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
+from glm_plugin.engines.rendered_prompt import start_from_template
+from glm_plugin.formats import ThinkingSplitter, ThinkingStart, reasoning_and_content, start_after_prefill
 from glm_plugin.formats.content_edges import ContentEdges
-from glm_plugin.engines.turn_start import start_after_prefill, start_from_template
-from glm_plugin.formats import ReasoningDelta, ThinkingSplitter, ThinkingStart
 
 
 class GlmReasoningDetector(Glm45Detector):
@@ -54,7 +54,7 @@ class GlmReasoningDetector(Glm45Detector):
 
     def detect_and_parse(self, text: str) -> ReasoningParseResult:
         splitter = ThinkingSplitter(self.start)
-        reasoning, normal = self._texts(splitter.feed(text) + splitter.finish())
+        reasoning, normal = reasoning_and_content(splitter.feed(text) + splitter.finish())
         normal = normal.strip()
         if self._force_nonempty_content and not normal:
             reasoning, normal = normal, reasoning
@@ -66,7 +66,7 @@ class GlmReasoningDetector(Glm45Detector):
             # Once reasoning has ended the splitter passes text through untouched (its contract), so the answer's
             # tokens, the bulk of a long tool call, skip it.
             return ReasoningParseResult(normal_text=self._edges.feed(new_text))
-        reasoning, normal = self._texts(splitter.feed(new_text))
+        reasoning, normal = reasoning_and_content(splitter.feed(new_text))
         normal = self._edges.feed(normal)
         if reasoning and (not self.stream_reasoning or self._force_nonempty_content):
             self._held.append(reasoning)
@@ -79,7 +79,7 @@ class GlmReasoningDetector(Glm45Detector):
         return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
 
     def finish(self) -> ReasoningParseResult:
-        reasoning, normal = self._texts(self._splitter.finish())
+        reasoning, normal = reasoning_and_content(self._splitter.finish())
         normal = self._edges.feed(normal) + self._edges.finish()
         if self._held:
             held = "".join(self._held) + reasoning
@@ -88,11 +88,3 @@ class GlmReasoningDetector(Glm45Detector):
                 return ReasoningParseResult(normal_text=held + normal)  # SGLang's rule: the answer was the thinking
             reasoning = held if not self.stream_reasoning else reasoning
         return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
-
-    @staticmethod
-    def _texts(events: list) -> tuple[str, str]:
-        reasoning: list[str] = []
-        normal: list[str] = []
-        for event in events:
-            (reasoning if type(event) is ReasoningDelta else normal).append(event.text)
-        return "".join(reasoning), "".join(normal)

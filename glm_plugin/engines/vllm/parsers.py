@@ -32,24 +32,24 @@ from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
 from glm_plugin.engines.call_state import record_finished_call
-from glm_plugin.formats.content_edges import ContentEdges
-from glm_plugin.engines.turn_start import TURN_BOUNDARIES, default_start, start_from_prompt_ids
+from glm_plugin.engines.rendered_prompt import default_start, start_from_prompt_ids
 from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
     ContentDelta,
-    ReasoningDelta,
     ThinkingSplitter,
     ThinkingStart,
     ToolArgsDelta,
     ToolCallEnd,
     ToolCallParser,
     ToolCallStart,
-    collect_events,
+    ends_reasoning,
+    parse_tool_calls,
+    reasoning_and_content,
 )
+from glm_plugin.formats.content_edges import ContentEdges
+from glm_plugin.formats.tags import CALL_OPEN, THINK_CLOSE, THINK_OPEN, TURN_BOUNDARIES
 
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
-
-THINK_OPEN, THINK_CLOSE, CALL_OPEN = "<think>", "</think>", "<tool_call>"
 
 _new_message = instance(DeltaMessage)
 
@@ -192,9 +192,7 @@ class GlmReasoningParser(ReasoningParser):
     def _opens_call(self, input_ids: Sequence[int], at: int) -> bool:
         """Whether the `<tool_call>` at `at` starts a call, by the splitter's own rule: prose about the tag inside
         reasoning is not a call (failure-modes R4.2). Looks at a bounded window after the tag."""
-        splitter = ThinkingSplitter(ThinkingStart.REASONING)
-        splitter.feed(self._decode(input_ids[at:at + 64]))
-        return splitter.reasoning_ended
+        return ends_reasoning(self._decode(input_ids[at:at + 64]))
 
     def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids: Iterable[int]) -> bool:
         if self._ids.think_close in delta_ids:
@@ -247,11 +245,8 @@ class GlmReasoningParser(ReasoningParser):
 
     def extract_reasoning(self, model_output: str, request: Any) -> tuple[str | None, str | None]:
         splitter = ThinkingSplitter(self._start)
-        reasoning: list[str] = []
-        content: list[str] = []
-        for event in splitter.feed(model_output) + splitter.finish():
-            (reasoning if type(event) is ReasoningDelta else content).append(event.text)
-        return "".join(reasoning) or None, "".join(content).strip() or None
+        reasoning, content = reasoning_and_content(splitter.feed(model_output) + splitter.finish())
+        return reasoning or None, content.strip() or None
 
     def extract_reasoning_streaming(
         self,
@@ -278,15 +273,9 @@ class GlmReasoningParser(ReasoningParser):
     def _to_delta(self, events: list, tail: str = "") -> DeltaMessage | None:
         if not events and not tail:
             return None
-        reasoning: list[str] = []
-        content: list[str] = []
-        for event in events:
-            if type(event) is ReasoningDelta:
-                reasoning.append(event.text)
-            else:
-                content.append(self._edges.feed(event.text))
-        content.append(tail)
-        return _delta(reasoning, [part for part in content if part])
+        reasoning, content = reasoning_and_content(events)
+        content = self._edges.feed(content) + tail
+        return _delta([reasoning] if reasoning else [], [content] if content else [])
 
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
@@ -297,7 +286,7 @@ def _tool_spec(tool: Any) -> dict[str, Any]:
 
 def _passes_through(request: Any) -> bool:
     # Without declared tools, or with tool_choice="none", calls are not parsed: the markup stays content, as in
-    # SGLang (and nothing is lost, DESIGN principle 5).
+    # SGLang (and nothing is lost: docs/formats.md).
     return request is not None and (not getattr(request, "tools", None) or request.tool_choice == "none")
 
 
@@ -325,8 +314,7 @@ class GlmToolParser(ToolParser):
     def extract_tool_calls(self, model_output: str, request: Any) -> ExtractedToolCallInformation:
         if _passes_through(request):
             return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output.strip() or None)
-        parser = ToolCallParser(self._specs)
-        result = collect_events(parser.feed(model_output) + parser.finish())
+        result = parse_tool_calls(model_output, self._specs)
         calls = [
             ToolCall(id=make_tool_call_id(), function=FunctionCall(name=call.name, arguments=call.arguments_json))
             for call in result.tool_calls

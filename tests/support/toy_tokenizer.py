@@ -1,4 +1,4 @@
-"""A toy byte-level BPE tokenizer holding GLM's special tokens, for testing and benchmarking the engine adapters.
+"""A toy byte-level BPE tokenizer holding GLM's special tokens, for the engine-adapter tests and bench/engine_parsers.py.
 
 The engines' parser paths take token ids as well as text (vLLM's built-in GLM parser only accepts `<tool_call>`
 when it arrives as its special-token id), so a realistic stream needs a tokenizer where every GLM marker is one
@@ -13,11 +13,10 @@ import codecs
 import functools
 from typing import Any
 
-SPECIAL_TOKENS = (
-    "<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
-    "<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>",
-    "</arg_value>", "<tool_response>", "</tool_response>", "/nothink",
-)
+from glm_plugin.formats.tags import END_OF_TEXT, NOTHINK
+from glm_plugin.formats.tags import SPECIAL_TOKENS as GLM_SPECIAL_TOKENS
+
+SPECIAL_TOKENS = GLM_SPECIAL_TOKENS + (NOTHINK,)
 
 # Only the end of the prompt matters to the parsers; the turns are rendered as the real templates do.
 GLM47_TEMPLATE = (
@@ -67,9 +66,9 @@ def toy_glm_tokenizer(template: str = "glm47") -> Any:
     backend.train_from_iterator(_corpus(), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t != "<|endoftext|>"],
+        eos_token=END_OF_TEXT,
+        pad_token=END_OF_TEXT,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t != END_OF_TEXT],
         chat_template=TEMPLATES[template],
     )
 

@@ -1,7 +1,8 @@
 """Test helper: renders an assistant turn exactly as the GLM-4.5/4.6 and GLM-4.7 chat templates do, and
 hypothesis strategies for turns with schema-typed arguments.
 
-The rendering rules (derived from the templates, checked against the golden strings in test_render_golden.py):
+The rendering rules (derived from the GLM-4.5 and GLM-4.7 templates; tests/tiny_model/chat_template_goldens.json
+holds GLM-4.7 renderings):
 - values: strings raw, everything else `json.dumps(v, ensure_ascii=False)` (the templates' `tojson`);
 - GLM-4.7: `<tool_call>name<arg_key>k</arg_key><arg_value>v</arg_value>...</tool_call>`, no separators;
   the generation prompt ends in `<think>` (thinking on) or `</think>` (off), so output starts inside it;
@@ -20,11 +21,19 @@ from typing import Any
 from hypothesis import strategies as st
 
 from glm_plugin.formats import ThinkingStart
-
-MARKERS = (
-    "<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>",
-    "<|endoftext|>", "<|user|>", "<|observation|>",
+from glm_plugin.formats.tags import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    KEY_CLOSE,
+    KEY_OPEN,
+    STOP_TOKENS,
+    THINK_CLOSE,
+    THINK_OPEN,
+    VALUE_CLOSE,
+    VALUE_OPEN,
 )
+
+MARKERS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN, CALL_CLOSE, KEY_OPEN, KEY_CLOSE, VALUE_OPEN, VALUE_CLOSE) + STOP_TOKENS
 
 
 @dataclass
