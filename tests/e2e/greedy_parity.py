@@ -1,0 +1,53 @@
+"""Greedy parity between two implementations that run the same weights with different float kernels.
+
+Why not plain token equality: two correct implementations (transformers vs vLLM, or vLLM on an AVX-512 vs an AVX2
+CPU) round differently in the last bits, so where the reference's top two logits are nearly tied the argmax may
+flip and the continuations part. A wrong implementation parts where the reference is *not* tied. So the check is:
+equal up to the first difference, and at that step the reference's top-2 margin is within float noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+# Logit noise between fp32 implementations of this model measures ~1e-5; a real bug moves logits by far more than
+# this. Applies to fp32 runs; bf16 runs need their own bound.
+FP32_TIE_MARGIN = 2e-3
+
+
+def greedy_with_margins(model, prompts: Sequence[Sequence[int]], n_tokens: int) -> tuple[list, list]:
+    """Greedy continuations without a KV cache, ignoring stop tokens, and each step's top-2 logit margin."""
+    import torch
+
+    tokens, margins = [], []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([list(prompt)])
+            new, gaps = [], []
+            for _ in range(n_tokens):
+                top = model(input_ids=ids).logits[0, -1].float().topk(2)
+                new.append(int(top.indices[0]))
+                gaps.append(float(top.values[0] - top.values[1]))
+                ids = torch.cat([ids, top.indices[:1].view(1, 1)], 1)
+            tokens.append(new)
+            margins.append(gaps)
+    return tokens, margins
+
+
+def first_difference(reference: Sequence[int], got: Sequence[int]) -> int | None:
+    for i, (a, b) in enumerate(zip(reference, got)):
+        if a != b:
+            return i
+    return None if len(reference) == len(got) else min(len(reference), len(got))
+
+
+def assert_greedy_parity(reference: Sequence[int], margins: Sequence[float], got: Sequence[int],
+                         decode: Callable[[list], str], label: str, tie: float = FP32_TIE_MARGIN) -> None:
+    """`got` equals `reference`, or parts from it only at a step where the reference's top-2 logits tie."""
+    i = first_difference(reference, got)
+    if i is None:
+        return
+    tied = i < len(reference) and i < len(got) and margins[i] <= tie
+    assert tied, (f"{label}: differs at token {i} where the reference's top-2 margin is "
+                  f"{margins[i] if i < len(margins) else float('nan'):.2e} (> {tie:g}, not a tie): "
+                  f"{decode(list(got))!r} != {decode(list(reference))!r}")
