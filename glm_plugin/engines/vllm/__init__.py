@@ -5,6 +5,11 @@ there: nothing here imports vLLM at module level, and the parser registries are 
 imports them (`when_imported`), so a worker that never parses pays nothing. Our classes are registered as
 `"module:Class"` strings; vLLM imports `glm_plugin.engines.vllm.parsers` on the first lookup of a name.
 `GLM_PLUGIN_DISABLE=parsers` keeps vLLM's built-ins.
+
+The model part works the same way: once vLLM imports its model registry, the GLM architecture names
+(`Glm4MoeForCausalLM`, `Glm4MoeLiteForCausalLM`) and GLM's MTP draft name (`Glm4MoeMTPModel`) are re-registered
+as `"module:Class"` strings naming our subclasses; vLLM imports them only when it builds the model, in the worker.
+`GLM_PLUGIN_DISABLE=model` keeps vLLM's classes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log hand
 PARSER_MODULE = "glm_plugin.engines.vllm.parsers"
 TOOL_PARSER_NAMES = ("glm45", "glm47")
 REASONING_PARSER_NAMES = ("glm45", "glm47")
+MODEL_REGISTRY_MODULE = "vllm.model_executor.models.registry"
+MODEL_CLASSES = {  # vLLM architecture name -> our class (vLLM's names: vllm/model_executor/models/registry.py)
+    "Glm4MoeForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM",
+    "Glm4MoeLiteForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
+    "Glm4MoeMTPModel": "glm_plugin.engines.vllm.mtp:Glm4MoeMTP",  # what `method: mtp` asks for on a GLM target
+}
 
 _requested: set[str] = set()
 
@@ -30,7 +41,10 @@ def register() -> None:
         _requested.add("parsers")
         when_imported("vllm.tool_parsers", _register_tool_parsers)
         when_imported("vllm.reasoning", _register_reasoning_parsers)
-    # "model" and "kernels" register here when they land.
+    if part_enabled("model") and "model" not in _requested:
+        _requested.add("model")
+        when_imported(MODEL_REGISTRY_MODULE, _register_models)
+    # "kernels" registers here when it lands.
 
 
 def _register_tool_parsers(module: ModuleType) -> None:
@@ -50,3 +64,11 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
         manager.reasoning_parsers.pop(name, None)
         manager.register_lazy_module(name, PARSER_MODULE, "GlmReasoningParser")
     logger.debug("glm_plugin: reasoning parsers %s registered", ", ".join(REASONING_PARSER_NAMES))
+
+
+def _register_models(module: ModuleType) -> None:
+    # Overriding a built-in name only replaces the registry entry (vLLM logs it at DEBUG); the string is resolved
+    # by vLLM, in the process that builds the model, so no model code is imported here.
+    for arch, target in MODEL_CLASSES.items():
+        module.ModelRegistry.register_model(arch, target)
+    logger.debug("glm_plugin: model classes registered for %s", ", ".join(MODEL_CLASSES))

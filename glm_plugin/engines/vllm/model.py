@@ -1,0 +1,213 @@
+"""GLM-4.5/4.6/4.7 (`Glm4MoeForCausalLM`) and GLM-4.7-Flash (`Glm4MoeLiteForCausalLM`) for vLLM, with EAGLE-3.
+
+vLLM 0.32's GLM classes do not implement `SupportsEagle3`, so `--speculative-config '{"method": "eagle3", ...}'`
+on a GLM target stops with "Model does not support EAGLE3 interface". These classes are vLLM's own, subclassed:
+the only behaviour added is the capture of auxiliary hidden states (the residual stream after the layers the
+EAGLE-3 head was trained on) and early, actionable errors for configurations vLLM would reject later with a bare
+`assert` or a shape error deep inside the drafter. Weights, layers, kernels and the MoE bookkeeping stay vLLM's.
+
+vLLM imports this module only when it resolves one of the architecture names (`register()` names it as a lazy
+`"module:Class"` string), so importing vLLM here at module level costs nothing at plugin-load time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from itertools import islice
+from types import ModuleType
+
+import torch
+from vllm.distributed import get_pp_group
+from vllm.logger import init_logger
+from vllm.model_executor.models import glm4_moe as _vllm_glm
+from vllm.model_executor.models import glm4_moe_lite as _vllm_glm_lite
+from vllm.model_executor.models.interfaces import EagleModelMixin, SupportsEagle3
+from vllm.sequence import IntermediateTensors
+
+logger = init_logger("vllm.glm_plugin.model")
+
+# How many auxiliary hidden states an EAGLE-3 head concatenates (its `fc` takes 3 * hidden_size).
+EAGLE3_NUM_AUX = 3
+
+
+def default_aux_layers(num_layers: int) -> tuple[int, ...]:
+    """The layers whose outputs feed an EAGLE-3 head when the head's config does not name them.
+
+    Index k is the residual stream after k decoder layers (0 = the embeddings), as in vLLM's Llama and Qwen
+    targets. The usual choice (2, L // 2, L - 3) (low, middle, high) collapses for shallow models: for L = 4 it
+    is (2, 2, 1), only two distinct layers, and a 3-input head would get the wrong width. Then take three distinct
+    layers spread over 1 .. L - 1 instead (for L = 4: 1, 2, 3), and for L < 3 every layer there is.
+    """
+    usual = (2, num_layers // 2, num_layers - 3)
+    if len(set(usual)) == EAGLE3_NUM_AUX and min(usual) >= 1:
+        return usual
+    if num_layers - 1 >= EAGLE3_NUM_AUX:
+        return (1, num_layers // 2, num_layers - 1)
+    return tuple(range(1, num_layers + 1))
+
+
+def check_parallel_sizes(config, parallel_config) -> None:
+    """Refuse tensor/expert-parallel sizes that do not split GLM's heads and experts evenly, naming the fix.
+
+    vLLM finds these too, but as a bare `assert` inside an attention or MoE constructor on every worker.
+    """
+    tp = parallel_config.tensor_parallel_size
+    if tp <= 1:
+        return
+    problems = []
+    heads = config.num_attention_heads
+    if heads % tp:
+        problems.append(f"num_attention_heads {heads} is not divisible by tensor_parallel_size {tp}")
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    is_mla = getattr(config, "kv_lora_rank", None) is not None
+    if kv_heads and not is_mla and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+        problems.append(f"num_key_value_heads {kv_heads} cannot be split or replicated over tensor_parallel_size {tp}")
+    experts = getattr(config, "n_routed_experts", None)
+    if experts:
+        if getattr(parallel_config, "enable_expert_parallel", False):
+            ep = tp * parallel_config.data_parallel_size
+            if experts % ep:
+                problems.append(f"n_routed_experts {experts} is not divisible by the expert-parallel size {ep}")
+        elif config.moe_intermediate_size % tp:
+            problems.append(f"moe_intermediate_size {config.moe_intermediate_size} is not divisible by "
+                            f"tensor_parallel_size {tp} (each expert is split across the ranks)")
+    if problems:
+        fits = [n for n in range(1, heads + 1) if heads % n == 0 and config.moe_intermediate_size % n == 0]
+        raise ValueError(f"{type(config).__name__}: " + "; ".join(problems)
+                         + f". Use --tensor-parallel-size in {fits}, or --enable-expert-parallel for the experts.")
+
+
+def check_eagle3_draft(config, vllm_config) -> None:
+    """With `method: eagle3`, check that the head fits this target before any weight is loaded.
+
+    An EAGLE-3 head concatenates target hidden states of width `target_hidden_size` (or its own `hidden_size`)
+    and embeds tokens with the target's embedding; a head trained for another model fails much later, inside the
+    drafter's first step, with a shape assertion that does not say which model is wrong.
+    """
+    spec = vllm_config.speculative_config
+    if spec is None or spec.method != "eagle3" or spec.draft_model_config is None:
+        return
+    draft = spec.draft_model_config.hf_config
+    width = getattr(draft, "target_hidden_size", None) or draft.hidden_size
+    if width != config.hidden_size:
+        raise ValueError(
+            f"EAGLE-3 head {spec.draft_model_config.model!r} was trained on a target with hidden size {width}, "
+            f"but this {config.architectures[0]} has hidden_size {config.hidden_size}. Use a head trained for "
+            "this model (scripts/train_eagle3.py trains one), or serve it with its own target model.")
+    layers = getattr(draft, "eagle_aux_hidden_state_layer_ids", None) or \
+        (getattr(draft, "eagle_config", None) or {}).get("eagle_aux_hidden_state_layer_ids")
+    if layers and not all(0 <= int(i) <= config.num_hidden_layers for i in layers):
+        raise ValueError(
+            f"EAGLE-3 head {spec.draft_model_config.model!r} reads hidden states of layers {list(layers)}, but this "
+            f"target has {config.num_hidden_layers} layers (valid: 0..{config.num_hidden_layers}). The head was "
+            "trained for a deeper model; use one trained for this checkpoint.")
+
+
+_swap_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _building_with(module: ModuleType, name: str, replacement: type) -> Iterator[None]:
+    """While vLLM's `__init__` runs, make the inner-model name it looks up resolve to our subclass.
+
+    vLLM's `Glm4MoeForCausalLM.__init__` builds `self.model = Glm4MoeModel(...)` from its module's globals, with no
+    hook to choose the class. Re-implementing that `__init__` would fork the MoE bookkeeping it does; swapping the
+    instance's class afterwards would leave vLLM's torch.compile wrapper bound to the old `forward`. So the module
+    global is rebound for the duration of the constructor only (models are built one at a time, under a lock).
+    """
+    with _swap_lock:
+        original = getattr(module, name)
+        setattr(module, name, replacement)
+        try:
+            yield
+        finally:
+            setattr(module, name, original)
+
+
+class _AuxHiddenStatesForward(EagleModelMixin):
+    """vLLM's GLM decoder loop, plus the capture of the layers an EAGLE-3 head reads.
+
+    Re-implemented rather than extended because the loop is where the residual stream is visible; it is the same
+    loop as vLLM's `Glm4MoeModel.forward` / `Glm4MoeLiteModel.forward`, and it returns `(hidden, aux)` only when
+    aux layers are set (exactly what vLLM's Llama/Qwen3 targets do), so without EAGLE-3 nothing changes.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        intermediate_tensors: IntermediateTensors | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor | IntermediateTensors | tuple[torch.Tensor, list[torch.Tensor]]:
+        if get_pp_group().is_first_rank:
+            hidden_states = inputs_embeds if inputs_embeds is not None else self.embed_input_ids(input_ids)
+            residual = None
+        else:
+            assert intermediate_tensors is not None
+            hidden_states = intermediate_tensors["hidden_states"]
+            residual = intermediate_tensors["residual"]
+
+        aux_hidden_states = self._maybe_add_hidden_state([], self.start_layer, hidden_states, residual)
+        for layer_idx, layer in enumerate(islice(self.layers, self.start_layer, self.end_layer),
+                                          start=self.start_layer):
+            hidden_states, residual = layer(positions, hidden_states, residual)
+            self._maybe_add_hidden_state(aux_hidden_states, layer_idx + 1, hidden_states, residual)
+
+        if not get_pp_group().is_last_rank:
+            return IntermediateTensors({"hidden_states": hidden_states, "residual": residual})
+
+        hidden_states, _ = self.norm(hidden_states, residual)
+        if aux_hidden_states:
+            return hidden_states, aux_hidden_states
+        return hidden_states
+
+
+class GlmMoeModel(_AuxHiddenStatesForward, _vllm_glm.Glm4MoeModel):
+    """vLLM's `Glm4MoeModel` (layers, weights, torch.compile decoration inherited) with aux-state capture."""
+
+
+class GlmMoeLiteModel(_AuxHiddenStatesForward, _vllm_glm_lite.Glm4MoeLiteModel):
+    """vLLM's `Glm4MoeLiteModel` (MLA layers) with aux-state capture."""
+
+
+class _Eagle3Target(SupportsEagle3):
+    """What both GLM targets add on top of vLLM's class: EAGLE-3 layer selection."""
+
+    config: object
+
+    def get_eagle3_default_aux_hidden_state_layers(self) -> tuple[int, ...]:
+        return default_aux_layers(self.config.num_hidden_layers)
+
+    # The name vLLM's DeepSeek target and older vLLM releases ask for.
+    def get_eagle3_aux_hidden_state_layers(self) -> tuple[int, ...]:
+        return self.get_eagle3_default_aux_hidden_state_layers()
+
+
+def _log_once(name: str) -> None:
+    logger.info("glm_plugin: %s built by glm_plugin (vLLM's class + EAGLE-3 aux hidden states)", name)
+
+
+class Glm4MoeForCausalLM(_vllm_glm.Glm4MoeForCausalLM, _Eagle3Target):
+    """GLM-4.5/4.6/4.7: vLLM's class, built around `GlmMoeModel`, usable as an EAGLE-3 target."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        config = vllm_config.model_config.hf_config
+        check_parallel_sizes(config, vllm_config.parallel_config)
+        check_eagle3_draft(config, vllm_config)
+        with _building_with(_vllm_glm, "Glm4MoeModel", GlmMoeModel):
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+        _log_once(type(self).__name__)
+
+
+class Glm4MoeLiteForCausalLM(_vllm_glm_lite.Glm4MoeLiteForCausalLM, _Eagle3Target):
+    """GLM-4.7-Flash (MLA attention): vLLM's class, built around `GlmMoeLiteModel`, usable as an EAGLE-3 target."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        config = vllm_config.model_config.hf_config
+        check_parallel_sizes(config, vllm_config.parallel_config)
+        check_eagle3_draft(config, vllm_config)
+        with _building_with(_vllm_glm_lite, "Glm4MoeLiteModel", GlmMoeLiteModel):
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+        _log_once(type(self).__name__)
