@@ -30,10 +30,14 @@ def _thinking(body: dict) -> bool:
 
 def _answer(body: dict, fault: str | None, streamed: bool) -> dict:
     """reasoning, content, calls and finish_reason for a request."""
-    prompt = body["messages"][-1]["content"]
+    last = body["messages"][-1]
+    prompt = last["content"]
     thinking = _thinking(body) or fault == "reasoning_when_off"
     reasoning = REASONING if thinking else None
-    if body.get("tools"):
+    if last["role"] == "tool":  # the round trip's second request: answer from the result
+        result = json.loads(last["content"])
+        calls, content, finish = [], f"Timer {result.get('timer_id')} is set.", "stop"
+    elif body.get("tools"):
         calls, content, finish = _calls(prompt, fault, streamed), None, "tool_calls"
     else:
         calls, content, finish = [], ANSWER, "stop"
@@ -44,6 +48,7 @@ def _answer(body: dict, fault: str | None, streamed: bool) -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     fault: str | None = None
+    received: list[dict] = []  # request bodies, for tests that check what a client sent
 
     def log_message(self, *args):  # keep pytest output clean
         pass
@@ -63,6 +68,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.received.append(body)
         if self.path == "/v1/messages":
             return self._messages(body)
         if self.path != "/v1/chat/completions":
@@ -123,7 +129,8 @@ class FakeGlmServer:
     """`with FakeGlmServer(fault) as url:` serves on a free local port in a thread."""
 
     def __init__(self, fault: str | None = None):
-        handler = type("FaultHandler", (Handler,), {"fault": fault})
+        handler = type("FaultHandler", (Handler,), {"fault": fault, "received": []})
+        self.received = handler.received
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
