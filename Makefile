@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test demo serve clean
+.PHONY: venv test test-numerics demo serve clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The float-comparing tests again on torch's AVX2 and generic code paths, as on an older CPU than this one (CI).
+test-numerics: $(STAMP)
+	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m numerics
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m numerics
 
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)

@@ -1,10 +1,16 @@
-"""Suite-wide settings: hypothesis profiles (CI runs every property 10^4 times); tests/support is importable."""
+"""Suite-wide settings: hypothesis profiles (CI runs every property 10^4 times); tests/support is importable; the
+`numerics` marker on every test whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic
+code paths, `make test-numerics`, so a CPU unlike the submitter's shows up before a user meets it)."""
 
 import os
 import pathlib
 import sys
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+HERE = pathlib.Path(__file__).parent
+NUMERICS_GROUPS = ("kernels", "tiny_model")  # whole groups; single modules elsewhere mark themselves
 
 settings.register_profile("dev", max_examples=300, deadline=None)
 settings.register_profile(
@@ -12,4 +18,15 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent / "support"))  # test fixtures shared by several groups
+sys.path.insert(0, str(HERE / "support"))  # test fixtures shared by several groups
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "numerics: compares floating-point results (re-run under ATEN_CPU_CAPABILITY)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = pathlib.Path(str(item.fspath)).relative_to(HERE).parts[0]
+        if group in NUMERICS_GROUPS:
+            item.add_marker(pytest.mark.numerics)

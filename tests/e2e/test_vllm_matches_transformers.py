@@ -19,7 +19,7 @@ import pytest
 import glm_plugin
 from greedy_parity import assert_greedy_parity, greedy_with_margins
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.numerics]
 
 ASSET = pathlib.Path(glm_plugin.__file__).parent / "assets" / "tiny-glm"
 HELPER = pathlib.Path(__file__).parent / "vllm_greedy.py"
