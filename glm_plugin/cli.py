@@ -74,7 +74,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
         engine = args.engine
         gpus = sc.detect_gpus() if args.gpus is None else args.gpus
         model, served = checkpoint.path, args.served_model_name or sc.default_served_name(checkpoint.path)
-        flags = sc.engine_flags(engine, checkpoint, gpus, speculative=not args.no_speculative)
+        flags = sc.engine_flags(engine, checkpoint, gpus, speculative=not args.no_speculative,
+                                draft_tokens=args.speculative_tokens)
         if args.max_model_len:
             flags += ["--context-length" if engine == "sglang" else "--max-model-len", str(args.max_model_len)]
         cmd = sc.server_command(engine, model, host=args.host, port=args.port, served_name=served, flags=flags,
@@ -87,7 +88,7 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
     sc.require_free_port(args.host, args.port)
     base = f"http://{args.host}:{args.port}"
     print(f"glm-plugin: serving {model} as {served} with {engine} on {'CPU' if gpus == 0 else f'{gpus} GPUs'} "
-          f"at {base} (OpenAI /v1, Anthropic /v1/messages{'' if engine == 'vllm' else ' on recent SGLang'})")
+          f"at {base} (OpenAI /v1, Anthropic /v1/messages)")
     print(f"glm-plugin: then `glm-plugin chat --url {base}`, `glm-plugin check {base}` or examples/*.py; "
           "stop with Ctrl-C", flush=True)
     os.execvpe(cmd[0], cmd, env)
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--gpus", type=int, help="GPUs to use (default: all visible); sets TP/EP")
     serve.add_argument("--dry-run", action="store_true", help="print the command, start nothing")
     serve.add_argument("--no-speculative", action="store_true", help="leave out MTP/EAGLE speculative decoding")
+    serve.add_argument("--speculative-tokens", type=int,
+                       help="draft depth (default: vLLM MTP 1, SGLang EAGLE 3 steps / 4 draft tokens)")
     serve.add_argument("--served-model-name", help="default: the directory name in lower case")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

@@ -4,8 +4,8 @@ Why a module of its own: the command is the product of `glm-plugin serve`, and i
 config.json and a GPU count in, an argv out), so every engine/GPU combination is unit-tested without an engine.
 The rules follow the public GLM deployment scripts (SGLang: `--tp-size N`, `--ep-size N` from 8 GPUs, EAGLE with
 3 steps / top-1 / 4 draft tokens and `--mem-fraction-static 0.8`; vLLM: the same parallelism and the checkpoint's
-MTP layer as `{"method": "mtp", "num_speculative_tokens": 3}`), but are derived here from config.json so that an
-impossible split is refused with a message instead of an engine traceback minutes later.
+MTP layer as `{"method": "mtp", "num_speculative_tokens": 1}`, vLLM's GLM recipe), but are derived here from
+config.json so that an impossible split is refused with a message instead of an engine traceback minutes later.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ GLM_ARCHITECTURES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM")
 TOOL_CALL_PARSER = "glm47"  # ours reads both the GLM-4.5 and the GLM-4.7 call layouts
 REASONING_PARSER = "glm45"
 EXPERT_PARALLEL_FROM = 8  # the deployment scripts add expert parallelism on 8 GPUs, not on 4
-MTP_DRAFT_TOKENS = 3  # SGLang's GLM defaults (steps 3, topk 1, draft tokens 4) and vLLM's equivalent
+SGLANG_EAGLE_STEPS = 3  # SGLang's GLM defaults and the deployment scripts: steps 3, top-k 1, draft tokens 4
+# vLLM: one MTP token. vLLM's GLM recipe uses 1 (the second draft token's acceptance was near zero, vLLM #25993)
+# and MTP=3 produced unterminated tool-call JSON on one backend (vllm-ascend #7580). --speculative-tokens overrides.
+VLLM_MTP_TOKENS = 1
 SGLANG_MEM_FRACTION = "0.8"
 FP8_BLOCK = 128
 
@@ -113,8 +116,11 @@ def parallel_sizes(checkpoint: Checkpoint, gpus: int) -> tuple[int, int]:
     return tp, ep
 
 
-def engine_flags(engine: str, checkpoint: Checkpoint, gpus: int, speculative: bool = True) -> list[str]:
-    """Parallelism, speculative decoding and memory flags for `engine` on `gpus` GPUs (none on CPU)."""
+def engine_flags(engine: str, checkpoint: Checkpoint, gpus: int, speculative: bool = True,
+                 draft_tokens: int | None = None) -> list[str]:
+    """Parallelism, speculative decoding and memory flags for `engine` on `gpus` GPUs (none on CPU).
+
+    `draft_tokens` overrides the speculative depth (SGLang: EAGLE steps, with steps + 1 draft tokens)."""
     tp, ep = parallel_sizes(checkpoint, gpus)
     flags: list[str] = []
     if engine == "sglang":
@@ -123,8 +129,9 @@ def engine_flags(engine: str, checkpoint: Checkpoint, gpus: int, speculative: bo
         if ep > 1:
             flags += ["--ep-size", str(ep)]
         if speculative and checkpoint.has_mtp and gpus > 0:
-            flags += ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(MTP_DRAFT_TOKENS),
-                      "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", str(MTP_DRAFT_TOKENS + 1)]
+            steps = draft_tokens or SGLANG_EAGLE_STEPS
+            flags += ["--speculative-algorithm", "EAGLE", "--speculative-num-steps", str(steps),
+                      "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", str(steps + 1)]
         if gpus > 0:
             flags += ["--mem-fraction-static", SGLANG_MEM_FRACTION]
     else:
@@ -133,7 +140,7 @@ def engine_flags(engine: str, checkpoint: Checkpoint, gpus: int, speculative: bo
         if ep > 1:
             flags += ["--enable-expert-parallel"]
         if speculative and checkpoint.has_mtp and gpus > 0:
-            spec = {"method": "mtp", "num_speculative_tokens": MTP_DRAFT_TOKENS}
+            spec = {"method": "mtp", "num_speculative_tokens": draft_tokens or VLLM_MTP_TOKENS}
             flags += ["--speculative-config", json.dumps(spec, separators=(",", ":"))]
     return flags
 

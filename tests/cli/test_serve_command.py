@@ -70,9 +70,17 @@ def test_vllm_gets_the_same_parallelism_and_mtp(tmp_path, capsys, gpus):
     assert flag(cmd, "--model") == str(model)
     assert flag(cmd, "--tensor-parallel-size") == str(gpus)
     assert ("--enable-expert-parallel" in cmd) == (gpus == 8)
-    assert json.loads(flag(cmd, "--speculative-config")) == {"method": "mtp", "num_speculative_tokens": 3}
+    assert json.loads(flag(cmd, "--speculative-config")) == {"method": "mtp", "num_speculative_tokens": 1}
     assert "--enable-auto-tool-choice" in cmd
     assert flag(cmd, "--tool-call-parser") == "glm47" and flag(cmd, "--reasoning-parser") == "glm45"
+
+
+def test_speculative_depth_can_be_chosen(tmp_path, capsys):
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    vllm = dry_run(capsys, "--model", str(model), "--gpus", "8", "--speculative-tokens", "3")
+    assert vllm[vllm.index("--speculative-config") + 1] == '{"method":"mtp","num_speculative_tokens":3}'
+    sglang = dry_run(capsys, "--model", str(model), "--gpus", "8", "--engine", "sglang", "--speculative-tokens", "1")
+    assert flag(sglang, "--speculative-num-steps") == "1" and flag(sglang, "--speculative-num-draft-tokens") == "2"
 
 
 def test_engine_arguments_after_double_dash_are_passed_on(tmp_path, capsys):
