@@ -26,6 +26,7 @@ TOOLS = [SCHEMAS["get_weather"], SCHEMAS["set_timer"]]
 ONE_CALL = "Set a timer for 25 minutes called Tea Break."
 TWO_CALLS = "What is the weather in Paris? Set a timer for 25 minutes called Tea Break."
 PLAIN = "Hello!"
+TOOL_RESULT = {"timer_id": 4821, "status": "Started"}
 THINK_TAGS = ("<think>", "</think>")
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
                "object": dict, "null": type(None)}
@@ -160,6 +161,26 @@ class Conformance:
     def parallel_calls(self) -> str:
         return check_calls(self.whole("two-calls", TWO_CALLS), 2)
 
+    def answer_after_result(self) -> str:
+        """The round trip: the call turn goes back with its reasoning (GLM-4.7's preserved thinking), then the
+        tool's result; the model must answer in content and stop on its own (a `length` stop is a runaway)."""
+        call_turn = self.whole("one-call", ONE_CALL)
+        check_calls(call_turn, 1)
+        call = call_turn.tool_calls[0]
+        messages = [{"role": "user", "content": ONE_CALL}, call_turn.history_message(),
+                    {"role": "tool", "tool_call_id": call.id, "content": json.dumps(TOOL_RESULT)}]
+        reply = reply_from_completion(self.endpoint.complete(messages, **self.params()))
+        leak = leaked_tags(reply)
+        if leak:
+            raise CheckFailed(f"reasoning leaked into content ({leak})")
+        if reply.tool_calls:
+            raise CheckFailed(f"called {reply.tool_calls[0].name} again instead of answering")
+        if reply.finish_reason != "stop" or not reply.content:
+            raise CheckFailed(f"finish_reason {reply.finish_reason!r} after {len(reply.content or '')} chars of "
+                              f"content (a runaway answer or none): {(reply.content or '')[-80:]!r}")
+        quoted = str(TOOL_RESULT["timer_id"]) in reply.content
+        return f"{reply.content[:60]!r}" + ("" if quoted else " (does not quote the result's timer_id)")
+
     def _agrees(self, key: str, prompt: str, **kw: Any) -> str:
         whole = self.whole(key, prompt, **kw)
         chunks: list[tuple[str, str]] = []
@@ -226,6 +247,7 @@ class Conformance:
                 ("no reasoning, thinking off", self.thinking_off),
                 ("tool call: valid, schema-typed JSON", self.tool_call),
                 ("parallel tool calls", self.parallel_calls),
+                ("answer after the tool result", self.answer_after_result),
                 ("streaming equals non-streaming", self.streaming_agrees),
                 ("streaming equals non-streaming, 2 calls", self.streaming_agrees_parallel),
                 ("usage in the last streamed chunk", self.usage_last_chunk),

@@ -8,7 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULTS = ("invalid_json", "reasoning_leak", "stream_disagrees", "string_for_integer", "no_usage",
-          "reasoning_when_off", "no_anthropic", "name_in_pieces")
+          "reasoning_when_off", "no_anthropic", "name_in_pieces", "runaway_answer")
 
 REASONING = "The user asks for a timer. I will call set_timer."
 ANSWER = "Hello! How can I help you today?"
@@ -37,6 +37,8 @@ def _answer(body: dict, fault: str | None, streamed: bool) -> dict:
     if last["role"] == "tool":  # the round trip's second request: answer from the result
         result = json.loads(last["content"])
         calls, content, finish = [], f"Timer {result.get('timer_id')} is set.", "stop"
+        if fault == "runaway_answer":
+            content, finish = "Timer " + "5" * 60, "length"
     elif body.get("tools"):
         calls, content, finish = _calls(prompt, fault, streamed), None, "tool_calls"
     else:

@@ -25,18 +25,21 @@ def test_a_correct_endpoint_passes_every_check():
     status, outcomes, table = run_check(None)
     assert status == 0, table
     assert {o.status for o in outcomes.values()} == {"PASS"}
-    assert "all 8 checks passed" in table and "fake-glm" in table
+    assert "all 9 checks passed" in table and "fake-glm" in table
 
 
 # fault -> (the checks that must fail, a phrase the failure's detail must contain)
 FAILURES = {
-    "invalid_json": ({"tool call: valid, schema-typed JSON", "parallel tool calls"}, "not valid JSON"),
+    "invalid_json": ({"tool call: valid, schema-typed JSON", "parallel tool calls", "answer after the tool result"},
+                     "not valid JSON"),
     "reasoning_leak": ({"reasoning separated, thinking on", "tool call: valid, schema-typed JSON",
-                        "parallel tool calls"}, "reasoning leaked into content"),
+                        "parallel tool calls", "answer after the tool result"}, "reasoning leaked into content"),
     "stream_disagrees": ({"streaming equals non-streaming", "streaming equals non-streaming, 2 calls"},
                          "streamed tool calls differ"),
-    "string_for_integer": ({"tool call: valid, schema-typed JSON", "parallel tool calls", "Anthropic /v1/messages"},
+    "string_for_integer": ({"tool call: valid, schema-typed JSON", "parallel tool calls",
+                            "answer after the tool result", "Anthropic /v1/messages"},
                            'minutes="25" is not a JSON integer'),
+    "runaway_answer": ({"answer after the tool result"}, "finish_reason 'length'"),
     "no_usage": ({"usage in the last streamed chunk"}, "no usage"),
     "reasoning_when_off": ({"no reasoning, thinking off"}, "reasoning returned with thinking off"),
     "name_in_pieces": ({"streaming equals non-streaming", "streaming equals non-streaming, 2 calls"},
@@ -53,7 +56,7 @@ def test_each_failure_class_is_named(fault):
     assert failed == must_fail, table
     for name in must_fail:
         assert phrase in outcomes[name].detail, outcomes[name].detail
-    assert f"{len(must_fail)} of 8 checks failed" in table
+    assert f"{len(must_fail)} of 9 checks failed" in table
 
 
 def test_missing_anthropic_api_is_skipped_not_failed():

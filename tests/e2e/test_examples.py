@@ -115,7 +115,7 @@ def test_check_passes_against_the_served_checkpoint(server):
     out = io.StringIO()
     status = conformance.main(server, max_tokens=128, file=out)
     assert status == 0, out.getvalue()
-    assert "all 8 checks passed" in out.getvalue()
+    assert "all 9 checks passed" in out.getvalue()
 
 
 def test_chat_script_runs_the_tool_loop_and_sends_reasoning_back(server, tmp_path):
