@@ -102,7 +102,7 @@ def vllm_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", reaso
     steps = token_deltas(tokenizer, case.text, tokens_per_delta)
     reasoning_parts: list[str] = []
     content_parts: list[str] = []
-    calls: dict[int, list[str]] = {}
+    calls: dict[int, tuple[list[str], list[str]]] = {}  # index -> (name, argument fragments): linear to collect
     for i, (delta_text, delta_ids) in enumerate(steps):
         message = parser.parse_delta(delta_text, delta_ids, request, prompt_token_ids=prompt,
                                      finished=i == len(steps) - 1)
@@ -111,16 +111,18 @@ def vllm_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", reaso
         reasoning_parts.append(message.reasoning or "")
         content_parts.append(message.content or "")
         for call in message.tool_calls:
-            name, args = calls.setdefault(call.index, ["", ""])
+            name, args = calls.setdefault(call.index, ([], []))
             if call.function is not None:
                 if call.function.name:
                     assert not name, f"call {call.index}: name sent twice ({name!r}, {call.function.name!r})"
                     assert call.id, "the first delta of a call carries its id"
-                    name = call.function.name
-                args += call.function.arguments or ""
-            calls[call.index] = [name, args]
-    return Turn.of("".join(reasoning_parts), "".join(content_parts),
-                   [(name, args) for _, (name, args) in sorted(calls.items())])
+                    name.append(call.function.name)
+                args.append(call.function.arguments or "")
+    return Turn.of("".join(reasoning_parts), "".join(content_parts), _joined(calls))
+
+
+def _joined(calls: dict[int, tuple[list[str], list[str]]]) -> list[tuple[str, str]]:
+    return [("".join(name), "".join(args)) for _, (name, args) in sorted(calls.items())]
 
 
 # ---- SGLang ----------------------------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def sglang_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", rea
     steps = token_deltas(tokenizer, case.text, tokens_per_delta)
     reasoning_parts: list[str] = []
     content_parts: list[str] = []
-    calls: dict[int, list[str]] = {}
+    calls: dict[int, tuple[list[str], list[str]]] = {}
     for i, (delta_text, _) in enumerate(steps):
         last = i == len(steps) - 1
         text_reasoning, normal = reasoning_parser.parse_stream_chunk(delta_text)
@@ -174,14 +176,13 @@ def sglang_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", rea
             items = list(items) + list(end_items)
         content_parts.append(normal_text or "")
         for item in items:
-            name, args = calls.setdefault(item.tool_index, ["", ""])
+            name, args = calls.setdefault(item.tool_index, ([], []))
             if item.name:
                 assert not name, f"call {item.tool_index}: name sent twice"
-                name = item.name
-            calls[item.tool_index] = [name, args + item.parameters]
+                name.append(item.name)
+            args.append(item.parameters)
     assert _sglang_unstreamed_args(tool_parser.detector) == "", "arguments left for SGLang's end-of-stream flush"
-    return Turn.of("".join(reasoning_parts), "".join(content_parts),
-                   [(name, args) for _, (name, args) in sorted(calls.items())])
+    return Turn.of("".join(reasoning_parts), "".join(content_parts), _joined(calls))
 
 
 def _sglang_unstreamed_args(detector: Any) -> str:
