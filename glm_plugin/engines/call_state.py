@@ -2,7 +2,7 @@
 
 vLLM and SGLang both diff `prev_tool_call_arr` against `streamed_args_for_tool` at end of stream to send
 "remaining" arguments. Ours are always complete when a call ends, so both hold the same final JSON and nothing
-is sent twice (failure-modes R2.1: out-of-sync copies made vLLM flush stale arguments).
+is sent twice (docs/formats.md R2.1: out-of-sync copies made vLLM flush stale arguments).
 """
 
 from __future__ import annotations

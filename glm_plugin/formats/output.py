@@ -1,6 +1,6 @@
 """A whole GLM turn: the thinking splitter chained into the tool-call parser, streaming or not.
 
-Non-streaming parsing is streaming with one delta, so the two cannot disagree (failure-modes R2.1).
+Non-streaming parsing is streaming with one delta, so the two cannot disagree (docs/formats.md R2.1).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def parse_output(
     """Non-streaming parse of a whole turn.
 
     With `finish_reason == "stop"`, a template-opened thinking block that never closed and holds no call is the
-    answer, not reasoning (failure-modes R6.4: the model skipped thinking; only a length stop truncates
+    answer, not reasoning (docs/formats.md R6.4: the model skipped thinking; only a length stop truncates
     reasoning). Streaming cannot take back reasoning it already sent; docs/formats.md records that difference.
     """
     parser = GlmOutputParser(tools, start)

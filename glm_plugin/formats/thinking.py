@@ -2,7 +2,7 @@
 
 GLM-4.5/4.6 let the model open `<think>` itself; GLM-4.7's generation prompt already opens it, so the model only
 closes it; `enable_thinking=false` pre-fills a closed block. The start state therefore comes from the end of the
-rendered prompt, never from the model name (failure-modes R6.1). A `<tool_call>` ends reasoning implicitly: calls
+rendered prompt, never from the model name (docs/formats.md R6.1). A `<tool_call>` ends reasoning implicitly: calls
 emitted inside thinking are still calls (R4.1); the tag is handed on, verbatim, as content for the tool stage.
 But prose *about* the tag is not a call (R4.2): inside reasoning, `<tool_call>` ends thinking only once a
 well-formed name region follows it; otherwise it stays reasoning text.

@@ -3,7 +3,7 @@
 GLM-4.7 writes `<tool_call>name<arg_key>k</arg_key><arg_value>v</arg_value></tool_call>` inline; GLM-4.5/4.6 put
 name, keys and values on separate lines. Whitespace around every marker is tolerated, so one lexer serves both.
 
-Policies (docs/formats.md explains each, with the failure-modes rule behind it):
+Policies (docs/formats.md explains each, with the field-failure rule number behind it):
 - A call to a declared tool streams: its name once the name region has closed (R2.3), string values as JSON
   string fragments as they arrive (R2.5), other values when their closing tag arrives.
 - A call to an undeclared name is still a call (clients answer "no such tool" and the model recovers), but it is

@@ -2,7 +2,7 @@
 
 The truth is the rendered prompt's current turn (the generation prompt plus any prefill): GLM-4.7 ends the prompt
 with `<|assistant|><think>`, GLM-4.5/4.6 with `<|assistant|>`, and `enable_thinking=false` or a prefill closes
-the block; never the model name (failure-modes R6.1). Both engine adapters call these functions; how they obtain
+the block; never the model name (docs/formats.md R6.1). Both engine adapters call these functions; how they obtain
 the prompt text (token ids, the checkpoint's template) is theirs (`glm_plugin.engines.rendered_prompt`).
 """
 

@@ -109,7 +109,7 @@ def test_start_state_without_a_tokenizer_and_after_a_prefill():
 
 
 def test_two_calls_in_the_last_delta_are_both_delivered():
-    """SGLang's own GLM detectors keep the second call buffered and lose it at stream end (failure-modes R2.2)."""
+    """SGLang's own GLM detectors keep the second call buffered and lose it at stream end (docs/formats.md R2.2)."""
     from sglang.srt.function_call.function_call_parser import FunctionCallParser
 
     parser = FunctionCallParser(sglang_tools(TOOLS), "glm47")

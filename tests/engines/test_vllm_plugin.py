@@ -179,7 +179,7 @@ def test_malformed_schema_is_one_clear_error(tokenizer):
 
 
 def test_later_turns_read_only_the_current_turn():
-    """Reasoning markers of earlier turns in the prompt do not decide the current one (failure-modes R6.5)."""
+    """Reasoning markers of earlier turns in the prompt do not decide the current one (docs/formats.md R6.5)."""
     tok = toy_glm_tokenizer("glm47")
     history = ("[gMASK]<sop><|user|>weather?<|assistant|><think>need a call</think><tool_call>get_weather<arg_key>city"
                "</arg_key><arg_value>Paris</arg_value></tool_call><|observation|><tool_response>sunny</tool_response>")

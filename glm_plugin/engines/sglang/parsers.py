@@ -85,7 +85,7 @@ class _GlmToolDetection:
         return self._to_result(events)
 
     def finish(self, tools: List[Any]) -> StreamingParseResult:
-        # SGLang's GLM detectors lose a second call buffered in the last delta here (failure-modes R2.2).
+        # SGLang's GLM detectors lose a second call buffered in the last delta here (docs/formats.md R2.2).
         if self._glm_stream is None:
             return StreamingParseResult()
         return self._to_result(self._glm_stream.finish())

@@ -191,7 +191,7 @@ class GlmReasoningParser(ReasoningParser):
 
     def _opens_call(self, input_ids: Sequence[int], at: int) -> bool:
         """Whether the `<tool_call>` at `at` starts a call, by the splitter's own rule: prose about the tag inside
-        reasoning is not a call (failure-modes R4.2). Looks at a bounded window after the tag."""
+        reasoning is not a call (docs/formats.md R4.2). Looks at a bounded window after the tag."""
         return ends_reasoning(self._decode(input_ids[at:at + 64]))
 
     def is_reasoning_end_streaming(self, input_ids: Sequence[int], delta_ids: Iterable[int]) -> bool:
