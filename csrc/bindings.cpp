@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <string>
 
 #include "cpu/moe.h"
@@ -68,6 +69,7 @@ at::Tensor fp8_moe_experts_cpu(const at::Tensor& hidden, const at::Tensor& w13, 
   const at::Tensor tw = topk_weights.to(at::kFloat).contiguous();
   const at::Tensor ids = topk_ids.to(at::kLong).contiguous();
   at::Tensor out = at::empty({T, H}, hidden.options());
+  if (glm_plugin_cpu::poison_requested()) out.fill_(std::numeric_limits<float>::quiet_NaN());
   glm_plugin_cpu::MoeArgs a{};
   a.x = x.data_ptr<float>();
   a.T = T; a.H = H; a.I = I; a.E = E; a.topk = topk_ids.size(1);
@@ -101,6 +103,7 @@ at::Tensor fp8_linear_cpu(const at::Tensor& x, const at::Tensor& weight, const a
   std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
   out_shape.back() = N;
   at::Tensor out = at::empty(out_shape, x.options());
+  if (glm_plugin_cpu::poison_requested()) out.fill_(std::numeric_limits<float>::quiet_NaN());
   glm_plugin_cpu::LinearArgs a{};
   a.x = xf.data_ptr<float>();
   a.M = xf.size(0); a.K = K; a.N = N;

@@ -135,6 +135,11 @@ void dot_scalar(const uint8_t* w, int64_t ldw, int rows, const float* const* x, 
     }
 }
 
+bool poison_requested() {
+  const char* v = std::getenv("GLM_PLUGIN_KERNEL_POISON");
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+
 const char* selected_isa() {
   const char* name = nullptr;
   select_dot(&name);
@@ -186,12 +191,13 @@ void fp8_moe_experts(const MoeArgs& a) {
       for (int64_t h = 0; h < H; h += kRowTile) down_tiles.push_back({e, h, std::min(H, h + kRowTile)});
     }
 
-    std::vector<float> act(P * I), y(P * H);
+    const float fill = poison_requested() ? std::nanf("") : 0.0f;
+    std::vector<float> act(P * I, fill), y(P * H, fill);
     Scratch proto;
     proto.xa.resize(block ? kTokBlock * std::max(H, I) : 0);
     proto.xb.resize(block ? kTokBlock * H : 0);
-    proto.ta.resize(kTokBlock * kRowTile);
-    proto.tb.resize(kTokBlock * kRowTile);
+    proto.ta.assign(kTokBlock * kRowTile, fill);
+    proto.tb.assign(kTokBlock * kRowTile, fill);
 
     // 1. act[q, j] = round(silu(gate_e(x)) * up_e(x)) for the rows j of each tile.
     run_items(static_cast<int64_t>(up_tiles.size()), proto, [&](int64_t item, Scratch& s) {
@@ -281,7 +287,7 @@ void fp8_linear(const LinearArgs& a) {
   const int64_t n_tiles = cdiv(N, kRowTile), m_tiles = cdiv(M, kTokTile);
   Scratch proto;
   proto.xa.resize(block ? kTokBlock * K : 0);
-  proto.ta.resize(kTokBlock * kRowTile);
+  proto.ta.assign(kTokBlock * kRowTile, poison_requested() ? std::nanf("") : 0.0f);
   run_items(n_tiles * m_tiles, proto, [&](int64_t item, Scratch& s) {
     const int64_t n0 = (item % n_tiles) * kRowTile, rows = std::min<int64_t>(kRowTile, N - n0);
     const int64_t m_begin = (item / n_tiles) * kTokTile, m_end = std::min(M, m_begin + kTokTile);

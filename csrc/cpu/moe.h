@@ -37,6 +37,10 @@ struct LinearArgs {
 void fp8_moe_experts(const MoeArgs& a);
 void fp8_linear(const LinearArgs& a);
 
+// GLM_PLUGIN_KERNEL_POISON=1 fills every output and scratch buffer with NaN before computing, so tests can
+// prove each element is written (a skipped tile would otherwise read as plausible zeros or stale memory).
+bool poison_requested();
+
 // The microkernel the next call will use: "avx512", "avx2" or "scalar". GLM_PLUGIN_CPU_ISA=avx2|scalar
 // (or ATEN_CPU_CAPABILITY=avx2|default) caps it, read at every call so tests can switch paths in-process.
 const char* selected_isa();

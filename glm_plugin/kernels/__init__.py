@@ -31,6 +31,7 @@ _TRITON_MODULE = "glm_plugin.kernels.triton_fp8_moe"
 
 _lock = threading.Lock()
 _chosen: dict[tuple[str, str, str], str] = {}
+_warned: set[str] = set()
 
 
 def register_ops() -> None:
@@ -164,10 +165,14 @@ def implementation(op: str, device) -> str:
                     break
                 skipped.append((candidate, reason))
             # Only real fallbacks are worth a warning (a CPU never hopes for Triton).
-            relevant = [f"{c}: {r}" for c, r in skipped if not isinstance(r, _NotApplicable)]
-            if relevant and impl == "reference":
-                logger.warning("glm_plugin::%s on %s: using the PyTorch reference (%s)", op, device_type,
-                               "; ".join(relevant))
+            # A reason already reported for another op is repeated at INFO only: one warning per cause.
+            relevant = [(c, r) for c, r in skipped if not isinstance(r, _NotApplicable)]
+            if relevant:
+                fresh = any(r not in _warned for _, r in relevant)
+                _warned.update(r for _, r in relevant)
+                logger.log(logging.WARNING if fresh else logging.INFO, "glm_plugin::%s on %s: using %s (%s)", op,
+                           device_type, "the PyTorch reference" if impl == "reference" else impl,
+                           "; ".join(f"{c} unavailable: {r}" for c, r in relevant))
             else:
                 logger.info("glm_plugin::%s on %s: %s%s", op, device_type, impl, _detail(impl))
         _chosen[key] = impl
@@ -186,3 +191,4 @@ def reset_choices() -> None:
     """Forgets the cached choices (tests that change the environment call this)."""
     with _lock:
         _chosen.clear()
+        _warned.clear()

@@ -6,8 +6,8 @@ shared library. Images build ahead of time with `python -m glm_plugin.kernels.bu
 One build serves every x86-64 CPU: the AVX-512 and AVX2 microkernels are compiled with target pragmas and the
 library picks one at run time.
 
-Anything that stops the build (not x86-64, no compiler, no ninja, a compile error) is reported once through the
-"glm_plugin.kernels" logger and makes `load_cpu_extension()` return False; callers then use the reference.
+Anything that stops the build (not x86-64, no compiler, no ninja, a compile error) makes `load_cpu_extension()`
+return False, never raise; `unavailable_reason()` says why, and the dispatcher logs it once with its fallback.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _already_loaded() -> bool:
 def load_cpu_extension(verbose: bool = False) -> bool:
     """Compiles (first time) and loads the CPU kernels; True when `torch.ops.glm_plugin.*_cpu` are usable.
 
-    Never raises: a failure is logged once with its reason (see `unavailable_reason()`)."""
+    Never raises: on failure `unavailable_reason()` says why."""
     with _lock:
         if "ok" in _state:
             return bool(_state["ok"])
@@ -94,9 +94,9 @@ def load_cpu_extension(verbose: bool = False) -> bool:
                 _state["ok"] = True
             except Exception as exc:  # a compiler error must not take the engine down: fall back to the reference
                 reason = f"building the C++ CPU kernels failed ({type(exc).__name__}: {_first_lines(exc)})"
-        if reason is not None:
+        if reason is not None:  # the dispatcher reports it (once) together with the fallback it chose
             _state["reason"] = reason
-            logger.warning("glm_plugin C++ CPU kernels unavailable, using the PyTorch reference: %s", reason)
+            logger.debug("glm_plugin C++ CPU kernels unavailable: %s", reason)
         return bool(_state["ok"])
 
 

@@ -52,8 +52,8 @@ def quantize_fp8_block(w: torch.Tensor, block: int = BLOCK) -> tuple[torch.Tenso
     blocks = padded.reshape(*lead, nb, block, kb, block)
     amax = blocks.abs().amax(dim=(-3, -1))  # [..., nb, kb]
     scale = amax.clamp(min=1e-12) / FP8_MAX
-    full = scale.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., :n, :k]
-    q = (wf / full).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    q = (blocks / scale[..., :, None, :, None]).clamp(-FP8_MAX, FP8_MAX)
+    q = q.reshape(*lead, nb * block, kb * block)[..., :n, :k].to(torch.float8_e4m3fn)
     return q, scale.to(torch.float32)
 
 
@@ -78,9 +78,11 @@ def dequantize_fp8(w: torch.Tensor, scale: torch.Tensor, layout: str) -> torch.T
     s = scale.float()
     if layout == "channel":
         return wf * s
-    n, k = w.shape[-2:]
-    full = s.repeat_interleave(BLOCK, dim=-2).repeat_interleave(BLOCK, dim=-1)[..., :n, :k]
-    return wf * full
+    *lead, n, k = w.shape
+    nb, kb = s.shape[-2:]
+    padded = F.pad(wf, (0, kb * BLOCK - k, 0, nb * BLOCK - n))
+    blocks = padded.reshape(*lead, nb, BLOCK, kb, BLOCK) * s[..., :, None, :, None]
+    return blocks.reshape(*lead, nb * BLOCK, kb * BLOCK)[..., :n, :k]
 
 
 def fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None,
