@@ -172,6 +172,19 @@ def test_thinking_disabled_gives_no_reasoning(server):
     assert reasoning is None and streamed[0]["name"] == "set_timer"
 
 
+@pytest.mark.parametrize("dialect", [{"thinking": {"type": "disabled"}}, {"enable_thinking": False}],
+                         ids=["zai", "dashscope"])
+def test_hosted_api_thinking_switches_turn_thinking_off(server, dialect):
+    """Clients written for Z.ai or DashScope switch thinking the way those APIs do, and get what they asked."""
+    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    message = _chat(client, [{"role": "user", "content": ASK}], extra_body=dialect).choices[0].message
+    assert not _reasoning(message) and message.tool_calls
+    on = _chat(client, [{"role": "user", "content": ASK}], extra_body={"thinking": {"type": "enabled"}})
+    assert _reasoning(on.choices[0].message)
+    with pytest.raises(openai.BadRequestError, match="thinking"):
+        _chat(client, [{"role": "user", "content": ASK}], extra_body={"thinking": {"type": "sometimes"}})
+
+
 def test_anthropic_messages_give_thinking_and_tool_use(server):
     client = anthropic.Anthropic(base_url=server, api_key="x")
     tools = [{"name": t["function"]["name"], "description": t["function"]["description"],

@@ -32,6 +32,7 @@ def register() -> None:
         when_imported("sglang.srt.function_call.function_call_parser", _register_tool_parsers)
         when_imported("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers)
         when_imported("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names)
+        when_imported("sglang.srt.entrypoints.openai.serving_chat", _accept_hosted_thinking_switches)
     # "model" and "kernels" register here when they land.
 
 
@@ -65,3 +66,24 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
         "glm_plugin: reasoning parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores SGLang's)",
         ", ".join(REASONING_PARSERS),
     )
+
+
+def _accept_hosted_thinking_switches(module: ModuleType) -> None:
+    """Z.ai's `thinking: {"type": "enabled" | "disabled"}` becomes `chat_template_kwargs.enable_thinking` for servers
+    running our GLM parsers (SGLang declares `thinking` but only reads it for MiniMax templates). DashScope's
+    top-level `enable_thinking` cannot be honoured here: SGLang's request model drops unknown fields on arrival."""
+    from glm_plugin.engines.thinking_dialects import merged_template_kwargs
+
+    serving = module.OpenAIServingChat
+    original = serving._process_messages
+    if getattr(original, "glm_plugin", False):
+        return
+
+    def _process_messages(self, request, *args, **kwargs):
+        if self.reasoning_parser in REASONING_PARSERS or self.tool_call_parser in TOOL_PARSERS:
+            fields = {"thinking": request.thinking, **(request.model_extra or {})}
+            request.chat_template_kwargs = merged_template_kwargs(request.chat_template_kwargs, fields)
+        return original(self, request, *args, **kwargs)
+
+    _process_messages.glm_plugin = True
+    serving._process_messages = _process_messages

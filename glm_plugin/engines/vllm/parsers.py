@@ -33,6 +33,7 @@ from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
 from glm_plugin.engines.call_state import record_finished_call
 from glm_plugin.engines.rendered_prompt import default_start, start_from_prompt_ids
+from glm_plugin.engines.thinking_dialects import merged_template_kwargs
 from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
     ContentDelta,
@@ -398,7 +399,31 @@ def forward_prompt_token_ids() -> None:
     DelegatingParser.set_prompt_token_ids = set_prompt_token_ids
 
 
+def accept_hosted_thinking_switches() -> None:
+    """Read Z.ai's `thinking: {"type": ...}` and DashScope's top-level `enable_thinking` as the template's switch.
+
+    vLLM keeps unknown request fields (`model_extra`) and reads only `chat_template_kwargs`; both the parser set-up
+    and the renderer get the kwargs from `ChatCompletionRequest.build_chat_params`, so we fill them in there, once
+    per request. Installed when this module loads, i.e. only in servers that use the GLM parsers.
+    """
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+    original = ChatCompletionRequest.build_chat_params
+    if getattr(original, "glm_plugin", False):
+        return
+
+    def build_chat_params(self: ChatCompletionRequest, *args: Any, **kwargs: Any) -> Any:
+        merged = merged_template_kwargs(self.chat_template_kwargs, self.model_extra or {})
+        if merged is not self.chat_template_kwargs:
+            self.chat_template_kwargs = merged
+        return original(self, *args, **kwargs)
+
+    build_chat_params.glm_plugin = True  # type: ignore[attr-defined]
+    ChatCompletionRequest.build_chat_params = build_chat_params
+
+
 forward_prompt_token_ids()
+accept_hosted_thinking_switches()
 logger.info(
     "glm_plugin: tool-call parsers glm45, glm47 and reasoning parsers glm45, glm47 are glm_plugin's "
     "(GLM_PLUGIN_DISABLE=parsers restores vLLM's)"
