@@ -38,7 +38,6 @@ class ChatSession:
     thinking: bool = True
     tools: list[str] = field(default_factory=lambda: list(demo_tools.SCHEMAS))
     messages: list[dict] = field(default_factory=list)
-    stats: dict = field(default_factory=lambda: {"tool_calls": 0, "answers": 0})
 
     def command(self, line: str) -> bool:
         """Apply a slash command; False means quit."""
@@ -72,10 +71,8 @@ class ChatSession:
         shown = {"section": None}
 
         def show(kind: str, text: str) -> None:
-            if kind == "tool_name":
-                return  # printed whole once the call is complete, with its parsed arguments
-            if kind == "tool_args":
-                return
+            if kind in ("tool_name", "tool_args"):
+                return  # a call is printed whole once complete, with its parsed arguments
             if shown["section"] != kind:
                 if shown["section"] is not None:
                     self.console.print()
@@ -96,13 +93,10 @@ class ChatSession:
             reply = self._request()
             self.messages.append(reply.history_message())
             if not reply.tool_calls:
-                if reply.content:
-                    self.stats["answers"] += 1
                 if reply.finish_reason == "length":
                     self.console.print(f"[yellow](stopped at max_tokens={self.max_tokens})[/yellow]")
                 return reply
             for call in reply.tool_calls:
-                self.stats["tool_calls"] += 1
                 try:
                     shown_args = json.dumps(call.parsed())
                 except ValueError:
@@ -133,7 +127,7 @@ def run_lines(session: ChatSession, lines: Iterable[str], echo: bool) -> None:
 
 
 def interactive_lines(console: Console) -> Iterable[str]:
-    console.print(f"[dim]Type a message; /help for commands, /quit or Ctrl-D to leave.[/dim]")
+    console.print("[dim]Type a message; /help for commands, /quit or Ctrl-D to leave.[/dim]")
     while True:
         try:
             line = console.input("[bold cyan]you: [/bold cyan]").strip()

@@ -1,4 +1,4 @@
-"""`glm-plugin`: serve a GLM checkpoint (or the bundled tiny one), run the demo, chat, check an endpoint, set up Claude Code.
+"""`glm-plugin`: serve GLM (or the bundled tiny checkpoint), run the demo, chat, check an endpoint, set up Claude Code.
 
 Each subcommand lives in its own module and is imported only when chosen, so `glm-plugin --help` is instant and no
 engine is imported here: `serve` builds the command (glm_plugin.serve_command) and hands the process over to the

@@ -43,6 +43,10 @@ class CheckFailed(Exception):
     """One property does not hold; the message says what was seen."""
 
 
+class _Skip(Exception):
+    """The endpoint does not offer this API; not a failure."""
+
+
 def thinking_params(on: bool) -> dict:
     return {"chat_template_kwargs": {"enable_thinking": on}, "thinking": {"type": "enabled" if on else "disabled"},
             "enable_thinking": on}
@@ -265,10 +269,6 @@ class Conformance:
             except (EndpointError, httpx.HTTPError, ValueError, KeyError) as err:
                 outcomes.append(Outcome(name, "FAIL", f"{type(err).__name__}: {str(err)[:200]}"))
         return outcomes
-
-
-class _Skip(Exception):
-    """The endpoint does not offer this API; not a failure."""
 
 
 def print_table(outcomes: list[Outcome], title: str, file=None) -> None:

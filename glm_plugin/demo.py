@@ -7,7 +7,6 @@ from it. The server runs in the background with its log in a file; one progress 
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import tempfile
@@ -34,7 +33,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def run(script: str | None = None, port: int | None = None, log_dir: str | None = None,
         timeout: float = 300.0) -> int:
     """Start the demo server, replay `script` (a file; default: DEMO_SCRIPT) through the chat, stop the server."""
-    from glm_plugin.cli import DEMO_MODEL_NAME, demo_server_command
+    from glm_plugin.cli import DEMO_MODEL_NAME, DEMO_URL, demo_server_command
 
     port = port or free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="glm-plugin-demo-"))
@@ -57,10 +56,9 @@ def run(script: str | None = None, port: int | None = None, log_dir: str | None 
         print("glm-plugin demo: stopping the server", flush=True)
     if status == 0:
         print(f"glm-plugin demo: done. Keep a server running with `make serve` (or `glm-plugin serve`), then "
-              f"`glm-plugin chat`, `glm-plugin check {base.replace(str(port), '8000')}` or examples/*.py "
-              f"(server log was {server.log_path})")
+              f"`glm-plugin chat`, `glm-plugin check {DEMO_URL}` or examples/*.py (server log: {server.log_path})")
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(run(os.environ.get("GLM_PLUGIN_DEMO_SCRIPT")))
+    sys.exit(run())
