@@ -11,19 +11,25 @@ from glm_plugin import chat
 from glm_plugin.chat_client import api_root
 
 
-def test_tool_round_trip_sends_reasoning_back(tmp_path):
+def run_script(tmp_path, lines: str, **kw) -> tuple[str, list[dict]]:
+    """Replay `lines` through `chat.main` against a fake endpoint: (what was printed, the request bodies)."""
     script = tmp_path / "script.txt"
-    script.write_text("# comment lines are skipped\nSet a timer for 25 minutes called Tea Break.\n")
+    script.write_text(lines)
     server = FakeGlmServer()
     with server as url:
         out = io.StringIO()
-        assert chat.main(url, None, str(script), max_tokens=64, file=out) == 0
-    text = out.getvalue()
+        assert chat.main(url, None, str(script), file=out, **kw) == 0
+    return out.getvalue(), server.received
+
+
+def test_tool_round_trip_sends_reasoning_back(tmp_path):
+    text, received = run_script(tmp_path, "# comment lines are skipped\nSet a timer for 25 minutes called Tea Break.\n",
+                                max_tokens=64)
     assert "fake-glm" in text
     assert f"thinking: {REASONING}" in text
     assert 'tool call: set_timer {"minutes": 25, "label": "Tea Break"}' in text
     assert "tool result:" in text and "glm: Timer " in text and "is set." in text
-    first, second = server.received
+    first, second = received
     assert first["max_tokens"] == 64 and first["stream"] is True
     assert first["chat_template_kwargs"] == {"enable_thinking": True}
     assistant, tool = second["messages"][1], second["messages"][2]
@@ -35,15 +41,10 @@ def test_tool_round_trip_sends_reasoning_back(tmp_path):
 
 
 def test_slash_commands(tmp_path):
-    script = tmp_path / "script.txt"
-    script.write_text("/thinking off\n/tools none\nHello!\n/tools nope\n/reset\n/quit\nnever sent\n")
-    server = FakeGlmServer()
-    with server as url:
-        out = io.StringIO()
-        assert chat.main(url, None, str(script), file=out) == 0
-    text = out.getvalue()
-    assert [len(body["messages"]) for body in server.received] == [1]
-    body = server.received[0]
+    script = "/thinking off\n/tools none\nHello!\n/tools nope\n/reset\n/quit\nnever sent\n"
+    text, received = run_script(tmp_path, script)
+    assert [len(body["messages"]) for body in received] == [1]
+    body = received[0]
     assert body["chat_template_kwargs"] == {"enable_thinking": False} and "tools" not in body
     assert "thinking:" not in text and "glm: Hello! How can I help you today?" in text
     assert "unknown tools ['nope']" in text and "conversation cleared" in text
