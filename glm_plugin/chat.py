@@ -22,7 +22,7 @@ from glm_plugin.chat_client import ChatEndpoint, EndpointError, Reply, reply_fro
 
 MAX_TOOL_ROUNDS = 4  # a model that keeps calling tools is stopped after this many rounds per user turn
 HELP = ("/thinking on|off   thinking mode (chat_template_kwargs.enable_thinking)\n"
-        "/tools a,b | none  which local tools the model sees (get_weather, get_time, calculate)\n"
+        f"/tools a,b | none  which local tools the model sees ({', '.join(demo_tools.SCHEMAS)})\n"
         "/reset             forget the conversation\n"
         "/quit              leave")
 
