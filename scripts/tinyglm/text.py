@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from glm_plugin.formats.tags import ASSISTANT, THINK_CLOSE, THINK_OPEN
 from glm_plugin.formats.tags import SPECIAL_TOKENS as GLM_SPECIAL_TOKENS
 from glm_plugin.formats.tags import STOP_TOKENS as GLM_STOP_TOKENS
 
@@ -44,11 +45,11 @@ def loss_spans(text: str):
     spans = []
     pos = 0
     while True:
-        a = text.find("<|assistant|>", pos)
+        a = text.find(ASSISTANT, pos)
         if a < 0:
             break
-        start = a + len("<|assistant|>")
-        for pre in ("<think>", "</think>"):
+        start = a + len(ASSISTANT)
+        for pre in (THINK_OPEN, THINK_CLOSE):
             if text.startswith(pre, start):
                 start += len(pre)
                 break
