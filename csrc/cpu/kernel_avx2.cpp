@@ -30,6 +30,8 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+constexpr int kPrefetch = 1024;  // bytes ahead in each weight row; see kernel_avx512.cpp
+
 // 16 ymm registers: 4 rows x 2 tokens x 1 set, or 4 rows x 1 token x 2 sets, fit with room for operands.
 template <int RB, int NB>
 void tile(const uint8_t* w, int64_t ldw, const float* const* x, int64_t K, float* out, int64_t ldo) {
@@ -52,6 +54,7 @@ void tile(const uint8_t* w, int64_t ldw, const float* const* x, int64_t K, float
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
       __m256 lo, hi;
+      if ((k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k + kPrefetch), _MM_HINT_T0);
       widen16(w + r * ldw + k, lo, hi);
 #pragma GCC unroll 8
       for (int n = 0; n < NB; ++n) {

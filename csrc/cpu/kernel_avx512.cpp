@@ -32,6 +32,13 @@ inline void widen32(__m256i bytes, __m512& lo, __m512& hi) {
 
 // RB weight rows x NB activation rows. With one or two activation rows the FMA chains are short, so two
 // accumulator sets (for the low and high 16 lanes) keep enough FMAs in flight.
+// Software prefetch distance (bytes ahead in each weight row): one core streaming several rows is limited by
+// its outstanding misses more than by DRAM, and the hardware prefetcher ramps up slowly on short rows.
+#ifndef GLM_PLUGIN_PF
+#define GLM_PLUGIN_PF 1024
+#endif
+constexpr int PF = GLM_PLUGIN_PF;
+
 template <int RB, int NB>
 void tile(const uint8_t* w, int64_t ldw, const float* const* x, int64_t K, float* out, int64_t ldo) {
   constexpr int NA = NB <= 2 ? 2 : 1;
@@ -54,6 +61,7 @@ void tile(const uint8_t* w, int64_t ldw, const float* const* x, int64_t K, float
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
       __m512 lo, hi;
+      if (PF > 0 && (k & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(w + r * ldw + k + PF), _MM_HINT_T0);
       widen32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * ldw + k)), lo, hi);
 #pragma GCC unroll 8
       for (int n = 0; n < NB; ++n) {

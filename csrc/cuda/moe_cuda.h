@@ -1,0 +1,40 @@
+// C++ entry point of the sm_90a FP8 MoE experts op, free of torch headers (the binding, torch_binding.cpp, wraps
+// it). Semantics: glm_plugin.kernels.reference.fp8_moe_experts for layout "block", with activations quantised to
+// e4m3 per 1 x 128 token group on the way into each GEMM (as DeepGEMM and SGLang/vLLM's block-FP8 paths do).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace glm_moe {
+
+enum class ActDType : int { kBFloat16 = 0, kHalf = 1, kFloat = 2 };
+
+struct MoeCudaArgs {
+  const void* hidden;          // [T, H] in `dtype`
+  ActDType dtype;
+  int64_t T, H, I, E, topk;
+  const uint8_t* w13;          // e4m3 [E, 2I, H]
+  const float* w13_scale;      // [E, 2I/128, H/128]
+  const uint8_t* w2;           // e4m3 [E, H, I]
+  const float* w2_scale;       // [E, H/128, I/128]
+  const float* topk_weights;   // [T, topk]
+  const int32_t* topk_ids;     // [T, topk], each in [0, E)
+  void* out;                   // [T, H] in `dtype`
+  void* workspace;             // moe_workspace_bytes(...) bytes, 256-byte aligned
+  int64_t workspace_bytes;
+  int config;                  // -1: choose_config; 0: decode tiles; 1: prefill tiles
+  int device;
+};
+
+// nullptr if the shape is supported, else why not (H and I multiples of 128, non-empty expert set...).
+const char* moe_unsupported(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk);
+
+// Workspace bytes for these sizes on `device` (the CUTLASS workspace depends on the SM count).
+int64_t moe_workspace_bytes(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk, int config, int device);
+
+// Enqueues the whole op on `stream`; nullptr on success, else a message naming what failed.
+const char* moe_fp8_experts_sm90(MoeCudaArgs const& args, cudaStream_t stream);
+
+}  // namespace glm_moe
