@@ -21,13 +21,14 @@ import httpx
 from glm_plugin.chat_client import (ChatEndpoint, EndpointError, Reply, reply_from_completion,
                                     reply_from_stream)
 from glm_plugin.demo_tools import SCHEMAS
+from glm_plugin.formats.tags import THINK_CLOSE, THINK_OPEN
 
 TOOLS = [SCHEMAS["get_weather"], SCHEMAS["set_timer"]]
 ONE_CALL = "Set a timer for 25 minutes called Tea Break."
 TWO_CALLS = "What is the weather in Paris? Set a timer for 25 minutes called Tea Break."
 PLAIN = "Hello!"
 TOOL_RESULT = {"timer_id": 4821, "status": "Started"}
-THINK_TAGS = ("<think>", "</think>")
+THINK_TAGS = (THINK_OPEN, THINK_CLOSE)  # leaked into content, they mean reasoning was not separated
 _JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list,
                "object": dict, "null": type(None)}
 
