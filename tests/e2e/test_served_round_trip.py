@@ -1,18 +1,15 @@
 """A served round trip: vLLM (CPU) serving the bundled tiny GLM checkpoint with our parsers, driven by the
 OpenAI and Anthropic SDKs exactly as users drive a GLM server.
 
-The server is started the way `glm-plugin serve` starts it (`python -m vllm.entrypoints.openai.api_server`, with
-`--tool-call-parser glm47 --reasoning-parser glm45`); our plugin is installed, so those names are ours.
+The server is started the way `glm-plugin serve --demo` starts it (`python -m vllm.entrypoints.openai.api_server`,
+with `--tool-call-parser glm47 --reasoning-parser glm45`); our plugin is installed, so those names are ours.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +17,14 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
-from glm_plugin.cli import bundled_model_dir, cpu_environment, vllm_server_command  # noqa: E402
+from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment, demo_server_command  # noqa: E402
+from glm_plugin.conformance import schema_errors  # noqa: E402
+from glm_plugin.demo import free_port  # noqa: E402
+from glm_plugin.server_process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "glm-tiny"
+MODEL = DEMO_MODEL_NAME
 TIMER = {"type": "function", "function": {"name": "set_timer", "description": "Start a named timer", "parameters": {
     "type": "object", "properties": {"minutes": {"type": "integer"}, "label": {"type": "string"}},
     "required": ["minutes", "label"]}}}
@@ -37,55 +37,18 @@ ASK = "Set a timer for 25 minutes called Tea Break."
 RESULT = json.dumps({"timer_id": 4821, "status": "Started"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
-    log_path = Path(tmp_path_factory.mktemp("server")) / "vllm.log"
-    cmd = vllm_server_command(bundled_model_dir(), port=port, served_name=MODEL, max_model_len=4096,
-                              extra=["--dtype", "bfloat16", "--enforce-eager"])
-    env = cpu_environment()
-    env.pop("GLM_PLUGIN_DISABLE", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    port = free_port()
+    cmd, env = demo_server_command(port=port)  # exactly what `glm-plugin serve --demo` runs
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    pass
-                if openai.OpenAI(base_url=base + "/v1", api_key="x").models.list().data:
-                    break
-            except Exception:
-                if time.time() > deadline:
-                    pytest.fail(f"vLLM did not come up in 240 s:\n{log_path.read_text()[-4000:]}")
-                time.sleep(2)
+    with ServerProcess(cmd, base, tmp_path_factory.mktemp("server") / "vllm.log", env) as process:
+        process.wait_ready(timeout=300, progress=None)
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def check_schema_types(tool: dict, arguments: dict) -> None:
-    params = tool["function"]["parameters"]
-    kinds = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict}
-    for key in params.get("required", []):
-        assert key in arguments, f"required argument {key!r} missing from {arguments}"
-    for key, value in arguments.items():
-        declared = params["properties"][key]["type"]
-        assert isinstance(value, kinds[declared]) and not (declared == "integer" and isinstance(value, bool)), (
-            f"{key}={value!r} is not a JSON {declared}")
+    assert not schema_errors(tool, arguments), (arguments, schema_errors(tool, arguments))
 
 
 def _chat(client, messages, **kw):
