@@ -83,7 +83,7 @@ def _has_marker(text: str) -> bool:
 
 free_text = st.lists(_ALPHABET, max_size=30).map("".join).filter(lambda t: not _has_marker(t))
 stripped_text = free_text.map(str.strip)
-# Declared strings may hold anything but their own closing tag (failure-modes R1.9), markers included.
+# Declared strings may hold anything but their own closing tag (docs/formats.md R1.9), markers included.
 string_value = st.lists(st.one_of(_ALPHABET, st.sampled_from(MARKERS[:6])), max_size=20).map("".join).filter(
     lambda t: "</arg_value>" not in t
 )
