@@ -1,0 +1,281 @@
+// The MoE glue around the two grouped GEMMs, and the op's orchestration (moe_cuda.h).
+//
+//   1. expert_counts / expert_rows: routing -> rows per expert, stable expert-major permutation (moe_plan.h)
+//   2. transpose_scales: checkpoint weight scales [E, Mb, Kb] -> the MN-major [E, Kb, Mb] CUTLASS SM90 reads
+//   3. permute_quantize: gathers each routed row and quantises it per 1 x 128 group to e4m3 (+ float scale)
+//   4. grouped GEMM 1 (gate/up, float out)
+//   5. silu_mul_quantize: silu(gate) * up, rounded to the activation dtype like the reference, re-quantised
+//   6. grouped GEMM 2 (down, float out)
+//   7. gather_reduce: out[t] = sum_k w[t,k] * y[pos[t,k]], in pair order; each output row is written once by one
+//      block, so the "weighted scatter-add" of the un-permutation needs no atomics and is deterministic.
+// Every index formula comes from moe_plan.h, which tests/cuda_build checks on the host.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "moe_cuda.h"
+#include "moe_gemm.h"
+#include "moe_plan.h"
+
+namespace glm_moe {
+namespace {
+
+constexpr int kWarps = 4;  // quantisation kernels: one warp per 128-element group, 4 elements per lane
+
+template <typename T> __device__ __forceinline__ float to_float(T v);
+template <> __device__ __forceinline__ float to_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Quantises the 128 values a warp holds (v[0..3] per lane, lane-major) into q (4 bytes per lane) and returns the
+// group's scale, identical on every lane.
+__device__ __forceinline__ float quantize_group(const float (&v)[4], uint8_t* q) {
+  float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float s = group_scale(amax);
+  uint32_t packed = 0;
+  for (int i = 0; i < 4; ++i) {
+    const float c = fminf(fmaxf(v[i] / s, -kFp8Max), kFp8Max);
+    packed |= static_cast<uint32_t>(__nv_cvt_float_to_fp8(c, __NV_SATFINITE, __NV_E4M3)) << (8 * i);
+  }
+  *reinterpret_cast<uint32_t*>(q) = packed;
+  return s;
+}
+
+__global__ void expert_counts(const int32_t* __restrict__ ids, int64_t R, int32_t* __restrict__ counts) {
+  const int e = blockIdx.x;
+  int n = 0;
+  for (int64_t start = 0; start < R; start += blockDim.x) {
+    const int64_t p = start + threadIdx.x;
+    n += __syncthreads_count(p < R && ids[p] == e);
+  }
+  if (threadIdx.x == 0) counts[e] = n;
+}
+
+// One block per expert: its first row is the sum of the counts before it; its pairs get consecutive rows in pair
+// order (a block-wide exclusive scan of hit flags per chunk of blockDim pairs).
+__global__ void expert_rows(const int32_t* __restrict__ ids, int64_t R, int E, const int32_t* __restrict__ counts,
+                            int32_t* __restrict__ offsets, int32_t* __restrict__ pos, int32_t* __restrict__ src_pair) {
+  __shared__ int warp_hits[32];
+  __shared__ int first_row;
+  const int e = blockIdx.x;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  if (threadIdx.x == 0) {
+    int o = 0;
+    for (int i = 0; i < e; ++i) o += counts[i];
+    first_row = o;
+    offsets[e] = o;
+    if (e == E - 1) offsets[E] = o + counts[e];
+  }
+  __syncthreads();
+  int base = first_row;
+  for (int64_t start = 0; start < R; start += blockDim.x) {
+    const int64_t p = start + threadIdx.x;
+    const bool hit = p < R && ids[p] == e;
+    const unsigned mask = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_hits[warp] = __popc(mask);
+    __syncthreads();
+    int before = base, chunk = 0;
+    for (int w = 0; w < warps; ++w) {
+      if (w < warp) before += warp_hits[w];
+      chunk += warp_hits[w];
+    }
+    if (hit) {
+      const int r = before + __popc(mask & ((1u << lane) - 1u));
+      pos[p] = r;
+      src_pair[r] = static_cast<int32_t>(p);
+    }
+    __syncthreads();
+    base += chunk;
+  }
+}
+
+__global__ void transpose_scales(const float* __restrict__ s, int64_t E, int64_t Mb, int64_t Kb,
+                                 float* __restrict__ st) {
+  const int64_t n = E * Mb * Kb;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t kb = i % Kb, mb = (i / Kb) % Mb, e = i / (Kb * Mb);
+    st[weight_scale_t_index(e, mb, kb, Mb, Kb)] = s[i];
+  }
+}
+
+// Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales.
+template <typename T>
+__global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, const int32_t* __restrict__ ids,
+                                 const int32_t* __restrict__ src_pair, const int32_t* __restrict__ counts,
+                                 const int32_t* __restrict__ offsets, uint8_t* __restrict__ xq,
+                                 float* __restrict__ xs) {
+  const int64_t r = blockIdx.x;
+  const int32_t p = src_pair[r], e = ids[p];
+  const T* x = hidden + static_cast<int64_t>(p / topk) * H;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t Kb = H / kBlock;
+  for (int64_t kb = warp; kb < Kb; kb += kWarps) {
+    const int64_t k = kb * kBlock + lane * 4;
+    float v[4];
+    for (int i = 0; i < 4; ++i) v[i] = to_float<T>(x[k + i]);
+    const float s = quantize_group(v, xq + r * H + k);
+    if (lane == 0) xs[act_scale_index(r, offsets[e], counts[e], kb, Kb)] = s;
+  }
+}
+
+template <typename T>
+__global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int topk,
+                                  const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
+                                  const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
+                                  uint8_t* __restrict__ aq, float* __restrict__ as) {
+  const int64_t r = blockIdx.x;
+  const int32_t e = ids[src_pair[r]];
+  const float* g = gate_up + r * 2 * I;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t Kb = I / kBlock;
+  for (int64_t kb = warp; kb < Kb; kb += kWarps) {
+    const int64_t k = kb * kBlock + lane * 4;
+    float v[4];
+    for (int i = 0; i < 4; ++i) {
+      const float gate = g[k + i], up = g[I + k + i];
+      // The reference materialises this product in the activation dtype before the down projection.
+      v[i] = to_float<T>(from_float<T>(gate / (1.0f + expf(-gate)) * up));
+    }
+    const float s = quantize_group(v, aq + r * I + k);
+    if (lane == 0) as[act_scale_index(r, offsets[e], counts[e], kb, Kb)] = s;
+  }
+}
+
+template <typename T>
+__global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
+                              const int32_t* __restrict__ pos, T* __restrict__ out) {
+  const int64_t t = blockIdx.x;
+  for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
+    float acc = 0.0f;
+    for (int k = 0; k < topk; ++k) acc += weights[t * topk + k] * y[static_cast<int64_t>(pos[t * topk + k]) * H + h];
+    out[t * H + h] = from_float<T>(acc);
+  }
+}
+
+int sm_count_of(int device) {
+  int n = 0;
+  if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) n = 132;
+  return n;
+}
+
+Config resolve(int config, int64_t T, int64_t topk, int64_t E) {
+  if (config == 0) return Config::kDecode;
+  if (config == 1) return Config::kPrefill;
+  return choose_config(T, topk, E);
+}
+
+int64_t args_bytes(Config c, int64_t E) {
+  return c == Config::kDecode ? gemm_args_bytes<Config::kDecode>(E) : gemm_args_bytes<Config::kPrefill>(E);
+}
+int64_t cutlass_bytes(Config c, int64_t E, int sms) {
+  return c == Config::kDecode ? gemm_workspace_bytes<Config::kDecode>(E, sms)
+                              : gemm_workspace_bytes<Config::kPrefill>(E, sms);
+}
+const char* grouped_gemm(Config c, GroupedGemmArgs const& g, cudaStream_t stream) {
+  return c == Config::kDecode ? run_grouped_gemm<Config::kDecode>(g, stream)
+                              : run_grouped_gemm<Config::kPrefill>(g, stream);
+}
+
+template <typename T>
+const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms, cudaStream_t stream) {
+  char* ws = static_cast<char*>(a.workspace);
+  auto i32 = [&](int64_t off) { return reinterpret_cast<int32_t*>(ws + off); };
+  auto f32 = [&](int64_t off) { return reinterpret_cast<float*>(ws + off); };
+  auto u8 = [&](int64_t off) { return reinterpret_cast<uint8_t*>(ws + off); };
+  const int64_t R = a.T * a.topk, H = a.H, I = a.I, E = a.E;
+  const int topk = static_cast<int>(a.topk);
+  const unsigned grid_e = static_cast<unsigned>(E), grid_r = static_cast<unsigned>(R);
+
+  expert_counts<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, i32(w.counts));
+  expert_rows<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, static_cast<int>(E), i32(w.counts), i32(w.offsets),
+                                          i32(w.pos), i32(w.src_pair));
+  transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
+  transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
+  permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk, a.topk_ids,
+                                                          i32(w.src_pair), i32(w.counts), i32(w.offsets),
+                                                          u8(w.xq), f32(w.xs));
+  if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching the permutation kernels failed";
+
+  GroupedGemmArgs g{};
+  g.groups = E;
+  g.H = H;
+  g.I = I;
+  g.counts = i32(w.counts);
+  g.offsets = i32(w.offsets);
+  g.args_buffer = ws + w.gemm_args;
+  g.gemm_workspace = ws + w.gemm_workspace;
+  g.sm_count = sms;
+  g.device = a.device;
+
+  g.stage = 1;
+  g.w = a.w13;
+  g.sfa = f32(w.w13_scale_t);
+  g.x = u8(w.xq);
+  g.sfb = f32(w.xs);
+  g.d = f32(w.gate_up);
+  if (const char* err = grouped_gemm(c, g, stream)) return err;
+
+  silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, topk, a.topk_ids, i32(w.src_pair),
+                                                           i32(w.counts), i32(w.offsets), u8(w.aq), f32(w.as));
+  if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching silu_mul_quantize failed";
+
+  g.stage = 2;
+  g.w = a.w2;
+  g.sfa = f32(w.w2_scale_t);
+  g.x = u8(w.aq);
+  g.sfb = f32(w.as);
+  g.d = f32(w.y);
+  if (const char* err = grouped_gemm(c, g, stream)) return err;
+
+  gather_reduce<T><<<static_cast<unsigned>(a.T), 256, 0, stream>>>(f32(w.y), H, topk, a.topk_weights, i32(w.pos),
+                                                                   static_cast<T*>(a.out));
+  if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching gather_reduce failed";
+  return nullptr;
+}
+
+}  // namespace
+
+const char* moe_unsupported(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk) {
+  if (H % kBlock != 0 || I % kBlock != 0)
+    return "the sm_90a FP8 MoE kernel needs hidden and moe_intermediate sizes that are multiples of 128 (GLM's "
+           "are); per-rank intermediate sizes from tensor parallelism must stay multiples of 128 too";
+  if (E < 1 || topk < 1 || T < 0) return "the sm_90a FP8 MoE kernel needs at least one expert and top_k >= 1";
+  if (T * topk >= (int64_t{1} << 31) || T * topk * 2 * I >= (int64_t{1} << 40))
+    return "too many routed rows for one call of the sm_90a FP8 MoE kernel; split the batch";
+  return nullptr;
+}
+
+int64_t moe_workspace_bytes(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk, int config, int device) {
+  const Config c = resolve(config, T, topk, E);
+  const int sms = sm_count_of(device);
+  return workspace_layout(T, H, I, E, topk, args_bytes(c, E), cutlass_bytes(c, E, sms)).total;
+}
+
+const char* moe_fp8_experts_sm90(MoeCudaArgs const& a, cudaStream_t stream) {
+  if (const char* why = moe_unsupported(a.T, a.H, a.I, a.E, a.topk)) return why;
+  if (a.T == 0) return nullptr;
+  const Config c = resolve(a.config, a.T, a.topk, a.E);
+  const int sms = sm_count_of(a.device);
+  const Workspace w = workspace_layout(a.T, a.H, a.I, a.E, a.topk, args_bytes(c, a.E), cutlass_bytes(c, a.E, sms));
+  if (a.workspace_bytes < w.total) return "glm_plugin FP8 MoE: workspace smaller than moe_workspace_bytes()";
+  switch (a.dtype) {
+    case ActDType::kBFloat16: return enqueue<__nv_bfloat16>(a, c, w, sms, stream);
+    case ActDType::kHalf: return enqueue<__half>(a, c, w, sms, stream);
+    case ActDType::kFloat: return enqueue<float>(a, c, w, sms, stream);
+  }
+  return "glm_plugin FP8 MoE: activations must be bfloat16, float16 or float32";
+}
+
+}  // namespace glm_moe

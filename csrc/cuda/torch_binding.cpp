@@ -1,0 +1,85 @@
+// torch.library binding of the sm_90a FP8 MoE kernel: glm_plugin::fp8_moe_experts_cuda (CUDA dispatch key).
+//
+// The public op glm_plugin::fp8_moe_experts is defined in Python (glm_plugin/kernels/ops.py); its CUDA
+// implementation calls this op when the dispatcher finds it registered, hence a TORCH_LIBRARY_FRAGMENT in the
+// shared namespace (as csrc/bindings.cpp does for the *_cpu ops). This is the only file of csrc/cuda that includes
+// torch headers, so the kernels themselves compile (and are checked in CI) with nvcc and no CUDA torch.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "moe_cuda.h"
+
+namespace {
+
+glm_moe::ActDType act_dtype(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kBFloat16: return glm_moe::ActDType::kBFloat16;
+    case at::kHalf: return glm_moe::ActDType::kHalf;
+    case at::kFloat: return glm_moe::ActDType::kFloat;
+    default: TORCH_CHECK(false, "glm_plugin: activations must be bfloat16, float16 or float32, got ", t.scalar_type());
+  }
+}
+
+const uint8_t* fp8(const at::Tensor& w, const char* name) {
+  TORCH_CHECK(w.scalar_type() == at::kFloat8_e4m3fn, "glm_plugin: ", name, " must be float8_e4m3fn, got ",
+              w.scalar_type());
+  TORCH_CHECK(w.is_contiguous(), "glm_plugin: ", name, " must be contiguous");
+  return reinterpret_cast<const uint8_t*>(w.data_ptr());
+}
+
+at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13, const at::Tensor& w13_scale,
+                                const at::Tensor& w2, const at::Tensor& w2_scale, const at::Tensor& topk_weights,
+                                const at::Tensor& topk_ids, const std::string& layout) {
+  TORCH_CHECK(layout == "block",
+              "glm_plugin: the sm_90a FP8 MoE CUDA kernel implements layout 'block' (128x128 weight_scale_inv) "
+              "only, got '", layout, "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
+  TORCH_CHECK(hidden.is_cuda() && w13.device() == hidden.device() && w2.device() == hidden.device(),
+              "glm_plugin: fp8_moe_experts_cuda needs every tensor on the same CUDA device");
+  const c10::cuda::CUDAGuard guard(hidden.device());
+  const int64_t T = hidden.size(0), H = hidden.size(1), E = w13.size(0), I = w13.size(1) / 2, K = topk_ids.size(1);
+  if (const char* why = glm_moe::moe_unsupported(T, H, I, E, K)) TORCH_CHECK(false, "glm_plugin: ", why);
+
+  const at::Tensor x = hidden.contiguous();
+  const at::Tensor w13c = w13.contiguous(), w2c = w2.contiguous();
+  const at::Tensor s13 = w13_scale.to(at::kFloat).contiguous(), s2 = w2_scale.to(at::kFloat).contiguous();
+  const at::Tensor tw = topk_weights.to(at::kFloat).contiguous();
+  const at::Tensor ids = topk_ids.to(at::kInt).contiguous();
+  at::Tensor out = at::empty_like(x);
+
+  const int device = hidden.get_device();
+  const int64_t bytes = glm_moe::moe_workspace_bytes(T, H, I, E, K, -1, device);
+  at::Tensor workspace = at::empty({bytes}, hidden.options().dtype(at::kByte));
+
+  glm_moe::MoeCudaArgs a{};
+  a.hidden = x.data_ptr();
+  a.dtype = act_dtype(x);
+  a.T = T; a.H = H; a.I = I; a.E = E; a.topk = K;
+  a.w13 = fp8(w13c, "w13");
+  a.w13_scale = s13.data_ptr<float>();
+  a.w2 = fp8(w2c, "w2");
+  a.w2_scale = s2.data_ptr<float>();
+  a.topk_weights = tw.data_ptr<float>();
+  a.topk_ids = ids.data_ptr<int32_t>();
+  a.out = out.data_ptr();
+  a.workspace = workspace.data_ptr();
+  a.workspace_bytes = bytes;
+  a.config = -1;
+  a.device = device;
+  if (const char* err = glm_moe::moe_fp8_experts_sm90(a, at::cuda::getCurrentCUDAStream())) {
+    TORCH_CHECK(false, "glm_plugin: ", err);
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(glm_plugin, m) {
+  m.def("fp8_moe_experts_cuda(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
+        "Tensor topk_weights, Tensor topk_ids, str layout) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(glm_plugin, CUDA, m) { m.impl("fp8_moe_experts_cuda", &fp8_moe_experts_cuda); }

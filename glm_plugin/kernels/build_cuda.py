@@ -1,0 +1,402 @@
+"""Builds the sm_90a FP8 MoE CUDA kernels in csrc/cuda: the torch extension where CUDA torch and nvcc exist, and a
+compile-only check (nvcc + CUTLASS headers, then cuobjdump) that runs anywhere nvcc does, GPU or not.
+
+Why two builds: the kernels must be checked in CI, whose torch is CPU-only. The `.cu` files therefore include no
+torch headers and compile with nvcc alone (`compile_kernels`, cached by a hash of sources, flags and tools); only
+`csrc/cuda/torch_binding.cpp` needs CUDA torch, and `load_cuda_extension` compiles it together with the same
+`.cu` files through torch.utils.cpp_extension (ahead of time with `python -m glm_plugin.kernels.build_cuda`).
+
+Tools are found without network access: nvcc from $NVCC, $CUDA_HOME or PATH; CUTLASS headers from
+$CUTLASS_INCLUDE or the `nvidia-cutlass` wheel (cutlass_library/source/include); cuobjdump and nvdisasm from
+$CUDA_HOME, PATH or the `nvidia-cuda-cuobjdump` / `nvidia-cuda-nvdisasm` wheels. Missing tools give a reason
+naming the package to install, never an exception at import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+logger = logging.getLogger("glm_plugin.kernels")
+
+EXTENSION_NAME = "glm_plugin_cuda"
+ARCH = "sm_90a"
+KERNEL_SOURCES = ("cuda/moe_fp8_sm90.cu", "cuda/moe_gemm_decode.cu", "cuda/moe_gemm_prefill.cu")
+BINDING_SOURCE = "cuda/torch_binding.cpp"
+HOST_SOURCE = "cuda/moe_host_capi.cpp"
+HEADERS = ("cuda/moe_plan.h", "cuda/moe_gemm.h", "cuda/moe_gemm_sm90.cuh", "cuda/moe_cuda.h")
+CUTLASS_PACKAGE = "nvidia-cutlass==4.2.0.0"
+TOOLS_PACKAGES = "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm"
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+class CompileError(RuntimeError):
+    """nvcc or g++ rejected a source; the message carries the command and the compiler's first lines."""
+
+
+def source_dir() -> Path:
+    from .build import source_dir as csrc
+
+    return csrc()
+
+
+def _wheel_dir(package: str, *parts: str) -> Path | None:
+    """A directory inside an installed (namespace) package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for root in spec.submodule_search_locations or []:
+        candidate = Path(root, *parts)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def nvcc_path() -> str | None:
+    for candidate in (os.environ.get("NVCC"),
+                      os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else None,
+                      shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def cutlass_include() -> Path | None:
+    env = os.environ.get("CUTLASS_INCLUDE")
+    if env:
+        return Path(env) if Path(env, "cutlass", "cutlass.h").exists() else None
+    found = _wheel_dir("cutlass_library", "source", "include")
+    return found if found and (found / "cutlass" / "cutlass.h").exists() else None
+
+
+def _tool(name: str) -> str | None:
+    nvcc = nvcc_path()
+    places = [os.environ.get(name.upper())]
+    if nvcc:
+        places.append(os.path.join(os.path.dirname(nvcc), name))
+    places.append(shutil.which(name))
+    wheel = _wheel_dir("nvidia", "cu13", "bin")
+    if wheel:
+        places.append(str(wheel / name))
+    for candidate in places:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def cuobjdump_path() -> str | None:
+    return _tool("cuobjdump")
+
+
+def nvdisasm_path() -> str | None:
+    """cuobjdump -sass runs nvdisasm, which nvcc installs do not always ship."""
+    return _tool("nvdisasm")
+
+
+def missing_compile_tools() -> str | None:
+    """Why compile_kernels cannot run here (None when it can)."""
+    if nvcc_path() is None:
+        return "nvcc not found (set $NVCC or $CUDA_HOME, or `pip install nvidia-cuda-nvcc`)"
+    if cutlass_include() is None:
+        return f"CUTLASS headers not found (`pip install --no-deps {CUTLASS_PACKAGE}` or set $CUTLASS_INCLUDE)"
+    return None
+
+
+def nvcc_flags(werror: bool = True) -> list[str]:
+    """Flags for our .cu files: CUTLASS as a system include so -Werror applies to our code only."""
+    flags = ["-std=c++17", "-O3", "-DNDEBUG", f"-gencode=arch=compute_{ARCH[3:]},code={ARCH}",
+             "--expt-relaxed-constexpr", "-Xcompiler=-Wall,-Wextra", f"-I{source_dir() / 'cuda'}"]
+    include = cutlass_include()
+    if include is not None:
+        flags.append(f"-isystem={include}")
+    if werror:
+        flags += ["-Werror=all-warnings", "-Xcompiler=-Werror"]
+    return flags
+
+
+def _tool_version(path: str) -> str:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.strip().splitlines()[-1] if out.strip() else "?"
+
+
+def _source_hash(extra: list[str]) -> str:
+    h = hashlib.sha256()
+    src = source_dir()
+    for rel in sorted(KERNEL_SOURCES + HEADERS + (HOST_SOURCE,)):
+        h.update(rel.encode())
+        h.update((src / rel).read_bytes())
+    for item in extra:
+        h.update(item.encode())
+    return h.hexdigest()[:20]
+
+
+def cache_root() -> Path:
+    root = os.environ.get("GLM_PLUGIN_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "glm_plugin")
+    return Path(root)
+
+
+@dataclasses.dataclass
+class CompiledKernels:
+    """Objects of one compile-only build of KERNEL_SOURCES for ARCH."""
+    directory: Path
+    objects: dict[str, Path]
+    seconds: dict[str, float]      # wall time per source when it was compiled (from the cache record if cached)
+    cached: bool
+
+
+def compile_kernels(jobs: int = 2, timeout_s: float = 1800.0) -> CompiledKernels:
+    """Compiles every kernel source for sm_90a with -Werror (our code), cached by content; raises CompileError."""
+    reason = missing_compile_tools()
+    if reason:
+        raise CompileError(reason)
+    nvcc = nvcc_path()
+    flags = nvcc_flags()
+    key = _source_hash(flags + [_tool_version(nvcc), str(cutlass_include())])
+    out = cache_root() / f"cuda-{ARCH}-{key}"
+    record = out / "build.json"
+    if record.exists():
+        data = json.loads(record.read_text())
+        objects = {s: out / Path(s).with_suffix(".o").name for s in KERNEL_SOURCES}
+        if all(p.exists() for p in objects.values()):
+            return CompiledKernels(out, objects, data["seconds"], cached=True)
+    out.mkdir(parents=True, exist_ok=True)
+    src = source_dir()
+
+    def one(rel: str) -> tuple[str, Path, float]:
+        obj = out / Path(rel).with_suffix(".o").name
+        cmd = [nvcc, *flags, "-c", str(src / rel), "-o", str(obj)]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            text = (proc.stderr or proc.stdout).strip().splitlines()
+            raise CompileError(f"nvcc failed on {rel} ({' '.join(cmd)}):\n" + "\n".join(text[:40]))
+        return rel, obj, time.monotonic() - start
+
+    # Slowest (CUTLASS) first so two workers finish together.
+    order = sorted(KERNEL_SOURCES, key=lambda s: "gemm" not in s)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = list(pool.map(one, order))
+    objects = {rel: obj for rel, obj, _ in results}
+    seconds = {rel: round(sec, 1) for rel, _, sec in results}
+    record.write_text(json.dumps({"seconds": seconds, "flags": flags}, indent=1))
+    return CompiledKernels(out, objects, seconds, cached=False)
+
+
+def build_host_library(directory: Path | None = None) -> Path:
+    """moe_plan.h compiled for the host behind moe_host_capi.cpp's C ABI (g++), for ctypes; cached by content."""
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        raise CompileError(f"no C++ compiler ({cxx!r}); install g++")
+    src = source_dir()
+    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
+    key = _source_hash(flags)
+    out = directory or cache_root() / f"cuda-host-{key}"
+    lib = out / "libglm_moe_host.so"
+    if lib.exists():
+        return lib
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"libglm_moe_host.{os.getpid()}.so"
+    cmd = [cxx, *flags, f"-I{src / 'cuda'}", str(src / HOST_SOURCE), "-o", str(tmp)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise CompileError(f"{' '.join(cmd)} failed:\n{proc.stderr[:4000]}")
+    os.replace(tmp, lib)
+    return lib
+
+
+# ---- inspecting the objects ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class KernelResources:
+    name: str
+    registers: int
+    stack: int
+    local: int
+    shared: int
+
+
+def resource_usage(obj: Path) -> list[KernelResources]:
+    """Per-kernel registers / stack / local / static shared bytes from `cuobjdump --dump-resource-usage`."""
+    tool = cuobjdump_path()
+    if tool is None:
+        raise CompileError(f"cuobjdump not found (`pip install {TOOLS_PACKAGES}`)")
+    text = subprocess.run([tool, "--dump-resource-usage", str(obj)], capture_output=True, text=True, check=True,
+                          timeout=300).stdout
+    found = []
+    name = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            name = m.group(1)
+            continue
+        if name and "REG:" in line:
+            fields = dict(re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line))
+            found.append(KernelResources(name, int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]),
+                                         int(fields["SHARED"])))
+            name = None
+    return found
+
+
+_ADDR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+
+
+def sass_functions(obj: Path) -> dict[str, list[tuple[int, str]]]:
+    """{kernel: [(address, instruction)]} from `cuobjdump -sass` (needs nvdisasm)."""
+    tool, disasm = cuobjdump_path(), nvdisasm_path()
+    if tool is None or disasm is None:
+        raise CompileError(f"cuobjdump/nvdisasm not found (`pip install {TOOLS_PACKAGES}`)")
+    env = dict(os.environ, PATH=os.path.dirname(disasm) + os.pathsep + os.environ.get("PATH", ""))
+    text = subprocess.run([tool, "-sass", str(obj)], capture_output=True, text=True, check=True, env=env,
+                          timeout=600).stdout
+    functions: dict[str, list[tuple[int, str]]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"\s*Function : (\S+)", line)
+        if m:
+            current = m.group(1)
+            functions[current] = []
+            continue
+        m = _ADDR.search(line)
+        if current and m:
+            functions[current].append((int(m.group(1), 16), m.group(2)))
+    return functions
+
+
+FP8_MMA = re.compile(r"\b[QH]GMMA\.\d+x\d+x\d+\.F32\.E4M3\.E4M3\b")
+_BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)\s*$")
+
+
+def fp8_mma_loops(instructions: list[tuple[int, str]]) -> tuple[int, int]:
+    """(FP8 warpgroup MMAs, how many of them sit inside a loop: between a backward branch and its target)."""
+    mma = [addr for addr, ins in instructions if FP8_MMA.search(ins)]
+    loops = []
+    for addr, ins in instructions:
+        m = _BRANCH.search(ins)
+        if m and int(m.group(1), 16) < addr:
+            loops.append((int(m.group(1), 16), addr))
+    in_loop = sum(1 for a in mma if any(lo <= a <= hi for lo, hi in loops))
+    return len(mma), in_loop
+
+
+# ---- the torch extension (needs CUDA torch) ---------------------------------------------------------------------
+
+def _missing_extension_prerequisite() -> str | None:
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} has no CUDA support"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) != (9, 0):
+        return f"the FP8 MoE CUDA kernel targets sm_90a (H100/H200/H800); this GPU is sm_{major}{minor}"
+    return missing_compile_tools()
+
+
+def load_cuda_extension(verbose: bool = False) -> bool:
+    """Compiles (first time, cached by torch) and loads glm_plugin::fp8_moe_experts_cuda; never raises."""
+    with _lock:
+        if "ok" in _state:
+            return bool(_state["ok"])
+        _state["ok"] = False
+        reason = _missing_extension_prerequisite()
+        if reason is None:
+            try:
+                _build_and_load(verbose)
+                _state["ok"] = True
+            except Exception as exc:  # a compile error must not take the engine down
+                reason = f"building the CUDA kernels failed ({type(exc).__name__}: {str(exc)[:600]})"
+        if reason is not None:
+            _state["reason"] = reason
+            logger.debug("glm_plugin CUDA kernels unavailable: %s", reason)
+        return bool(_state["ok"])
+
+
+def unavailable_reason() -> str | None:
+    return _state.get("reason")  # type: ignore[return-value]
+
+
+def _build_and_load(verbose: bool) -> None:
+    import torch
+    from torch.utils import cpp_extension
+
+    from . import register_ops
+
+    register_ops()
+    if torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cuda", "CUDA"):
+        return
+    src = source_dir()
+    build = cache_root() / f"cuda-ext-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}".replace(
+        "+", "_")
+    build.mkdir(parents=True, exist_ok=True)
+    logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (a few minutes, once)", build)
+    cuda_flags = [f for f in nvcc_flags(werror=False) if not f.startswith("-gencode")]
+    cuda_flags += [f"-gencode=arch=compute_{ARCH[3:]},code={ARCH}"]
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
+    cpp_extension.load(
+        name=EXTENSION_NAME,
+        sources=[str(src / BINDING_SOURCE)] + [str(src / s) for s in KERNEL_SOURCES],
+        extra_include_paths=[str(src / "cuda")],
+        extra_cflags=["-O3", "-std=c++17"],
+        extra_cuda_cflags=cuda_flags,
+        extra_ldflags=["-lcuda"],  # CUTLASS builds TMA descriptors with the driver API (cuTensorMapEncodeTiled)
+        build_directory=str(build),
+        is_python_module=False,
+        verbose=verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m glm_plugin.kernels.build_cuda`: build and load the extension (GPU image), or with --check,
+    compile the kernels for sm_90a and report SASS / resource figures (any machine with nvcc)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--check", action="store_true", help="compile-only build + cuobjdump report, no torch")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.check:
+        built = compile_kernels()
+        print(f"objects in {built.directory} ({'cached' if built.cached else 'compiled'}; seconds {built.seconds})")
+        for rel, obj in built.objects.items():
+            for k in resource_usage(obj):
+                print(f"{rel}: {k.registers:3d} regs, stack {k.stack}, local {k.local}  {k.name[:90]}")
+            if nvdisasm_path():
+                for name, ins in sass_functions(obj).items():
+                    n, looped = fp8_mma_loops(ins)
+                    if n:
+                        print(f"{rel}: {n} FP8 wgmma ({looped} in a loop)  {name[:90]}")
+        return 0
+    if not load_cuda_extension(verbose=args.verbose):
+        print(f"glm_plugin CUDA kernels NOT built: {unavailable_reason()}", file=sys.stderr)
+        return 1
+    print("glm_plugin CUDA kernels ready: torch.ops.glm_plugin.fp8_moe_experts_cuda")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
