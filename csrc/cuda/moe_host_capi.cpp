@@ -48,6 +48,8 @@ void quantize_row(const float* x, int64_t n, uint8_t* q, float* scales, int64_t 
 // promoted into the float accumulator with scale_a * scale_b. SFA [Kb, Mb] and SFB [Kb, N] are MN-major.
 void grouped_gemm(const Problem& p, const uint8_t* w, const float* sfa, const uint8_t* x, const float* sfb,
                   float* d) {
+  float lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = e4m3_to_float(static_cast<uint8_t>(v));
   const int64_t Mb = cdiv(p.M, kBlock), Kb = cdiv(p.K, kBlock);
   const uint8_t* A = w + p.a_offset;
   const uint8_t* B = x + p.b_offset;
@@ -61,7 +63,7 @@ void grouped_gemm(const Problem& p, const uint8_t* w, const float* sfa, const ui
         float part = 0.0f;
         const int64_t k1 = (kb + 1) * kBlock < p.K ? (kb + 1) * kBlock : p.K;
         for (int64_t k = kb * kBlock; k < k1; ++k)
-          part += e4m3_to_float(A[m * p.K + k]) * e4m3_to_float(B[n * p.K + k]);
+          part += lut[A[m * p.K + k]] * lut[B[n * p.K + k]];
         acc += part * (SA[kb * Mb + m / kBlock] * SB[kb * p.N + n]);
       }
       D[n * p.M + m] = acc;  // column-major M x N == row-major [rows, M]

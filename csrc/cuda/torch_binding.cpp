@@ -5,7 +5,7 @@
 // shared namespace (as csrc/bindings.cpp does for the *_cpu ops). This is the only file of csrc/cuda that includes
 // torch headers, so the kernels themselves compile (and are checked in CI) with nvcc and no CUDA torch.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -69,7 +69,7 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
   a.workspace_bytes = bytes;
   a.config = -1;
   a.device = device;
-  if (const char* err = glm_moe::moe_fp8_experts_sm90(a, at::cuda::getCurrentCUDAStream())) {
+  if (const char* err = glm_moe::moe_fp8_experts_sm90(a, c10::cuda::getCurrentCUDAStream().stream())) {
     TORCH_CHECK(false, "glm_plugin: ", err);
   }
   return out;
