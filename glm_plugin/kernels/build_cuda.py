@@ -110,6 +110,22 @@ def nvdisasm_path() -> str | None:
     return _tool("nvdisasm")
 
 
+def cuda_include() -> Path | None:
+    """The CUDA toolkit's include directory as nvcc sees it (nvcc may be a wrapper script outside the toolkit)."""
+    nvcc = nvcc_path()
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "-v", "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
+    if m and Path(m.group(1), "include", "cuda_runtime.h").exists():
+        return Path(m.group(1), "include").resolve()
+    return None
+
+
 def missing_compile_tools() -> str | None:
     """Why compile_kernels cannot run here (None when it can)."""
     if nvcc_path() is None:
@@ -139,10 +155,10 @@ def _tool_version(path: str) -> str:
     return out.strip().splitlines()[-1] if out.strip() else "?"
 
 
-def _source_hash(extra: list[str]) -> str:
+def _source_hash(files: tuple[str, ...], extra: list[str]) -> str:
     h = hashlib.sha256()
     src = source_dir()
-    for rel in sorted(KERNEL_SOURCES + HEADERS + (HOST_SOURCE,)):
+    for rel in sorted(files):
         h.update(rel.encode())
         h.update((src / rel).read_bytes())
     for item in extra:
@@ -174,7 +190,7 @@ def compile_kernels(jobs: int = 2, timeout_s: float = 1800.0) -> CompiledKernels
         raise CompileError(reason)
     nvcc = nvcc_path()
     flags = nvcc_flags()
-    key = _source_hash(flags + [_tool_version(nvcc), str(cutlass_include())])
+    key = _source_hash(KERNEL_SOURCES + HEADERS, flags + [_tool_version(nvcc), str(cutlass_include())])
     out = cache_root() / f"cuda-{ARCH}-{key}"
     record = out / "build.json"
     if record.exists():
@@ -212,7 +228,7 @@ def build_host_library(directory: Path | None = None) -> Path:
         raise CompileError(f"no C++ compiler ({cxx!r}); install g++")
     src = source_dir()
     flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
-    key = _source_hash(flags)
+    key = _source_hash((HOST_SOURCE, "cuda/moe_plan.h"), flags)
     out = directory or cache_root() / f"cuda-host-{key}"
     lib = out / "libglm_moe_host.so"
     if lib.exists():
