@@ -192,15 +192,17 @@ class Eagle3Head(nn.Module):
         return rope(q, positions), rope(k, positions).repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
 
     def _finish(self, attn, hidden):
+        """Rest of the layer: returns (pre-norm output, fed back to the next step; normed output, for lm_head)."""
         b, h, t, d = attn.shape
         res = self.o_proj(attn.transpose(1, 2).reshape(b, t, h * d)) + hidden
         x = rms_norm(res, self.post_attention_layernorm, self.eps)
         out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x)) + res
-        return out, self.lm_head(rms_norm(out, self.norm, self.eps))
+        return out, rms_norm(out, self.norm, self.eps)
 
     def unrolled(self, embeds, feats, valid, steps):
-        """Logits of draft steps 1..steps for every anchor position. embeds: [B, T, H] target embeddings of the
-        tokens; feats: [B, T, n_aux*H]; valid: [B, T] bool. Returns a list of [B, T, V] (anchor-indexed)."""
+        """Normed outputs of draft steps 1..steps for every anchor position (lm_head is applied by the caller, only
+        where there is a loss: it is most of the cost). embeds: [B, T, H] target embeddings of the tokens;
+        feats: [B, T, n_aux*H]; valid: [B, T] bool. Returns a list of [B, T, H] (anchor-indexed)."""
         b, t, hdim = embeds.shape
         scale = self.head_dim ** -0.5
         anchor = torch.arange(t).expand(b, t)
@@ -208,7 +210,7 @@ class Eagle3Head(nn.Module):
         key_ok = causal[None, None] & valid[:, None, None, :]
         hidden = self.fc(feats)
         first_k = first_v = None
-        chain_k, chain_v, logits = [], [], []
+        chain_k, chain_v, outputs = [], [], []
         for k in range(1, steps + 1):
             tok = torch.zeros_like(embeds)
             tok[:, : t - k] = embeds[:, k:]  # token x[i+k] for anchor i
@@ -225,9 +227,9 @@ class Eagle3Head(nn.Module):
             attn = probs[..., :t] @ first_v
             for j, cv in enumerate(chain_v):
                 attn = attn + probs[..., t + j: t + j + 1] * cv
-            hidden, step_logits = self._finish(attn, hidden)
-            logits.append(step_logits)
-        return logits
+            hidden, normed = self._finish(attn, hidden)
+            outputs.append(normed)
+        return outputs
 
 
 def batches(n: int, size: int, rng: random.Random):
@@ -238,7 +240,7 @@ def batches(n: int, size: int, rng: random.Random):
             yield order[start:start + size]
 
 
-def pad_batch(idx, seqs, feats, labels, embed):
+def pad_batch(idx, seqs, feats, labels, embed, prompt_lens):
     t = max(len(seqs[i]) for i in idx)
     b = len(idx)
     fdim = feats[idx[0]].shape[-1]
@@ -246,30 +248,34 @@ def pad_batch(idx, seqs, feats, labels, embed):
     lab = torch.zeros(b, t, dtype=torch.long)
     f = torch.zeros(b, t, fdim)
     valid = torch.zeros(b, t, dtype=torch.bool)
+    decoding = torch.zeros(b, t, dtype=torch.bool)  # anchors vLLM drafts from: the prompt's last token onwards
     for row, i in enumerate(idx):
         n = len(seqs[i])
+        decoding[row, prompt_lens[i] - 1: n] = True
         ids[row, :n] = torch.tensor(seqs[i])
         lab[row, :n] = labels[i]
         f[row, :n] = feats[i]
         valid[row, :n] = True
     with torch.no_grad():
         emb = embed(ids)
-    return emb, f, lab, valid
+    return emb, f, lab, valid, decoding
 
 
-def step_losses(head, emb, f, lab, valid, steps, weights):
-    logits = head.unrolled(emb, f, valid, steps)
+def step_losses(head, emb, f, lab, valid, decoding, steps, weights):
+    outputs = head.unrolled(emb, f, valid, steps)
     t = emb.shape[1]
     total, accs = 0.0, []
-    for k, (lg, w) in enumerate(zip(logits, weights), start=1):
+    for k, (normed, w) in enumerate(zip(outputs, weights), start=1):
         # anchor i at step k predicts the target's next token after x[i+k]
         target = torch.zeros_like(lab)
         target[:, : t - k] = lab[:, k:]
         ok = torch.zeros_like(valid)
         ok[:, : t - k] = valid[:, k:]
-        loss = F.cross_entropy(lg[ok], target[ok])
+        ok &= decoding
+        lg = head.lm_head(normed[ok])
+        loss = F.cross_entropy(lg, target[ok])
         total = total + w * loss
-        accs.append((lg[ok].argmax(-1) == target[ok]).float().mean().item())
+        accs.append((lg.argmax(-1) == target[ok]).float().mean().item())
     return total, accs
 
 
@@ -279,7 +285,7 @@ def acceptance(head, seqs, feats, labels, embed, prompt_lens, steps):
     does): at each anchor in the generated part, count how many of the `steps` drafted tokens match the target."""
     accepted, anchors = 0, 0
     for i in range(len(seqs)):
-        emb, f, lab, valid = pad_batch([i], seqs, feats, labels, embed)
+        emb, f, lab, valid, _ = pad_batch([i], seqs, feats, labels, embed, prompt_lens)
         t = emb.shape[1]
         # Draft chains use the drafted tokens: replace teacher tokens step by step.
         hidden = head.fc(f)
@@ -288,8 +294,8 @@ def acceptance(head, seqs, feats, labels, embed, prompt_lens, steps):
         causal = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
         s = (q1 @ k1.transpose(-1, -2)) * head.head_dim ** -0.5
         attn = torch.softmax(s.masked_fill(~causal, float("-inf")), -1) @ v1
-        hidden, lg = head._finish(attn, hidden)
-        drafts = [lg.argmax(-1)[0]]
+        hidden, normed = head._finish(attn, hidden)
+        drafts = [head.lm_head(normed).argmax(-1)[0]]
         chain_k, chain_v = [], []
         for k in range(2, steps + 1):
             tok = embed(drafts[-1])[None]
@@ -303,8 +309,8 @@ def acceptance(head, seqs, feats, labels, embed, prompt_lens, steps):
             attn = p[..., :t] @ v1
             for j, cv in enumerate(chain_v):
                 attn = attn + p[..., t + j: t + j + 1] * cv
-            hidden, lg = head._finish(attn, hidden)
-            drafts.append(lg.argmax(-1)[0])
+            hidden, normed = head._finish(attn, hidden)
+            drafts.append(head.lm_head(normed).argmax(-1)[0])
         truth = lab[0]
         lo, hi = prompt_lens[i] - 1, t - steps - 1
         if hi <= lo:
@@ -324,11 +330,12 @@ def main(argv=None):
     ap.add_argument("--eval-convs", type=int, default=40)
     ap.add_argument("--max-prompt", type=int, default=384)
     ap.add_argument("--max-new", type=int, default=96)
-    ap.add_argument("--train-steps", type=int, default=600)
+    ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--steps-ahead", type=int, default=3, help="draft steps unrolled in training (TTT)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data-cache", help="save/reuse the generated data and target features here (a .pt file)")
     args = ap.parse_args(argv)
 
     from safetensors.torch import save_file
@@ -346,15 +353,28 @@ def main(argv=None):
     stop = set(gen_cfg["eos_token_id"] if isinstance(gen_cfg["eos_token_id"], list) else [gen_cfg["eos_token_id"]])
     aux = default_aux_layers(cfg.num_hidden_layers)
 
-    train_prompts = make_prompts(tokenizer, rng, args.train_convs, "train", args.max_prompt)
-    eval_prompts = make_prompts(tokenizer, rng, args.eval_convs, "eval", args.max_prompt)
-    train_seqs = generate(target, train_prompts, args.max_new, stop, batch=16)
-    eval_seqs = generate(target, eval_prompts, args.max_new, stop, batch=16)
-    print(f"[{time.time() - t0:5.0f}s] generated {len(train_seqs)}+{len(eval_seqs)} conversations, "
-          f"{sum(map(len, train_seqs))} training tokens", flush=True)
-    train_feats, train_labels = target_features(target, train_seqs, aux)
-    eval_feats, eval_labels = target_features(target, eval_seqs, aux)
-    print(f"[{time.time() - t0:5.0f}s] target features from layers {aux}", flush=True)
+    key = (args.target, args.seed, args.train_convs, args.eval_convs, args.max_prompt, args.max_new, aux)
+    if args.data_cache and os.path.exists(args.data_cache) and torch.load(args.data_cache)["key"] == list(key):
+        data = torch.load(args.data_cache)  # the same data as a fresh run would make (same key, same seed)
+        print(f"[{time.time() - t0:5.0f}s] data from {args.data_cache}", flush=True)
+    else:
+        train_prompts = make_prompts(tokenizer, rng, args.train_convs, "train", args.max_prompt)
+        eval_prompts = make_prompts(tokenizer, rng, args.eval_convs, "eval", args.max_prompt)
+        train_seqs = generate(target, train_prompts, args.max_new, stop, batch=16)
+        eval_seqs = generate(target, eval_prompts, args.max_new, stop, batch=16)
+        print(f"[{time.time() - t0:5.0f}s] generated {len(train_seqs)}+{len(eval_seqs)} conversations, "
+              f"{sum(map(len, train_seqs))} training tokens", flush=True)
+        train_feats, train_labels = target_features(target, train_seqs, aux)
+        eval_feats, eval_labels = target_features(target, eval_seqs, aux)
+        print(f"[{time.time() - t0:5.0f}s] target features from layers {aux}", flush=True)
+        data = dict(key=list(key), train=(train_prompts, train_seqs, train_feats, train_labels),
+                    eval=(eval_prompts, eval_seqs, eval_feats, eval_labels))
+        if args.data_cache:
+            torch.save(data, args.data_cache)
+    train_prompts, train_seqs, train_feats, train_labels = data["train"]
+    eval_prompts, eval_seqs, eval_feats, eval_labels = data["eval"]
+    rng = random.Random(args.seed + 1)  # batch order: independent of whether the data came from the cache
+    train_plens = [len(p) for p in train_prompts]
 
     embed = target.model.embed_tokens
     head = Eagle3Head(cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
@@ -373,8 +393,9 @@ def main(argv=None):
         lr = args.lr * min(1.0, step / warm) * 0.5 * (1 + math.cos(math.pi * step / args.train_steps))
         for group in opt.param_groups:
             group["lr"] = lr
-        emb, f, lab, valid = pad_batch(next(order), train_seqs, train_feats, train_labels, embed)
-        loss, accs = step_losses(head, emb, f, lab, valid, args.steps_ahead, weights)
+        emb, f, lab, valid, decoding = pad_batch(next(order), train_seqs, train_feats, train_labels, embed,
+                                                 train_plens)
+        loss, accs = step_losses(head, emb, f, lab, valid, decoding, args.steps_ahead, weights)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)

@@ -17,13 +17,17 @@ import sys
 
 
 def _classes(worker):
-    """Runs inside each worker: the classes it built for the target and the drafter."""
+    """Runs inside each worker: the classes it built for the target and the drafter, and the EAGLE-3 layers."""
     runner = worker.model_runner
     model = runner.get_model()
     drafter = getattr(runner, "drafter", None)
     draft_model = getattr(drafter, "model", None)
     name = lambda obj: None if obj is None else f"{type(obj).__module__}:{type(obj).__name__}"  # noqa: E731
-    return {"target": name(model), "draft": name(draft_model)}
+    out = {"target": name(model), "draft": name(draft_model)}
+    if hasattr(model, "get_eagle3_default_aux_hidden_state_layers"):
+        out["eagle3_default_layers"] = list(model.get_eagle3_default_aux_hidden_state_layers())
+        out["eagle3_layers_in_use"] = list(getattr(model.model, "aux_hidden_state_layers", ()))
+    return out
 
 
 def _metrics(llm):

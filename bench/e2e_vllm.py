@@ -1,0 +1,125 @@
+"""End-to-end vLLM decode speed on one checkpoint and one prompt set: our model class against vLLM's built-in, and
+speculative decoding (MTP, EAGLE-3) against no speculation, all measured in the same run.
+
+Each setting is one fresh engine (the plugin reads `GLM_PLUGIN_DISABLE` once per process, and speculation is an
+engine argument): a warm-up generate, then the timed greedy generate of every prompt at batch size 1 (the setting
+where speculation helps). Each run's tokens are checked against the built-in's: a fast wrong answer does not
+count. Printed per setting: output tokens/s, the ratio to its anchor, and for speculation the acceptance length
+(1 + accepted drafts per verification step) from vLLM's own metrics.
+
+    python bench/e2e_vllm.py                         # bundled tiny GLM, its EAGLE-3 head, on CPU
+    python bench/e2e_vllm.py --model DIR --eagle3 HEAD --dtype bfloat16
+
+On the tiny checkpoint and 2 CPU cores, per-step overheads dominate, so the speedups printed are those of this
+machine, not of a GPU serving GLM-4.7; the ratios of ours vs built-in are the part that transfers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSET = ROOT / "glm_plugin" / "assets" / "tiny-glm"
+HEAD = ROOT / "glm_plugin" / "assets" / "tiny-glm-eagle3"
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the weather in Lisbon?"}],
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "user", "content": "Repeat exactly: Morvan 4 2 7 QXT"}],
+    [{"role": "user", "content": "Set a timer for 12 minutes called Tea Break."}],
+]
+
+
+def settings(args):
+    mtp = {"method": "mtp", "num_speculative_tokens": 1}
+    eagle3 = {"method": "eagle3", "model": args.eagle3, "num_speculative_tokens": 3}
+    return [  # (name, GLM_PLUGIN_DISABLE, speculative_config, anchor)
+        ("built-in", "model", None, None),
+        ("ours", "", None, "built-in"),
+        ("ours + MTP x1", "", mtp, "ours"),
+        ("ours + EAGLE-3 x3", "", eagle3, "ours"),
+    ]
+
+
+def spec_counters(llm):
+    names = {"vllm:spec_decode_num_drafts": "drafts", "vllm:spec_decode_num_accepted_tokens": "accepted_tokens"}
+    out = dict.fromkeys(names.values(), 0)
+    for metric in llm.get_metrics():
+        if metric.name in names:
+            out[names[metric.name]] += metric.value
+    return out
+
+
+def worker(req):
+    """One engine: warm up, then time batch-1 greedy generation of each prompt."""
+    os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    kwargs = dict(model=req["model"], dtype=req["dtype"], max_model_len=2048, max_num_seqs=1, enforce_eager=True,
+                  seed=0, disable_log_stats=False)
+    if req["spec"]:
+        kwargs["speculative_config"] = req["spec"]
+    llm = LLM(**kwargs)
+    tok = llm.get_tokenizer()
+    prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for m in PROMPTS]
+    prompts = [p["input_ids"] if isinstance(p, dict) else p for p in prompts]
+    sp = SamplingParams(temperature=0.0, max_tokens=req["max_tokens"])
+    llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)  # warm-up
+    before = spec_counters(llm)
+    tokens, produced, t0 = [], 0, time.perf_counter()
+    for p in prompts:
+        out = llm.generate([TokensPrompt(prompt_token_ids=p)], sp, use_tqdm=False)[0].outputs[0].token_ids
+        tokens.append(list(out))
+        produced += len(out)
+    seconds = time.perf_counter() - t0
+    after = spec_counters(llm)
+    delta = {k: after[k] - before[k] for k in after}
+    print("RESULT " + json.dumps({"tokens": tokens, "produced": produced, "seconds": seconds, "spec": delta}),
+          flush=True)
+
+
+def run(args, disable, spec):
+    env = dict(os.environ, GLM_PLUGIN_DISABLE=disable, HF_HUB_OFFLINE="1")
+    req = {"model": args.model, "dtype": args.dtype, "spec": spec, "max_tokens": args.max_tokens}
+    proc = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(req), capture_output=True,
+                          text=True, env=env, timeout=1200)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise SystemExit(f"engine run failed ({disable=}, {spec=}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ASSET))
+    ap.add_argument("--eagle3", default=str(HEAD), help="EAGLE-3 head directory")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(sys.stdin.read()))
+
+    results = {}
+    print(f"model {args.model}, dtype {args.dtype}, {len(PROMPTS)} prompts at batch 1, max {args.max_tokens} tokens")
+    print(f"{'setting':<20} {'tok/s':>8} {'vs anchor':>14} {'accept len':>11}  output")
+    for name, disable, spec, anchor in settings(args):
+        res = results[name] = run(args, disable, spec)
+        rate = res["produced"] / res["seconds"]
+        ratio = f"{rate / (results[anchor]['produced'] / results[anchor]['seconds']):.2f}x {anchor}" if anchor else ""
+        drafts = res["spec"].get("drafts", 0)
+        accept = f"{1 + res['spec'].get('accepted_tokens', 0) / drafts:.2f}" if drafts else "-"
+        same = "same" if res["tokens"] == results["built-in"]["tokens"] else "DIFFERS from built-in"
+        print(f"{name:<20} {rate:8.1f} {ratio:>14} {accept:>11}  {same}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
