@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PIP) install --no-deps $(SGLANG) $(SGLANG_EXTRA)
 	@echo "glm-plugin: [4/4] glm-plugin itself, with test and bench extras"
 	@$(PIP) install -e '.[test,bench]'
+	@$(PIP) install --no-deps nvidia-cutlass==4.2.0.0 nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37  # sm_90a compile check (tests/cuda_build): CUTLASS headers, cuobjdump, nvdisasm
 	@touch $(STAMP)
 	@echo "glm-plugin: $(VENV) ready"
 
