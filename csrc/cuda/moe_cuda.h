@@ -24,7 +24,7 @@ struct MoeCudaArgs {
   void* out;                   // [T, H] in `dtype`
   void* workspace;             // moe_workspace_bytes(...) bytes, 256-byte aligned
   int64_t workspace_bytes;
-  int config;                  // -1: choose_config; 0: decode tiles; 1: prefill tiles
+  int config;                  // -1: choose_config; 0/1/2: decode/medium/prefill tiles (moe_plan.h)
   int device;
 };
 

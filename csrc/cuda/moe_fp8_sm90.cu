@@ -172,20 +172,31 @@ int sm_count_of(int device) {
 
 Config resolve(int config, int64_t T, int64_t topk, int64_t E) {
   if (config == 0) return Config::kDecode;
-  if (config == 1) return Config::kPrefill;
+  if (config == 1) return Config::kMedium;
+  if (config == 2) return Config::kPrefill;
   return choose_config(T, topk, E);
 }
 
 int64_t args_bytes(Config c, int64_t E) {
-  return c == Config::kDecode ? gemm_args_bytes<Config::kDecode>(E) : gemm_args_bytes<Config::kPrefill>(E);
+  switch (c) {
+    case Config::kDecode: return gemm_args_bytes<Config::kDecode>(E);
+    case Config::kMedium: return gemm_args_bytes<Config::kMedium>(E);
+    default: return gemm_args_bytes<Config::kPrefill>(E);
+  }
 }
 int64_t cutlass_bytes(Config c, int64_t E, int sms) {
-  return c == Config::kDecode ? gemm_workspace_bytes<Config::kDecode>(E, sms)
-                              : gemm_workspace_bytes<Config::kPrefill>(E, sms);
+  switch (c) {
+    case Config::kDecode: return gemm_workspace_bytes<Config::kDecode>(E, sms);
+    case Config::kMedium: return gemm_workspace_bytes<Config::kMedium>(E, sms);
+    default: return gemm_workspace_bytes<Config::kPrefill>(E, sms);
+  }
 }
 const char* grouped_gemm(Config c, GroupedGemmArgs const& g, cudaStream_t stream) {
-  return c == Config::kDecode ? run_grouped_gemm<Config::kDecode>(g, stream)
-                              : run_grouped_gemm<Config::kPrefill>(g, stream);
+  switch (c) {
+    case Config::kDecode: return run_grouped_gemm<Config::kDecode>(g, stream);
+    case Config::kMedium: return run_grouped_gemm<Config::kMedium>(g, stream);
+    default: return run_grouped_gemm<Config::kPrefill>(g, stream);
+  }
 }
 
 template <typename T>

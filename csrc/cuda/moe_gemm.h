@@ -1,5 +1,6 @@
-// The grouped FP8 GEMM entry points, one specialisation per shipped configuration (moe_gemm_decode.cu,
-// moe_gemm_prefill.cu). Declared here without CUTLASS so the orchestration (moe_fp8_sm90.cu) compiles fast.
+// The grouped FP8 GEMM entry points, one specialisation per shipped configuration
+// (moe_gemm_{decode,medium,prefill}.cu). Declared here without CUTLASS, so the orchestration (moe_fp8_sm90.cu)
+// compiles in seconds.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -6,8 +6,8 @@
 // orientation, tile/cluster/stage choices, see docs/kernels-cuda.md), and filling the per-expert argument
 // arrays on the device from the expert counts, so the host never waits for the routing.
 //
-// Included by moe_gemm_decode.cu / moe_gemm_prefill.cu, each of which instantiates one configuration, so the two
-// (slow) CUTLASS compilations can run in parallel.
+// Included by moe_gemm_{decode,medium,prefill}.cu, each of which instantiates one configuration, so the (slow)
+// CUTLASS compilations can run in parallel.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -102,7 +102,11 @@ struct GroupedFp8Gemm {
     ArgArrays a{};
     char* p = static_cast<char*>(base);
     int64_t at = 0;
-    auto take = [&](int64_t bytes) { char* here = p ? p + at : nullptr; at = align_up(at + bytes, kAlign); return here; };
+    auto take = [&](int64_t bytes) {
+      char* here = p ? p + at : nullptr;  // sizing pass when base is null
+      at = align_up(at + bytes, kAlign);
+      return here;
+    };
     a.shapes = reinterpret_cast<UnderlyingShape*>(take(groups * sizeof(UnderlyingShape)));
     a.ptr_a = reinterpret_cast<ElementA const**>(take(groups * sizeof(void*)));
     a.ptr_b = reinterpret_cast<ElementB const**>(take(groups * sizeof(void*)));

@@ -86,19 +86,23 @@ GLM_HD int64_t tiles_of(int64_t M, int64_t N, int64_t tile_m, int64_t tile_n) {
 
 // ---- kernel configuration choice -------------------------------------------------------------------------------
 
-// The two CUTLASS instantiations we ship differ in the CTA tile's N (= tokens per expert per tile).
-enum class Config : int { kDecode = 0, kPrefill = 1 };
+// The CUTLASS instantiations we ship differ in the CTA tile's N (= routed rows of one expert per tile).
+enum class Config : int { kDecode = 0, kMedium = 1, kPrefill = 2 };
 constexpr int kDecodeTileN = 16;
+constexpr int kMediumTileN = 64;
 constexpr int kPrefillTileN = 128;
 constexpr int kTileM = 128;
 
-// Decode when the average active expert gets at most a decode tile of rows: the 16-wide tile then wastes less
-// than 128-wide one, and those GEMMs are bound by reading the weights anyway.
+// By the average rows per active expert. Up to ~2000 routed rows GLM's MoE is bound by reading the active
+// experts' weights once, so the tile is the narrowest that keeps most experts in ONE column of tiles (each
+// weight tile then streams from HBM once) without padding the wgmma N so much that the MMAs, not the reads,
+// set the time: avg <= 12 -> 16 (Poisson tails beyond 16 stay rare), <= 48 -> 64, else 128.
 GLM_HD Config choose_config(int64_t T, int64_t topk, int64_t E) {
   const int64_t rows = T * topk;
   const int64_t active = rows < E ? rows : E;
   if (active == 0) return Config::kDecode;
-  return cdiv(rows, active) <= kDecodeTileN ? Config::kDecode : Config::kPrefill;
+  const int64_t avg = cdiv(rows, active);
+  return avg <= 12 ? Config::kDecode : avg <= 48 ? Config::kMedium : Config::kPrefill;
 }
 
 // ---- FP8 e4m3 (float8_e4m3fn) rounding, bit-exact with the device's __nv_cvt_float_to_fp8(.., __NV_SATFINITE) --

@@ -33,7 +33,8 @@ logger = logging.getLogger("glm_plugin.kernels")
 
 EXTENSION_NAME = "glm_plugin_cuda"
 ARCH = "sm_90a"
-KERNEL_SOURCES = ("cuda/moe_fp8_sm90.cu", "cuda/moe_gemm_decode.cu", "cuda/moe_gemm_prefill.cu")
+KERNEL_SOURCES = ("cuda/moe_fp8_sm90.cu", "cuda/moe_gemm_decode.cu", "cuda/moe_gemm_medium.cu",
+                  "cuda/moe_gemm_prefill.cu")
 BINDING_SOURCE = "cuda/torch_binding.cpp"
 HOST_SOURCE = "cuda/moe_host_capi.cpp"
 HEADERS = ("cuda/moe_plan.h", "cuda/moe_gemm.h", "cuda/moe_gemm_sm90.cuh", "cuda/moe_cuda.h")

@@ -133,8 +133,10 @@ def test_e4m3_rounding_matches_torch(host_plan):
     assert bad.size == 0, [(float(xn[i]), int(out[i]), int(expect[i])) for i in bad[:10]]
 
 
-@pytest.mark.parametrize("T,topk,E,config", [(1, 8, 128, 0), (1, 8, 160, 0), (16, 8, 128, 0), (256, 8, 128, 0), (512, 8, 128, 1),
-                                             (2, 8, 160, 0), (64, 8, 160, 0), (1024, 8, 160, 1), (0, 8, 128, 0)])
+@pytest.mark.parametrize("T,topk,E,config", [
+    (0, 8, 128, 0), (1, 8, 128, 0), (1, 8, 160, 0), (16, 8, 128, 0), (64, 8, 160, 0), (128, 8, 128, 0),
+    (256, 8, 128, 1), (512, 8, 128, 1), (1024, 8, 160, 2), (4096, 8, 128, 2),
+])
 def test_config_choice(host_plan, T, topk, E, config):
     assert host_plan.glm_moe_choose_config(T, topk, E) == config
 
@@ -215,11 +217,12 @@ def test_emulated_gpu_pipeline_matches_reference(host_plan, seed, T, H, I, E, to
     case = _moe_case(seed, T, H, I, E, topk, empty)
     got = _emulate(host_plan, *case)
     # Bookkeeping check: the same maths (activation quantisation included) in float64 torch. Differences come
-    # from float32 accumulation and rare one-ulp flips of the bf16/e4m3 rounding of the intermediate.
-    assert _rel(got, _w8a8_reference(*case)) < 2e-3
+    # from float32 accumulation (measured ~1e-7) and rare one-ulp flips of the bf16/e4m3 rounding of the
+    # intermediate; any indexing slip would be O(1).
+    assert _rel(got, _w8a8_reference(*case)) < 1e-4
     # Contract check against the W8A16 oracle: the GPU path also quantises activations to e4m3 per 1x128 group
-    # (3 mantissa bits: up to 2^-4 relative per element, about 2.3% RMS for Gaussian data) before each GEMM,
-    # which leaves about 3% relative (Frobenius) error after two GEMMs; 6% bounds it with margin.
+    # before each GEMM (3 mantissa bits: up to 2^-4 relative per element, ~3% RMS), which leaves ~sqrt(2) x 3%
+    # relative (Frobenius) error after the two GEMMs: measured 4.3-4.9% on these cases; 8% bounds it.
     oracle = reference.fp8_moe_experts(*case[:5], case[5], case[6], "block").float()
     err = _rel(got.to(torch.bfloat16), oracle)
-    assert err < 0.06, err
+    assert err < 0.08, err

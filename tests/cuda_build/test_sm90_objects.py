@@ -10,7 +10,8 @@ import pytest
 
 from glm_plugin.kernels import build_cuda
 
-GEMM_SOURCES = {"cuda/moe_gemm_decode.cu": 16, "cuda/moe_gemm_prefill.cu": 128}  # source -> CTA tile N
+# source -> CTA tile N
+GEMM_SOURCES = {"cuda/moe_gemm_decode.cu": 16, "cuda/moe_gemm_medium.cu": 64, "cuda/moe_gemm_prefill.cu": 128}
 GLUE_KERNELS = ("expert_counts", "expert_rows", "transpose_scales", "permute_quantize", "silu_mul_quantize",
                 "gather_reduce")
 
