@@ -41,14 +41,17 @@ def source_dir() -> Path:
 
 def cache_dir() -> Path:
     """Build directory: $GLM_PLUGIN_CACHE, else $XDG_CACHE_HOME/glm_plugin, else ~/.cache/glm_plugin; one
-    subdirectory per torch version and Python (the library links against libtorch's C++ ABI)."""
+    subdirectory per glm_plugin version, torch version and Python (the library links against libtorch's C++ ABI;
+    within one directory ninja rebuilds whatever source changed)."""
     import torch
 
     root = os.environ.get("GLM_PLUGIN_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "glm_plugin")
-    tag = f"cpu-kernels-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
+    from glm_plugin import __version__
+
+    tag = f"cpu-kernels-{__version__}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
     return Path(root) / tag.replace("+", "_")
 
 
