@@ -153,13 +153,20 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
   }
 }
 
+// Pairs routed outside [0, E) were given no row: they contribute nothing. That is expert parallelism's convention
+// (vLLM maps experts of other ranks to -1); the reference raises instead, which a GPU kernel cannot do cheaply.
 template <typename T>
 __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
-                              const int32_t* __restrict__ pos, T* __restrict__ out) {
+                              const int32_t* __restrict__ ids, int E, const int32_t* __restrict__ pos,
+                              T* __restrict__ out) {
   const int64_t t = blockIdx.x;
   for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
     float acc = 0.0f;
-    for (int k = 0; k < topk; ++k) acc += weights[t * topk + k] * y[static_cast<int64_t>(pos[t * topk + k]) * H + h];
+    for (int k = 0; k < topk; ++k) {
+      const int64_t p = t * topk + k;
+      if (ids[p] < 0 || ids[p] >= E) continue;
+      acc += weights[p] * y[static_cast<int64_t>(pos[p]) * H + h];
+    }
     out[t * H + h] = from_float<T>(acc);
   }
 }
@@ -250,7 +257,8 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   g.d = f32(w.y);
   if (const char* err = grouped_gemm(c, g, stream)) return err;
 
-  gather_reduce<T><<<static_cast<unsigned>(a.T), 256, 0, stream>>>(f32(w.y), H, topk, a.topk_weights, i32(w.pos),
+  gather_reduce<T><<<static_cast<unsigned>(a.T), 256, 0, stream>>>(f32(w.y), H, topk, a.topk_weights, a.topk_ids,
+                                                                   static_cast<int>(E), i32(w.pos),
                                                                    static_cast<T*>(a.out));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching gather_reduce failed";
   return nullptr;

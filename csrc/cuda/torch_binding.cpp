@@ -9,6 +9,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <string>
 
 #include "moe_cuda.h"
@@ -28,6 +29,8 @@ const uint8_t* fp8(const at::Tensor& w, const char* name) {
   TORCH_CHECK(w.scalar_type() == at::kFloat8_e4m3fn, "glm_plugin: ", name, " must be float8_e4m3fn, got ",
               w.scalar_type());
   TORCH_CHECK(w.is_contiguous(), "glm_plugin: ", name, " must be contiguous");
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0, "glm_plugin: ", name,
+              " must start at a 16-byte aligned address (TMA); use .clone() on a sliced view");
   return reinterpret_cast<const uint8_t*>(w.data_ptr());
 }
 

@@ -4,6 +4,7 @@ memory (no spills, no stack) and reports its registers, and both grouped GEMMs r
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -118,6 +119,21 @@ def test_torch_binding_compiles_against_torch_headers(tmp_path):
     (stub / "cuda_cmake_macros.h").write_text("#pragma once\n")
     includes = [f"-isystem{p}" for p in ext.include_paths()] + [f"-isystem{cuda_include}", f"-isystem{tmp_path}"]
     src = build_cuda.source_dir() / build_cuda.BINDING_SOURCE
-    proc = subprocess.run(["g++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", *includes,
+    proc = subprocess.run(["g++", "-std=c++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", *includes,
                            f"-I{src.parent}", str(src)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[:3000]
+
+
+@pytest.mark.parametrize("rel", sorted(GEMM_SOURCES))
+def test_gemm_is_warp_specialised_with_tma(sass, rel):
+    """The Hopper machinery is really in use: TMA loads (producer) and stores (epilogue), and the producer /
+    consumer register split (`setmaxnreg`: producer warps give registers up, MMA warpgroups take them)."""
+    name = next(n for n in sass[rel] if "GemmUniversal" in n)
+    text = "\n".join(ins for _, ins in sass[rel][name])
+    assert "UTMALDG" in text and "UTMASTG" in text
+    dealloc = re.findall(r"USETMAXREG\.DEALLOC\S*\s+0x([0-9a-f]+)", text)
+    alloc = re.findall(r"USETMAXREG\.TRY_ALLOC\S*\s+\S+\s+0x([0-9a-f]+)", text)
+    assert dealloc and alloc, "no setmaxnreg: not the warp-specialised schedule"
+    producer, consumer = int(dealloc[0], 16), int(alloc[0], 16)
+    assert producer < consumer <= 255
+    print(f"\n{rel}: setmaxnreg producer {producer}, consumers {consumer} registers")

@@ -183,3 +183,16 @@ def test_cuda_graph_capture_replays(cuda_op, air_weights):
     graph.replay()
     torch.cuda.synchronize()
     assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids)) < 1e-2
+
+
+def test_ids_outside_the_experts_contribute_nothing(cuda_op):
+    """Expert parallelism marks experts of other ranks as -1 (vLLM's expert_map): those pairs add nothing."""
+    H, I, E, T = 256, 128, 8, 17
+    w13, s13, w2, s2 = _weights(E, H, I, 6)
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, E, 3, seed=2)
+    masked = ids.clone()
+    masked[:, -1] = -1
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, masked, "block")
+    expect = _w8a8(hidden, w13, s13, w2, s2, weights[:, :-1].contiguous(), ids[:, :-1].contiguous())
+    assert _rel(out, expect) < 1e-2
