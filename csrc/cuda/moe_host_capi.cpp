@@ -77,10 +77,10 @@ extern "C" {
 
 int glm_moe_abi_version() { return 1; }
 
-// Returns 0, or -1 if an id is out of range.
-int glm_moe_build_permutation(const int32_t* ids, int64_t R, int64_t E, int32_t* counts, int32_t* offsets,
-                              int32_t* pos, int32_t* src_pair) {
-  return build_permutation(ids, R, E, counts, offsets, pos, src_pair) ? 0 : -1;
+// Returns the number of rows placed (pairs with an id in [0, E)).
+int64_t glm_moe_build_permutation(const int32_t* ids, int64_t R, int64_t E, int32_t* counts, int32_t* offsets,
+                                  int32_t* pos, int32_t* src_pair) {
+  return build_permutation(ids, R, E, counts, offsets, pos, src_pair);
 }
 
 // out[9]: M, N, K, a_offset, b_offset, sfa_offset, sfb_offset, d_offset (stage 1 or 2), then tiles for tile_n.
@@ -114,13 +114,13 @@ void glm_moe_workspace(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk,
 // The GPU pipeline on the host. x [T, H] float (already representable in the activation dtype), w13 [E, 2I, H]
 // and w2 [E, H, I] e4m3 bytes, scales in the checkpoint layout [E, Mb, Kb], topk_w float and ids int32 [T, topk].
 // round_bf16_act: round the SiLU-and-mul output to bfloat16 as the op does for bfloat16 activations.
-// Returns 0, or -1 on a bad id.
+// Pairs with an id outside [0, E) contribute nothing. Returns 0.
 int glm_moe_emulate(const float* x, int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk, const uint8_t* w13,
                     const float* w13_scale, const uint8_t* w2, const float* w2_scale, const float* topk_w,
                     const int32_t* ids, int round_bf16_act, float* out) {
   const int64_t R = T * topk;
   std::vector<int32_t> counts(E), offsets(E + 1), pos(R), src(R);
-  if (!build_permutation(ids, R, E, counts.data(), offsets.data(), pos.data(), src.data())) return -1;
+  const int64_t rows = build_permutation(ids, R, E, counts.data(), offsets.data(), pos.data(), src.data());
   // Weight scales to [E, Kb, Mb] as the transpose kernel does.
   auto transpose = [&](const float* s, int64_t M, int64_t K) {
     const int64_t Mb = cdiv(M, kBlock), Kb = cdiv(K, kBlock);
@@ -135,7 +135,7 @@ int glm_moe_emulate(const float* x, int64_t T, int64_t H, int64_t I, int64_t E, 
   // Stage 0: permute + quantise.
   std::vector<uint8_t> xq(R * H), aq(R * I);
   std::vector<float> xs(R * cdiv(H, kBlock)), as(R * cdiv(I, kBlock)), gate_up(R * 2 * I), y(R * H), act(I);
-  for (int64_t r = 0; r < R; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     const int32_t p = src[r], e = ids[p];
     quantize_row(x + (p / topk) * H, H, xq.data() + r * H, xs.data(), r, offsets[e], counts[e]);
   }
@@ -144,7 +144,7 @@ int glm_moe_emulate(const float* x, int64_t T, int64_t H, int64_t I, int64_t E, 
     grouped_gemm(gemm1_problem(e, offsets[e], counts[e], H, I), w13, s13.data(), xq.data(), xs.data(),
                  gate_up.data());
   // SiLU-and-mul, rounded to the activation dtype, re-quantised.
-  for (int64_t r = 0; r < R; ++r) {
+  for (int64_t r = 0; r < rows; ++r) {
     const int32_t e = ids[src[r]];
     for (int64_t j = 0; j < I; ++j) {
       const float g = gate_up[r * 2 * I + j], u = gate_up[r * 2 * I + I + j];
@@ -160,7 +160,8 @@ int glm_moe_emulate(const float* x, int64_t T, int64_t H, int64_t I, int64_t E, 
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) {
       float acc = 0.0f;
-      for (int64_t k = 0; k < topk; ++k) acc += topk_w[t * topk + k] * y[pos[t * topk + k] * H + h];
+      for (int64_t k = 0; k < topk; ++k)
+        if (pos[t * topk + k] >= 0) acc += topk_w[t * topk + k] * y[pos[t * topk + k] * H + h];
       out[t * H + h] = acc;
     }
   return 0;

@@ -187,26 +187,29 @@ inline Workspace workspace_layout(int64_t T, int64_t H, int64_t I, int64_t E, in
 
 // ---- expert permutation (host version; the device computes the same thing in moe_glue.cu) ---------------------
 
-// counts[E], offsets[E+1], pos[R] (permuted row of pair p), src_pair[R] (pair of permuted row r).
-// ids must lie in [0, E); returns false otherwise.
-inline bool build_permutation(const int32_t* ids, int64_t R, int64_t E, int32_t* counts, int32_t* offsets,
-                              int32_t* pos, int32_t* src_pair) {
+// counts[E], offsets[E+1], pos[R] (permuted row of pair p), src_pair[rows] (pair of permuted row r).
+// Pairs routed outside [0, E) (expert parallelism's -1 for experts of other ranks) get no row (pos = -1) and
+// contribute nothing, as on the device. Returns the number of rows placed (offsets[E]).
+inline int64_t build_permutation(const int32_t* ids, int64_t R, int64_t E, int32_t* counts, int32_t* offsets,
+                                 int32_t* pos, int32_t* src_pair) {
   for (int64_t e = 0; e < E; ++e) counts[e] = 0;
-  for (int64_t p = 0; p < R; ++p) {
-    if (ids[p] < 0 || ids[p] >= E) return false;
-    ++counts[ids[p]];
-  }
+  for (int64_t p = 0; p < R; ++p)
+    if (ids[p] >= 0 && ids[p] < E) ++counts[ids[p]];
   offsets[0] = 0;
   for (int64_t e = 0; e < E; ++e) offsets[e + 1] = offsets[e] + counts[e];
   // Stable counting sort: a cursor per expert walks forward in pair order.
   for (int64_t e = 0; e < E; ++e) counts[e] = 0;
   for (int64_t p = 0; p < R; ++p) {
     const int32_t e = ids[p];
+    if (e < 0 || e >= E) {
+      pos[p] = -1;
+      continue;
+    }
     const int32_t r = offsets[e] + counts[e]++;
     pos[p] = r;
     src_pair[r] = static_cast<int32_t>(p);
   }
-  return true;
+  return offsets[E];
 }
 
 }  // namespace glm_moe

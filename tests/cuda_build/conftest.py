@@ -39,6 +39,7 @@ def host_plan():
         pytest.skip(f"host build of csrc/cuda/moe_plan.h unavailable: {exc}")
     i64, p = ctypes.c_int64, ctypes.c_void_p
     lib.glm_moe_build_permutation.argtypes = [p, i64, i64, p, p, p, p]
+    lib.glm_moe_build_permutation.restype = i64
     lib.glm_moe_problem.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64, i64, p]
     lib.glm_moe_act_scale_index.argtypes = [i64] * 5
     lib.glm_moe_act_scale_index.restype = i64

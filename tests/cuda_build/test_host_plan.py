@@ -45,8 +45,8 @@ def _permutation(lib, ids: np.ndarray, E: int):
 ])
 def test_permutation_matches_torch(host_plan, seed, T, E, topk, empty):
     ids = _routing(seed, T, E, topk, empty) if T else np.zeros((0, topk), np.int32)
-    rc, counts, offsets, pos, src = _permutation(host_plan, ids, E)
-    assert rc == 0
+    rows, counts, offsets, pos, src = _permutation(host_plan, ids, E)
+    assert rows == ids.size
     flat = torch.from_numpy(ids.reshape(-1)).long()
     expect_counts = torch.bincount(flat, minlength=E)
     assert counts.tolist() == expect_counts.tolist()
@@ -62,9 +62,14 @@ def test_permutation_matches_torch(host_plan, seed, T, E, topk, empty):
         assert (ids.reshape(-1)[rows] == e).all()
 
 
-def test_permutation_rejects_bad_ids(host_plan):
-    rc, *_ = _permutation(host_plan, np.array([[0, 9]], np.int32), 8)
-    assert rc == -1
+def test_ids_outside_the_experts_get_no_row(host_plan):
+    """Expert parallelism's -1 (experts of other ranks) and any id >= E: no row, no contribution."""
+    ids = np.array([[0, 9], [-1, 3], [3, 0]], np.int32)
+    rows, counts, offsets, pos, src = _permutation(host_plan, ids, 8)
+    assert rows == 4
+    assert counts.tolist() == [2, 0, 0, 2, 0, 0, 0, 0]
+    assert pos.tolist() == [0, -1, -1, 2, 3, 1]
+    assert src[:rows].tolist() == [0, 5, 3, 4]
 
 
 def _problem(lib, stage, e, offset, count, H, I, tile_n):
@@ -226,3 +231,14 @@ def test_emulated_gpu_pipeline_matches_reference(host_plan, seed, T, H, I, E, to
     oracle = reference.fp8_moe_experts(*case[:5], case[5], case[6], "block").float()
     err = _rel(got.to(torch.bfloat16), oracle)
     assert err < 0.08, err
+
+
+def test_emulated_pipeline_drops_pairs_routed_elsewhere(host_plan):
+    """Marking a pair -1 gives the result of the routing without that pair (expert parallelism)."""
+    hidden, w13, s13, w2, s2, weights, ids = _moe_case(4, 23, 256, 128, 8, 3, ())
+    masked = ids.clone()
+    masked[::2, 1] = -1
+    got = _emulate(host_plan, hidden, w13, s13, w2, s2, weights, masked)
+    kept_w = weights.clone()
+    kept_w[::2, 1] = 0.0  # same routing, zero weight for the dropped pairs
+    assert _rel(got, _w8a8_reference(hidden, w13, s13, w2, s2, kept_w, ids)) < 1e-4
