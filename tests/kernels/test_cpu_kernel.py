@@ -126,3 +126,20 @@ def test_every_e4m3_code_decodes_exactly(cpu_kernels, monkeypatch):
             monkeypatch.setenv("GLM_PLUGIN_CPU_ISA", isa)
         out = kernels.fp8_linear(x, w, torch.ones(256, 1), None, "channel")[0]
         assert torch.equal(out[finite], codes.float()[finite]), isa
+
+
+def test_moe_long_prefill_spans_token_chunks(isa):
+    """More than 512 tokens: the driver works in 512-token chunks (bounded scratch); the seams must not show."""
+    p = make_moe(1100, 64, 64, 8, 2, "block")
+    assert_close_bf16(kernels.fp8_moe_experts(*p.args()), reference.fp8_moe_experts(*p.args()),
+                      f"{isa} 1100 tokens seed={p.seed}")
+
+
+def test_moe_accepts_strided_inputs_and_bf16_weights(cpu_kernels, monkeypatch):
+    monkeypatch.setenv("GLM_PLUGIN_KERNEL", "cpp")
+    p = make_moe(9, 256, 128, 8, 2, "channel")
+    wide = torch.randn(9, 512, dtype=torch.bfloat16)
+    wide[:, ::2] = p.hidden
+    p.hidden = wide[:, ::2]  # non-contiguous view
+    p.topk_weights = p.topk_weights.to(torch.bfloat16)
+    assert_close_bf16(kernels.fp8_moe_experts(*p.args()), reference.fp8_moe_experts(*p.args()), "strided")
