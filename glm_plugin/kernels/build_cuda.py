@@ -391,7 +391,6 @@ def _build_and_load(verbose: bool) -> None:
             extra_include_paths=[str(src / "cuda")],
             extra_cflags=["-O3"],  # torch picks the C++ standard its headers need
             extra_cuda_cflags=cuda_flags,
-            extra_ldflags=["-lcuda"],  # CUTLASS encodes TMA descriptors through the driver API
             build_directory=str(build),
             is_python_module=False,
             verbose=verbose,

@@ -1,0 +1,25 @@
+// Links every compiled kernel object into one program and runs the parts of moe_cuda.h that need no GPU: the
+// workspace size of each configuration (CUTLASS's own sizing included), the shape refusal and the workspace check.
+// An undefined or duplicate symbol across the objects fails the link here instead of at `import` on a GPU box.
+#include <cstdio>
+
+#include "moe_cuda.h"
+
+int main() {
+  using namespace glm_moe;
+  for (int config = 0; config < 3; ++config)
+    std::printf("workspace %d %lld\n", config,
+                static_cast<long long>(moe_workspace_bytes(64, 4096, 1408, 128, 8, config, 0)));
+  const char* why = moe_unsupported(4, 4096, 704, 128, 8);
+  std::printf("unsupported %s\n", why ? why : "-");
+  MoeCudaArgs a{};
+  a.T = 4;
+  a.H = 4096;
+  a.I = 1408;
+  a.E = 128;
+  a.topk = 8;
+  a.config = -1;
+  const char* err = moe_fp8_experts_sm90(a, nullptr);  // no workspace: refused before any launch
+  std::printf("run %s\n", err ? err : "-");
+  return 0;
+}
