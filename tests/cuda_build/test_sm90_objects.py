@@ -146,7 +146,8 @@ def test_objects_link_and_size_their_workspace(sm90_objects, tmp_path):
 
     exe = tmp_path / "link_smoke"
     arch = f"-gencode=arch=compute_{build_cuda.ARCH[3:]},code={build_cuda.ARCH}"
-    cmd = [build_cuda.nvcc_path(), "-std=c++17", arch, f"-I{build_cuda.source_dir() / 'cuda'}", str(pathlib.Path(__file__).with_name("link_smoke.cu")),
+    driver = pathlib.Path(__file__).with_name("link_smoke.cu")
+    cmd = [build_cuda.nvcc_path(), "-std=c++17", arch, f"-I{build_cuda.source_dir() / 'cuda'}", str(driver),
            *map(str, sm90_objects.objects.values()), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[:3000]
