@@ -192,16 +192,16 @@ void fp8_moe_experts(const MoeArgs& a) {
     const int64_t* ids = a.topk_ids + t0 * K;
     const float* tw = a.topk_weights + t0 * K;
 
-    // Counting sort of the (token, slot) pairs by expert: pairs of one expert become contiguous rows.
-    std::vector<int64_t> start(E + 1, 0), order(P), pos(P);
-    for (int64_t p = 0; p < P; ++p) {
-      TORCH_CHECK(ids[p] >= 0 && ids[p] < E, "glm_plugin: topk_ids must lie in [0, ", E, "), got ", ids[p]);
-      ++start[ids[p] + 1];
-    }
+    // Counting sort of the (token, slot) pairs by expert: pairs of one expert become contiguous rows. Pairs whose
+    // id lies outside [0, E) (expert parallelism marks other ranks' experts -1) get no row and add nothing.
+    std::vector<int64_t> start(E + 1, 0), order(P), pos(P, -1);
+    for (int64_t p = 0; p < P; ++p)
+      if (ids[p] >= 0 && ids[p] < E) ++start[ids[p] + 1];
     for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
     {
       std::vector<int64_t> fill(start.begin(), start.end() - 1);
       for (int64_t p = 0; p < P; ++p) {
+        if (ids[p] < 0 || ids[p] >= E) continue;
         const int64_t q = fill[ids[p]]++;
         order[q] = p;
         pos[p] = q;
@@ -299,7 +299,8 @@ void fp8_moe_experts(const MoeArgs& a) {
         const int64_t t = it / nh, h0 = (it % nh) * hchunk, h1 = std::min(H, h0 + hchunk);
         for (int64_t h = h0; h < h1; ++h) {
           float acc = 0.0f;
-          for (int64_t k = 0; k < K; ++k) acc += tw[t * K + k] * y[pos[t * K + k] * H + h];
+          for (int64_t k = 0; k < K; ++k)
+            if (pos[t * K + k] >= 0) acc += tw[t * K + k] * y[pos[t * K + k] * H + h];
           store(a.dtype, a.out, (t0 + t) * H + h, acc);
         }
       }

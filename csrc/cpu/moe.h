@@ -17,7 +17,7 @@ struct MoeArgs {
   const uint8_t* w2;           // [E, H, I] e4m3
   const float* w2_scale;       // block: [E, ceil(H/128), ceil(I/128)]; channel: [E, H]
   const float* topk_weights;   // [T, topk]
-  const int64_t* topk_ids;     // [T, topk], each in [0, E)
+  const int64_t* topk_ids;     // [T, topk]; ids outside [0, E) (EP's -1) contribute nothing
   Layout layout;
   DType dtype;                 // activation dtype: the SiLU-and-mul intermediate is rounded to it
   void* out;                   // [T, H] in dtype

@@ -144,7 +144,8 @@ def nvcc_flags(werror: bool = True) -> list[str]:
     if include is not None:
         flags.append(f"-isystem={include}")
     if werror:
-        flags += ["-Werror=all-warnings", "-Xcompiler=-Werror"]
+        # ptxas then refuses spills and local memory outright; the cuobjdump check in tests/cuda_build confirms.
+        flags += ["-Werror=all-warnings", "-Xcompiler=-Werror", "-Xptxas=-warn-spills,-warn-lmem-usage"]
     return flags
 
 

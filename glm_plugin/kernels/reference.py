@@ -126,17 +126,18 @@ def fp8_moe_experts(hidden: torch.Tensor, w13: torch.Tensor, w13_scale: torch.Te
                     layout: str) -> torch.Tensor:
     """sum_k w[t,k] * down_e(silu(gate_e(x_t)) * up_e(x_t)), e = topk_ids[t,k], in hidden's dtype.
 
-    w13 [E, 2I, H] holds the gate rows then the up rows (vLLM's w13); w2 is [E, H, I].
+    w13 [E, 2I, H] holds the gate rows then the up rows (vLLM's w13); w2 is [E, H, I]. Pairs whose id lies
+    outside [0, E) contribute nothing (vLLM's expert_map gives -1 to experts of other expert-parallel ranks).
     """
     check_layout(layout)
     num_experts = w13.shape[0]
     inter = w13.shape[1] // 2
     x = hidden.float()
     ids = topk_ids.long()
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_experts):
-        raise ValueError(f"topk_ids must lie in [0, {num_experts}), got [{int(ids.min())}, {int(ids.max())}]")
     out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     for e in ids.unique().tolist():
+        if not 0 <= e < num_experts:  # expert parallelism marks other ranks' experts -1: they add nothing
+            continue
         tok, slot = (ids == e).nonzero(as_tuple=True)
         gate_up = x[tok] @ dequantize_fp8(w13[e], w13_scale[e], layout).t()
         act = (F.silu(gate_up[:, :inter]) * gate_up[:, inter:]).to(hidden.dtype).float()
