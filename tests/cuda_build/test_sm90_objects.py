@@ -34,6 +34,21 @@ def test_werror_is_in_force_for_our_code(tmp_path):
     assert proc.returncode != 0 and "unused" in (proc.stderr + proc.stdout)
 
 
+def test_local_memory_fails_the_build(tmp_path):
+    """ptxas refuses local memory (spills, stack arrays) under our flags, so a clean build already means none."""
+    if build_cuda.missing_compile_tools():
+        pytest.skip(build_cuda.missing_compile_tools())
+    src = tmp_path / "lmem.cu"
+    src.write_text("__global__ void k(float* p, int i) {\n"
+                   "  float a[1024];\n"
+                   "  for (int j = 0; j < 1024; ++j) a[j] = p[j * i];\n"
+                   "  p[0] = a[i & 1023];\n"
+                   "}\n")
+    proc = subprocess.run([build_cuda.nvcc_path(), *build_cuda.nvcc_flags(), "-c", str(src), "-o",
+                           str(tmp_path / "lmem.o")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "Local memory" in (proc.stderr + proc.stdout)
+
+
 @pytest.fixture(scope="module")
 def resources(sm90_objects):
     if build_cuda.cuobjdump_path() is None:
