@@ -11,6 +11,8 @@ import ctypes
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from glm_plugin.kernels import reference
 
@@ -60,6 +62,23 @@ def test_permutation_matches_torch(host_plan, seed, T, E, topk, empty):
     for e in range(E):
         rows = src[offsets[e]:offsets[e + 1]]
         assert (ids.reshape(-1)[rows] == e).all()
+
+
+@given(st.integers(1, 64), st.integers(1, 40), st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_permutation_property(host_plan, T, E, topk, seed):
+    """Any routing (repeats, ids outside [0, E), empty experts): the expert-major stable order of the in-range
+    pairs, each once, and counts/offsets as torch computes them."""
+    ids = np.random.default_rng(seed).integers(-1, E + 1, size=(T, topk)).astype(np.int32)
+    rows, counts, offsets, pos, src = _permutation(host_plan, ids, E)
+    flat = torch.from_numpy(ids.reshape(-1)).long()
+    valid = (flat >= 0) & (flat < E)
+    assert rows == int(valid.sum())
+    assert counts.tolist() == torch.bincount(flat[valid], minlength=E).tolist()
+    assert offsets[-1] == rows
+    keys = torch.where(valid, flat, torch.full_like(flat, E))  # out-of-range pairs sort last and are cut
+    assert src[:rows].tolist() == torch.sort(keys, stable=True).indices[:rows].tolist()
+    assert (pos[~valid.numpy()] == -1).all()
+    assert np.array_equal(pos[src[:rows]], np.arange(rows))
 
 
 def test_ids_outside_the_experts_get_no_row(host_plan):
