@@ -153,8 +153,8 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
   }
 }
 
-// Pairs routed outside [0, E) were given no row: they contribute nothing. That is expert parallelism's convention
-// (vLLM maps experts of other ranks to -1); the reference raises instead, which a GPU kernel cannot do cheaply.
+// Pairs routed outside [0, E) were given no row: they contribute nothing, as in the reference (expert parallelism:
+// vLLM maps experts of other ranks to -1).
 template <typename T>
 __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
                               const int32_t* __restrict__ ids, int E, const int32_t* __restrict__ pos,
