@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 ENV_VAR = "GLM_PLUGIN_DISABLE"
 PARTS = ("parsers", "model", "kernels")
@@ -38,3 +38,16 @@ def part_enabled(part: str, environ: Mapping[str, str] | None = None) -> bool:
     if part not in PARTS:
         raise ValueError(f"unknown glm_plugin part {part!r}; the parts are {', '.join(PARTS)}")
     return part not in disabled_parts(environ)
+
+
+def register_parts(hooks: Mapping[str, Sequence[tuple[str, Callable]]], requested: set[str]) -> None:
+    """Both engines' `register()`: for each enabled part not yet registered in this process, arrange that each
+    (module, callback) pair's callback runs once the engine imports that module (at once if it already has)."""
+    from glm_plugin.engines.import_hooks import when_imported
+
+    for part, pairs in hooks.items():
+        if part in requested or not part_enabled(part):
+            continue
+        requested.add(part)
+        for module, callback in pairs:
+            when_imported(module, callback)

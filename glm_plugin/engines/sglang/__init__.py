@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from glm_plugin.engines import part_enabled
-from glm_plugin.engines.import_hooks import when_imported
+from glm_plugin.engines import register_parts
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +26,14 @@ _requested: set[str] = set()
 
 def register() -> None:
     """Entry point: idempotent; each part registers at most once per process."""
-    if part_enabled("parsers") and "parsers" not in _requested:
-        _requested.add("parsers")
-        when_imported("sglang.srt.function_call.function_call_parser", _register_tool_parsers)
-        when_imported("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers)
-        when_imported("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names)
-        when_imported("sglang.srt.entrypoints.openai.serving_chat", _accept_hosted_thinking_switches)
-    # "model" and "kernels" register here when they land.
+    register_parts({
+        "parsers": [
+            ("sglang.srt.function_call.function_call_parser", _register_tool_parsers),
+            ("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers),
+            ("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names),
+            ("sglang.srt.entrypoints.openai.serving_chat", _accept_hosted_thinking_switches),
+        ],
+    }, _requested)  # "model" and "kernels" join here when they land
 
 
 def _register_tool_parsers(module: ModuleType) -> None:

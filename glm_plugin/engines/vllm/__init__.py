@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from glm_plugin.engines import part_enabled
-from glm_plugin.engines.import_hooks import when_imported
+from glm_plugin.engines import register_parts
 
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
 
@@ -37,14 +36,10 @@ _requested: set[str] = set()
 
 def register() -> None:
     """Entry point: idempotent; each part registers at most once per process."""
-    if part_enabled("parsers") and "parsers" not in _requested:
-        _requested.add("parsers")
-        when_imported("vllm.tool_parsers", _register_tool_parsers)
-        when_imported("vllm.reasoning", _register_reasoning_parsers)
-    if part_enabled("model") and "model" not in _requested:
-        _requested.add("model")
-        when_imported(MODEL_REGISTRY_MODULE, _register_models)
-    # "kernels" registers here when it lands.
+    register_parts({
+        "parsers": [("vllm.tool_parsers", _register_tool_parsers), ("vllm.reasoning", _register_reasoning_parsers)],
+        "model": [(MODEL_REGISTRY_MODULE, _register_models)],
+    }, _requested)
 
 
 def _register_tool_parsers(module: ModuleType) -> None:
