@@ -295,3 +295,45 @@ def expected_names(config: Any, *, fp8: Fp8Format | None = None, nextn_tied: boo
             if nextn_tied:
                 names += [f"{p}{m}.weight" for m in NEXTN_TIED]
     return names
+
+
+# ---- the engines' stacked expert parameters ----------------------------------------------------------------------
+
+def op_expert_weights(layer: Any) -> tuple[str, tuple] | str:
+    """The op's (layout, (w13, w13_scale, w2, w2_scale)) from an engine MoE layer after weight loading, or why not.
+
+    vLLM's and SGLang's `FusedMoE` both keep the loaded experts as `w13_weight` [E, 2I, H] (gate rows, then up
+    rows: the order `expert_names` stacks) and `w2_weight` [E, H, I], with `w13_weight_scale_inv` (block) or
+    `w13_weight_scale` (per channel) beside them. A backend may rewrite them after loading (padding, interleaving,
+    UE8M0 or transposed scales for DeepGEMM); anything but the plain layout is reported, never guessed at.
+    """
+    import torch
+
+    w13, w2 = getattr(layer, "w13_weight", None), getattr(layer, "w2_weight", None)
+    if w13 is None or w2 is None:
+        return "the layer has no w13_weight / w2_weight"
+    if w13.dtype != torch.float8_e4m3fn or w2.dtype != torch.float8_e4m3fn:
+        return f"expert weights are {w13.dtype} / {w2.dtype}, not float8_e4m3fn"
+    if w13.dim() != 3 or w2.dim() != 3:
+        return f"expert weights have shapes {tuple(w13.shape)} / {tuple(w2.shape)}, not [E, 2I, H] / [E, H, I]"
+    e, two_i, h = w13.shape
+    if tuple(w2.shape) != (e, h, two_i // 2) or two_i % 2:
+        return f"w13 {tuple(w13.shape)} and w2 {tuple(w2.shape)} are not [E, 2I, H] and [E, H, I]"
+    candidates = (
+        ("block", "w13_weight_scale_inv", "w2_weight_scale_inv",
+         (e, -(-two_i // BLOCK), -(-h // BLOCK)), (e, -(-h // BLOCK), -(-(two_i // 2) // BLOCK))),
+        ("channel", "w13_weight_scale", "w2_weight_scale", (e, two_i, 1), (e, h, 1)),
+    )
+    for layout, s13_name, s2_name, s13_shape, s2_shape in candidates:
+        s13, s2 = getattr(layer, s13_name, None), getattr(layer, s2_name, None)
+        if s13 is None or s2 is None:
+            continue
+        if s13.dtype != torch.float32 or s2.dtype != torch.float32:
+            return f"{s13_name} is {s13.dtype}, not float32 (a backend re-encoded the scales)"
+        if tuple(s13.shape) != s13_shape or tuple(s2.shape) != s2_shape:
+            return (f"{s13_name} {tuple(s13.shape)} / {s2_name} {tuple(s2.shape)} are not the {layout} scales "
+                    f"{s13_shape} / {s2_shape}")
+        if layout == "block" and (two_i // 2) % BLOCK:
+            return f"intermediate size per rank {two_i // 2} is not a multiple of {BLOCK}"
+        return layout, (w13, s13, w2, s2)
+    return "no weight_scale_inv / weight_scale next to the FP8 expert weights"

@@ -252,3 +252,32 @@ def test_fp8_copy_of_bundled_experts_runs_through_the_op(tiny_config, tmp_path, 
     bf16.update({n: w for n, w in deq.items() if w is not None})
     exact = _bf16_moe(x, stack("gate_proj"), stack("up_proj"), stack("down_proj"), weights, ids)
     assert ((got - exact).norm() / exact.norm()).item() < 1e-2
+
+
+def test_op_expert_weights_reads_engine_parameters():
+    import torch
+    from types import SimpleNamespace
+
+    from glm_plugin.kernels import reference
+
+    e, i, h = 4, 128, 256
+    w13, s13 = reference.quantize_fp8_block(torch.randn(e, 2 * i, h))
+    w2, s2 = reference.quantize_fp8_block(torch.randn(e, h, i))
+    layer = SimpleNamespace(w13_weight=w13, w2_weight=w2, w13_weight_scale_inv=s13, w2_weight_scale_inv=s2)
+    layout, args = cn.op_expert_weights(layer)
+    assert layout == "block" and args[0] is w13 and args[1] is s13 and args[3] is s2
+
+    c13, cs13 = reference.quantize_fp8_channel(torch.randn(e, 2 * i, h))
+    c2, cs2 = reference.quantize_fp8_channel(torch.randn(e, h, i))
+    assert cn.op_expert_weights(SimpleNamespace(w13_weight=c13, w2_weight=c2, w13_weight_scale=cs13,
+                                                w2_weight_scale=cs2))[0] == "channel"
+
+    assert "not float8" in cn.op_expert_weights(SimpleNamespace(w13_weight=torch.zeros(e, 2 * i, h),
+                                                                w2_weight=torch.zeros(e, h, i)))
+    ue8m0 = SimpleNamespace(w13_weight=w13, w2_weight=w2, w13_weight_scale_inv=s13.to(torch.bfloat16),
+                            w2_weight_scale_inv=s2.to(torch.bfloat16))
+    assert "not float32" in cn.op_expert_weights(ue8m0)
+    padded = SimpleNamespace(w13_weight=w13, w2_weight=w2, w13_weight_scale_inv=torch.ones(e, 4, 2),
+                             w2_weight_scale_inv=s2)  # a backend padded the intermediate size
+    assert "are not the block scales" in cn.op_expert_weights(padded)
+    assert "no weight_scale" in cn.op_expert_weights(SimpleNamespace(w13_weight=w13, w2_weight=w2))

@@ -33,7 +33,10 @@ def register() -> None:
             ("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names),
             ("sglang.srt.entrypoints.openai.serving_chat", _accept_hosted_thinking_switches),
         ],
-    }, _requested)  # "model" and "kernels" join here when they land
+        "model": [
+            ("sglang.srt.models.registry", _register_models),
+        ],
+    }, _requested)  # "kernels" joins here when it lands
 
 
 def _register_tool_parsers(module: ModuleType) -> None:
@@ -87,3 +90,32 @@ def _accept_hosted_thinking_switches(module: ModuleType) -> None:
 
     _process_messages.glm_plugin = True
     serving._process_messages = _process_messages
+
+
+# Architecture names whose registry entries become ours (SGLang keys its registry by class name).
+MODEL_ARCHS = ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLM",
+               "Glm4MoeLiteForCausalLMNextN")
+_model_import_failure: list[str] = []
+
+
+def _register_models(module: ModuleType) -> None:
+    """Point SGLang's `ModelRegistry.models` at our GLM classes once SGLang imports its registry.
+
+    The registry holds classes, not import strings, and every process that builds a model (scheduler / TP
+    workers, the EAGLE draft worker) resolves names through it; importing the registry already imports all of
+    SGLang's model modules, so importing ours there adds no cost. Where SGLang's GLM modules cannot be imported
+    (a missing CUDA-built dependency), SGLang's registry lacks them too: log once why and leave it as it is.
+    """
+    try:
+        from glm_plugin.engines.sglang import model
+    except Exception as error:  # noqa: BLE001 - any import failure must leave SGLang usable
+        if not _model_import_failure:
+            _model_import_failure.append(f"{type(error).__name__}: {error}")
+            logger.info("glm_plugin: GLM model classes not registered in SGLang (their import fails: %s); "
+                        "SGLang's registry is left as it is", _model_import_failure[0])
+        return
+    registry = module.ModelRegistry.models
+    ours = {cls.__name__: cls for cls in model.EntryClass if cls.__name__ in MODEL_ARCHS}
+    registry.update(ours)
+    logger.info("glm_plugin: model architectures %s are glm_plugin's (GLM_PLUGIN_DISABLE=model restores SGLang's)",
+                ", ".join(sorted(ours)))

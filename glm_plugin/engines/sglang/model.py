@@ -1,0 +1,199 @@
+"""GLM-4.5/4.6/4.7 (`Glm4MoeForCausalLM`), GLM-4.7-Flash (`Glm4MoeLiteForCausalLM`) and their NextN (EAGLE / MTP)
+drafts for SGLang: SGLang's own classes, subclassed, with the routed experts of FP8 checkpoints computed by
+`torch.ops.glm_plugin.fp8_moe_experts` and the NextN draft refusing checkpoints it cannot draft with.
+
+How the experts are routed (see docs/engines.md, "SGLang model registration"): SGLang's `FusedMoE.forward_impl`
+is dispatch -> `run_moe_core` (the quantisation method's expert compute) -> combine -> all-reduce. We replace only
+`run_moe_core`, per MoE layer instance, after SGLang built the layer; dispatch, combine, the TP all-reduce, routing
+and the shared expert stay SGLang's. The replacement checks, once per layer and after weights are loaded, that the
+layer holds plain FP8 experts in the op's layout (`checkpoint_names.op_expert_weights`); anything else (bf16
+weights, expert parallelism, a backend that re-encoded the scales) keeps SGLang's path, with the reason logged once.
+
+SGLang imports this module only when its model registry is imported (`glm_plugin.engines.sglang.register`), which
+already imports every SGLang model module; importing SGLang here at module level costs nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import torch
+from sglang.srt.layers.moe.fused_moe_triton.layer import FusedMoE
+from sglang.srt.layers.moe.token_dispatcher.standard import StandardCombineInput
+from sglang.srt.layers.moe.topk import TopKOutputChecker
+from sglang.srt.models import glm4_moe as _sgl_glm
+from sglang.srt.models import glm4_moe_nextn as _sgl_nextn
+
+from glm_plugin.engines import checkpoint_names as names
+
+logger = logging.getLogger("sglang.glm_plugin.model")
+
+_logged: set[str] = set()
+_log_lock = threading.Lock()
+
+
+def _log_once(key: str, level: int, msg: str, *args) -> None:
+    with _log_lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    logger.log(level, msg, *args)
+
+
+def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
+    """The op's layout and weights for this call, or why SGLang's own expert compute must run instead."""
+    if getattr(layer, "moe_ep_size", 1) != 1:
+        return "expert parallelism (the op computes all experts of a rank; SGLang's EP dispatch owns the ids)"
+    if getattr(layer.moe_runner_config, "no_combine", False):
+        return "no_combine is set"
+    if not dispatch_output.format.is_standard():
+        return f"dispatch format {dispatch_output.format} is not the standard one"
+    if dispatch_output.hidden_states_scale is not None or \
+            getattr(dispatch_output, "hidden_states_pre_quant", None) is not None:
+        return "the activations arrive pre-quantised"
+    if not TopKOutputChecker.format_is_standard(dispatch_output.topk_output):
+        return "the top-k output is not the standard (weights, ids) pair"
+    cached = getattr(layer, "_glm_plugin_op_weights", None)
+    if cached is None:
+        cached = names.op_expert_weights(layer)
+        layer._glm_plugin_op_weights = cached
+    return cached
+
+
+def _run_moe_core(layer: FusedMoE, original, dispatch_output):
+    found = _op_path(layer, dispatch_output)
+    if isinstance(found, str):
+        _log_once(f"fallback:{found}", logging.INFO,
+                  "glm_plugin: GLM routed experts use SGLang's MoE runner: %s", found)
+        return original(dispatch_output)
+    layout, (w13, w13_scale, w2, w2_scale) = found
+    hidden = dispatch_output.hidden_states
+    weights, ids = dispatch_output.topk_output.topk_weights, dispatch_output.topk_output.topk_ids
+    _log_once(f"op:{layout}", logging.INFO,
+              "glm_plugin: GLM routed experts run on glm_plugin::fp8_moe_experts (%s scales)", layout)
+    from glm_plugin import kernels
+
+    out = kernels.fp8_moe_experts(hidden, w13, w13_scale, w2, w2_scale, weights, ids, layout)
+    # SGLang's CUDA runners multiply the expert sum by routed_scaling_factor (unless the top-k weights already
+    # carry it); on CPU the GLM MoE block multiplies after the experts instead. Return what the runner would.
+    factor = layer.moe_runner_config.routed_scaling_factor
+    if hidden.is_cuda and factor not in (None, 1.0) and not layer.should_fuse_routed_scaling_factor_in_topk:
+        out = out * factor
+    return StandardCombineInput(hidden_states=out)
+
+
+def route_experts_through_op(model: torch.nn.Module) -> int:
+    """Make every routed-expert layer of `model` compute with the glm_plugin op when its weights allow it.
+
+    Returns how many layers were hooked. Bound per instance (not by swapping SGLang's class) so other models in the
+    same process keep SGLang's behaviour.
+    """
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, FusedMoE) or getattr(module, "_glm_plugin_hooked", False):
+            continue
+        original = module.run_moe_core
+
+        def run_moe_core(dispatch_output, _layer=module, _original=original):
+            return _run_moe_core(_layer, _original, dispatch_output)
+
+        module.run_moe_core = run_moe_core
+        module._glm_plugin_hooked = True
+        count += 1
+    return count
+
+
+def _built(model: torch.nn.Module) -> None:
+    hooked = route_experts_through_op(model)
+    _log_once(f"built:{type(model).__name__}", logging.INFO,
+              "glm_plugin: %s built by glm_plugin (SGLang's class; %d MoE layers may use glm_plugin's FP8 op; "
+              "GLM_PLUGIN_DISABLE=model restores SGLang's)", type(model).__name__, hooked)
+
+
+def _nextn_index(config) -> int:
+    # SGLang's loader reads a one-layer config as a draft-only export whose MTP layer is layer 0.
+    return 0 if config.num_hidden_layers == 1 else names.nextn_layer_index(config)
+
+
+def _checked_nextn_weights(config, weights: Iterable[tuple[str, torch.Tensor]], seen: list[str]):
+    for name, tensor in weights:
+        seen.append(name)
+        yield name, tensor
+
+
+def _check_nextn_loaded(config, seen: list[str]) -> None:
+    """SGLang's NextN loader skips every tensor outside the MTP layer and loads nothing if that layer is missing
+    (a draft with random weights, no error). Refuse that, and say where the tied embed/head come from."""
+    index = _nextn_index(config)
+    prefix = f"model.layers.{index}."
+    if not any(n.startswith(prefix) for n in seen):
+        raise ValueError(
+            f"the checkpoint has no tensor named {prefix}* although num_nextn_predict_layers = "
+            f"{names.num_nextn_layers(config)}: its MTP (NextN) layer was stripped, so the EAGLE draft would run "
+            "on random weights. Use the original checkpoint, or drop --speculative-algorithm.")
+    for module, target in names.NEXTN_TIED.items():
+        if f"{prefix}{module}.weight" not in seen:
+            _log_once(f"tied:{module}", logging.INFO,
+                      "glm_plugin: MTP layer %d has no %s; the draft uses the target's %s (SGLang's EAGLE worker "
+                      "binds the target's embedding and head to the draft)", index, module, target)
+
+
+class Glm4MoeForCausalLM(_sgl_glm.Glm4MoeForCausalLM):
+    """GLM-4.5/4.6/4.7: SGLang's class; FP8 routed experts through glm_plugin's op."""
+
+    def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
+        _built(self)
+
+
+class Glm4MoeForCausalLMNextN(_sgl_nextn.Glm4MoeForCausalLMNextN):
+    """The GLM MTP layer as SGLang's EAGLE draft: SGLang's class, checked before build and after loading."""
+
+    def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+        names.check_has_nextn_layer(config, engine_flag="--speculative-algorithm EAGLE (NextN)")
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
+        _built(self)
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
+        seen: list[str] = []
+        result = super().load_weights(_checked_nextn_weights(self.config, weights, seen))
+        _check_nextn_loaded(self.config, seen)
+        return result
+
+
+def _lite_classes():
+    """GLM-4.7-Flash (MLA attention, same MoE block) when this SGLang has it."""
+    try:
+        from sglang.srt.models import glm4_moe_lite as _lite
+        from sglang.srt.models import glm4_moe_lite_nextn as _lite_nextn
+    except ImportError as error:
+        logger.info("glm_plugin: SGLang's GLM-4.7-Flash classes are unavailable (%s); keeping SGLang's", error)
+        return []
+
+    class Glm4MoeLiteForCausalLM(_lite.Glm4MoeLiteForCausalLM):
+        """GLM-4.7-Flash: SGLang's class; FP8 routed experts through glm_plugin's op."""
+
+        def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+            super().__init__(config, quant_config=quant_config, prefix=prefix)
+            _built(self)
+
+    class Glm4MoeLiteForCausalLMNextN(_lite_nextn.Glm4MoeLiteForCausalLMNextN):
+        """GLM-4.7-Flash's MTP layer as SGLang's EAGLE draft."""
+
+        def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+            names.check_has_nextn_layer(config, engine_flag="--speculative-algorithm EAGLE (NextN)")
+            super().__init__(config, quant_config=quant_config, prefix=prefix)
+            _built(self)
+
+    Glm4MoeLiteForCausalLM.__module__ = Glm4MoeLiteForCausalLMNextN.__module__ = __name__
+    Glm4MoeLiteForCausalLM.__qualname__ = "Glm4MoeLiteForCausalLM"
+    Glm4MoeLiteForCausalLMNextN.__qualname__ = "Glm4MoeLiteForCausalLMNextN"
+    return [Glm4MoeLiteForCausalLM, Glm4MoeLiteForCausalLMNextN]
+
+
+# What the registry maps: architecture name -> our class (SGLang keys its registry by class __name__).
+EntryClass = [Glm4MoeForCausalLM, Glm4MoeForCausalLMNextN, *_lite_classes()]
+for _cls in EntryClass[2:]:
+    globals()[_cls.__name__] = _cls

@@ -1,0 +1,228 @@
+"""The plugin's GLM model classes for SGLang: registered over SGLang's names, lazily, switchable, and the FP8 expert
+hook on SGLang's own MoE types.
+
+Every probe runs in a fresh interpreter, the way each SGLang process starts: `load_plugins()`, then import SGLang's
+model registry and ask what each architecture name resolves to.
+
+On this machine SGLang 0.5.23's model modules do not import as installed: `sglang.srt.models.glm4_moe` reaches
+`sglang.srt.multimodal.internvl_utils` and `sglang.srt.configs.deepseek_ocr`, which import torchvision (a CUDA-built
+package not installed here), and `gguf` (SGLang is installed without its dependencies). So:
+  * as installed, the test checks what a user on such a machine sees: the plugin loads, logs once at INFO why the
+    GLM classes are not registered, and our model module fails with that same torchvision error and nothing else;
+  * with exactly those three modules replaced by empty stand-ins (nothing GLM, MoE or registry related is stubbed),
+    SGLang's real GLM modules import, and the registry, our subclasses and the expert hook are tested for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from drivers import requires_engine
+
+requires_engine("sglang")
+
+OURS = "glm_plugin.engines.sglang.model"
+NAMES = ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLM", "Glm4MoeLiteForCausalLMNextN")
+# The modules that import torchvision / gguf at import time on the way to sglang.srt.models.glm4_moe.
+STAND_INS = ("sglang.srt.multimodal.internvl_utils", "sglang.srt.configs.deepseek_ocr", "gguf")
+
+STUB = textwrap.dedent(
+    """
+    import importlib.abc, importlib.machinery, sys, types
+    STAND_INS = set(%r)
+
+    class _Anything(type):
+        def __getattr__(cls, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return cls
+
+    class _StandIn(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            value = _Anything(name, (), {"__init__": lambda *a, **k: None})
+            setattr(self, name, value)
+            return value
+
+    class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            if name in STAND_INS or name.split(".")[0] in STAND_INS:
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+        def create_module(self, spec):
+            module = _StandIn(spec.name)
+            module.__path__ = []
+            return module
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, _Finder())
+    """
+) % (STAND_INS,)
+
+PROBE = textwrap.dedent(
+    """
+    import io, json, logging, sys
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    import sglang.srt.plugins
+    sglang.srt.plugins.load_plugins()
+    lazy = "%(ours)s" not in sys.modules and "sglang.srt.models.glm4_moe" not in sys.modules
+    from sglang.srt.models.registry import ModelRegistry
+    sglang.srt.plugins.load_plugins()  # idempotent: a second load registers nothing twice
+    out = {"lazy_before_registry": lazy, "names": {}, "bases": {}}
+    for name in %(names)r:
+        cls = ModelRegistry.models.get(name)
+        out["names"][name] = None if cls is None else f"{cls.__module__}:{cls.__qualname__}"
+        if cls is not None:
+            out["bases"][name] = [f"{b.__module__}:{b.__qualname__}" for b in cls.__mro__[1:3]]
+    if out["names"]["Glm4MoeForCausalLM"]:
+        cls, arch = ModelRegistry.resolve_model_cls(["Glm4MoeForCausalLM"])
+        out["resolved"] = f"{cls.__module__}:{cls.__qualname__}"
+    out["info"] = [ln for ln in log.getvalue().splitlines() if "glm_plugin" in ln]
+    print("RESULT " + json.dumps(out))
+    """
+) % {"ours": OURS, "names": NAMES}
+
+
+def run(code: str, *, disable: str | None = None, stand_ins: bool) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SGLANG_PLUGINS="glm_plugin")
+    env.pop("GLM_PLUGIN_DISABLE", None)
+    env.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
+    if disable is not None:
+        env["GLM_PLUGIN_DISABLE"] = disable
+    script = (STUB if stand_ins else "") + code
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=480)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_entry_point_is_named_glm_plugin():
+    from importlib.metadata import entry_points
+
+    assert "glm_plugin" in {ep.name for ep in entry_points(group="sglang.srt.plugins")}
+
+
+def test_as_installed_plugin_loads_and_says_once_why_models_are_not_registered():
+    res = run(PROBE, stand_ins=False)
+    assert res["lazy_before_registry"]
+    # SGLang's own GLM modules fail here too, so the registry has neither its classes nor ours.
+    assert res["names"] == {name: None for name in NAMES}
+    why = [ln for ln in res["info"] if "not registered" in ln]
+    assert len(why) == 1 and "No module named 'torchvision'" in why[0], res["info"]
+
+
+def test_as_installed_our_module_fails_only_on_torchvision():
+    code = textwrap.dedent(
+        f"""
+        import json
+        try:
+            import {OURS}
+            err = None
+        except ModuleNotFoundError as e:
+            err = e.name
+        print("RESULT " + json.dumps({{"missing": err}}))
+        """
+    )
+    assert run(code, stand_ins=False) == {"missing": "torchvision"}
+
+
+def test_registry_resolves_glm_names_to_our_subclasses():
+    res = run(PROBE, stand_ins=True)
+    assert res["lazy_before_registry"], "plugin load must not import model code"
+    for name in NAMES:
+        assert res["names"][name] == f"{OURS}:{name}", res
+    assert res["resolved"] == f"{OURS}:Glm4MoeForCausalLM"
+    assert res["bases"]["Glm4MoeForCausalLM"][0] == "sglang.srt.models.glm4_moe:Glm4MoeForCausalLM"
+    assert res["bases"]["Glm4MoeForCausalLMNextN"][0] == "sglang.srt.models.glm4_moe_nextn:Glm4MoeForCausalLMNextN"
+    assert res["bases"]["Glm4MoeLiteForCausalLM"][0] == "sglang.srt.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"
+    assert sum("model architectures" in ln for ln in res["info"]) == 1, res["info"]
+
+
+def test_disable_model_keeps_sglang_classes():
+    res = run(PROBE, disable="model", stand_ins=True)
+    assert res["names"]["Glm4MoeForCausalLM"] == "sglang.srt.models.glm4_moe:Glm4MoeForCausalLM"
+    assert res["names"]["Glm4MoeForCausalLMNextN"] == "sglang.srt.models.glm4_moe_nextn:Glm4MoeForCausalLMNextN"
+    assert res["resolved"] == "sglang.srt.models.glm4_moe:Glm4MoeForCausalLM"
+    assert not any("model architectures" in ln for ln in res["info"])
+
+
+HOOK = textwrap.dedent(
+    """
+    import json, types
+    import torch
+    from sglang.srt.layers.moe.fused_moe_triton.layer import FusedMoE
+    from sglang.srt.layers.moe.token_dispatcher.standard import StandardCombineInput, StandardDispatchOutput
+    from sglang.srt.layers.moe.topk import StandardTopKOutput
+    from glm_plugin.engines.sglang import model
+    from glm_plugin.kernels import reference
+    out = {}
+
+    # NextN refuses a checkpoint without an MTP layer before SGLang builds anything.
+    config = types.SimpleNamespace(architectures=["Glm4MoeForCausalLM"], num_hidden_layers=4,
+                                   num_nextn_predict_layers=0)
+    try:
+        model.Glm4MoeForCausalLMNextN(config)
+    except ValueError as e:
+        out["nextn_error"] = str(e)
+
+    # A FusedMoE instance without SGLang's constructor (which needs a distributed runtime): only the attributes the
+    # hook reads. E=8, I=128, H=256 as in the bundled checkpoint.
+    def layer(fp8, ep=1):
+        m = FusedMoE.__new__(FusedMoE)
+        torch.nn.Module.__init__(m)
+        g = torch.Generator().manual_seed(7)
+        w13 = torch.randn(8, 256, 256, generator=g) * 0.05
+        w2 = torch.randn(8, 256, 128, generator=g) * 0.05
+        if fp8:
+            m.w13_weight, m.w13_weight_scale_inv = reference.quantize_fp8_block(w13)
+            m.w2_weight, m.w2_weight_scale_inv = reference.quantize_fp8_block(w2)
+        else:
+            m.w13_weight, m.w2_weight = w13.bfloat16(), w2.bfloat16()
+        m.moe_ep_size = ep
+        m.moe_runner_config = types.SimpleNamespace(no_combine=False, routed_scaling_factor=2.5)
+        m.should_fuse_routed_scaling_factor_in_topk = False
+        m.run_moe_core = lambda d: "sglang"
+        return m
+
+    holder = torch.nn.Module()
+    holder.a, holder.b, holder.c = layer(True), layer(False), layer(True, ep=2)
+    out["hooked"] = model.route_experts_through_op(holder)
+    out["hooked_again"] = model.route_experts_through_op(holder)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(5, 256, generator=g).bfloat16()
+    weights = torch.rand(5, 2, generator=g)
+    ids = torch.randint(0, 8, (5, 2), generator=g, dtype=torch.int32)
+    d = StandardDispatchOutput(hidden_states=x, hidden_states_scale=None,
+                               topk_output=StandardTopKOutput(weights, ids, torch.zeros(5, 8)))
+    got = holder.a.run_moe_core(d)
+    want = reference.fp8_moe_experts(x, holder.a.w13_weight, holder.a.w13_weight_scale_inv, holder.a.w2_weight,
+                                     holder.a.w2_weight_scale_inv, weights, ids, "block")
+    out["op_type"] = type(got).__name__
+    out["op_err"] = ((got.hidden_states.float() - want.float()).norm() / want.float().norm()).item()
+    out["bf16"] = holder.b.run_moe_core(d)
+    out["ep"] = holder.c.run_moe_core(d)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_nextn_check_and_expert_hook_on_sglang_types():
+    res = run(HOOK, stand_ins=True)
+    assert "num_nextn_predict_layers = 0" in res["nextn_error"] and "--speculative-algorithm" in res["nextn_error"]
+    assert (res["hooked"], res["hooked_again"]) == (3, 0)
+    # FP8 block experts: the op's result in SGLang's combine type. On CPU the GLM block applies
+    # routed_scaling_factor itself, so none here; the dispatcher's kernel choice only reorders fp32 sums.
+    assert res["op_type"] == "StandardCombineInput"
+    assert res["op_err"] < 1e-2
+    # bf16 experts and expert parallelism keep SGLang's own runner.
+    assert res["bf16"] == "sglang" and res["ep"] == "sglang"
