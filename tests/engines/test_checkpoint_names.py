@@ -66,6 +66,17 @@ def test_mtp_tensors_map_to_the_nextn_layer(tiny_config, tiny_names):
     assert any(t.kind == "expert" for t in mtp)
 
 
+def test_mtp_tensor_shapes(tiny_config):
+    from safetensors import safe_open
+
+    h, v = tiny_config["hidden_size"], tiny_config["vocab_size"]
+    want = {"eh_proj.weight": [h, 2 * h], "enorm.weight": [h], "hnorm.weight": [h], "shared_head.norm.weight": [h],
+            "shared_head.head.weight": [v, h], "embed_tokens.weight": [v, h]}
+    with safe_open(str(TINY / "model.safetensors"), "pt") as f:
+        for module, shape in want.items():
+            assert f.get_slice(f"model.layers.4.{module}").get_shape() == shape, module
+
+
 def test_tied_embed_and_head_come_from_the_layer_or_the_target(tiny_config, tiny_names):
     own = cn.nextn_tied_sources(tiny_names, tiny_config)
     assert own == {"model.layers.4.embed_tokens.weight": "model.layers.4.embed_tokens.weight",

@@ -175,6 +175,20 @@ HOOK = textwrap.dedent(
     except ValueError as e:
         out["nextn_error"] = str(e)
 
+    # After loading: a checkpoint whose MTP layer was stripped is refused; omitted embed/head are only logged.
+    import io, logging
+    log = io.StringIO()
+    logging.getLogger("sglang.glm_plugin.model").addHandler(logging.StreamHandler(log))
+    logging.getLogger("sglang.glm_plugin.model").setLevel(logging.INFO)
+    full = dict(architectures=["Glm4MoeForCausalLM"], num_hidden_layers=4, num_nextn_predict_layers=1)
+    config = types.SimpleNamespace(**full)
+    try:
+        model._check_nextn_loaded(config, ["model.embed_tokens.weight", "model.layers.3.enorm.weight"])
+    except ValueError as e:
+        out["stripped_error"] = str(e)
+    model._check_nextn_loaded(config, ["model.layers.4.enorm.weight", "model.layers.4.embed_tokens.weight"])
+    out["tied_log"] = log.getvalue()
+
     # A FusedMoE instance without SGLang's constructor (which needs a distributed runtime): only the attributes the
     # hook reads. E=8, I=128, H=256 as in the bundled checkpoint.
     def layer(fp8, ep=1):
@@ -219,6 +233,9 @@ HOOK = textwrap.dedent(
 def test_nextn_check_and_expert_hook_on_sglang_types():
     res = run(HOOK, stand_ins=True)
     assert "num_nextn_predict_layers = 0" in res["nextn_error"] and "--speculative-algorithm" in res["nextn_error"]
+    assert "no tensor named model.layers.4.*" in res["stripped_error"] and "random weights" in res["stripped_error"]
+    assert "MTP layer 4 has no shared_head.head; the draft uses the target's lm_head.weight" in res["tied_log"]
+    assert "embed_tokens" not in res["tied_log"]
     assert (res["hooked"], res["hooked_again"]) == (3, 0)
     # FP8 block experts: the op's result in SGLang's combine type. On CPU the GLM block applies
     # routed_scaling_factor itself, so none here; the dispatcher's kernel choice only reorders fp32 sums.
