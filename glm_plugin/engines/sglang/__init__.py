@@ -110,9 +110,14 @@ def _register_models(module: ModuleType) -> None:
         from glm_plugin.engines.sglang import model
     except Exception as error:  # noqa: BLE001 - any import failure must leave SGLang usable
         if not _model_import_failure:
+            import sys
+
             _model_import_failure.append(f"{type(error).__name__}: {error}")
-            logger.info("glm_plugin: GLM model classes not registered in SGLang (their import fails: %s); "
-                        "SGLang's registry is left as it is", _model_import_failure[0])
+            # SGLang's own GLM module imported but ours did not: that is our bug, worth a warning.
+            ours_only = "sglang.srt.models.glm4_moe" in sys.modules
+            logger.log(logging.WARNING if ours_only else logging.INFO,
+                       "glm_plugin: GLM model classes not registered in SGLang (their import fails: %s); "
+                       "SGLang's registry is left as it is", _model_import_failure[0])
         return
     registry = module.ModelRegistry.models
     ours = {cls.__name__: cls for cls in model.EntryClass if cls.__name__ in MODEL_ARCHS}
