@@ -96,7 +96,8 @@ def test_moe_ids_outside_the_experts_contribute_nothing(layout, isa):
     got = kernels.fp8_moe_experts(*p.args())
     assert_close_bf16(got, want, f"{isa} masked ids seed={p.seed}")
     assert torch.equal(got[0], torch.zeros_like(got[0]))
-    assert torch.equal(reference.fp8_moe_experts(*p.args()), want)
+    # token 0's rows leave the reference's per-expert matmuls, which may change their blocking: not bitwise
+    assert_close_bf16(reference.fp8_moe_experts(*p.args()), want, f"reference masked ids seed={p.seed}")
 
 
 @pytest.mark.parametrize("layout", ["block", "channel"])
