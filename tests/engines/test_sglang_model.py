@@ -20,12 +20,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from drivers import requires_engine
 
 requires_engine("sglang")
 
+ASSET = Path(__file__).resolve().parents[2] / "glm_plugin" / "assets" / "tiny-glm"
 OURS = "glm_plugin.engines.sglang.model"
 NAMES = ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLM", "Glm4MoeLiteForCausalLMNextN")
 # The modules that import torchvision / gguf at import time on the way to sglang.srt.models.glm4_moe.
@@ -243,3 +245,70 @@ def test_nextn_check_and_expert_hook_on_sglang_types():
     assert res["op_err"] < 1e-2
     # bf16 experts and expert parallelism keep SGLang's own runner.
     assert res["bf16"] == "sglang" and res["ep"] == "sglang"
+
+
+BUILD = textwrap.dedent(
+    """
+    import io, json, logging
+    import torch
+    from safetensors import safe_open
+    from sglang.srt.server_args import ServerArgs
+    from sglang.test.parallel_groups import publish
+    from transformers import AutoConfig
+    from glm_plugin.engines import checkpoint_names as cn
+    from glm_plugin.engines.sglang import model
+
+    ASSET = %(asset)r
+    log = io.StringIO()
+    logging.getLogger("sglang.glm_plugin.model").addHandler(logging.StreamHandler(log))
+    logging.getLogger("sglang.glm_plugin.model").setLevel(logging.INFO)
+    config = AutoConfig.from_pretrained(ASSET)
+    publish(ServerArgs(model_path=ASSET, device="cpu"), role="scheduler")  # one CPU rank, no process group
+    with safe_open(ASSET + "/model.safetensors", "pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+    out = {}
+
+    def build(names):
+        draft = model.Glm4MoeForCausalLMNextN(config)
+        before = {n: p.detach().clone() for n, p in draft.named_parameters()}
+        draft.load_weights((n, tensors[n]) for n in names)
+        return draft, before
+
+    draft, before = build(list(tensors))
+    params = dict(draft.named_parameters())
+    n = cn.nextn_layer_index(config)
+    out["eh_proj"] = torch.equal(params["model.eh_proj.weight"], tensors[f"model.layers.{n}.eh_proj.weight"])
+    out["norm"] = torch.equal(params["model.shared_head.norm.weight"],
+                              tensors[f"model.layers.{n}.shared_head.norm.weight"])
+    # SGLang's loader stacked the MTP layer's experts exactly as checkpoint_names says the op wants them.
+    stacked = cn.stack_experts(tensors.__getitem__, n, config.n_routed_experts)
+    out["w13"] = torch.equal(params["model.decoder.mlp.experts.w13_weight"], stacked["w13"])
+    out["w2"] = torch.equal(params["model.decoder.mlp.experts.w2_weight"], stacked["w2"])
+    # embed_tokens / shared_head.head are left for the EAGLE worker to bind from the target.
+    out["embed_untouched"] = torch.equal(params["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
+    out["log_full"] = log.getvalue()
+
+    tied = {f"model.layers.{n}.embed_tokens.weight", f"model.layers.{n}.shared_head.head.weight"}
+    build([name for name in tensors if name not in tied])
+    out["log_stripped_tied"] = log.getvalue()[len(out["log_full"]):]
+    try:
+        build([name for name in tensors if not name.startswith(f"model.layers.{n}.")])
+    except ValueError as e:
+        out["stripped_error"] = str(e)
+    print("RESULT " + json.dumps(out))
+    """
+) % {"asset": str(ASSET)}
+
+
+def test_nextn_draft_builds_and_loads_the_bundled_mtp_layer_on_cpu():
+    res = run(BUILD, stand_ins=True)
+    assert res["eh_proj"] and res["norm"], res
+    assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_names.stack_experts disagree"
+    assert res["embed_untouched"]
+    assert "Glm4MoeForCausalLMNextN built by glm_plugin" in res["log_full"]
+    assert "has no" not in res["log_full"]
+    assert "MTP layer 4 has no embed_tokens; the draft uses the target's model.embed_tokens.weight" in \
+        res["log_stripped_tied"]
+    assert "MTP layer 4 has no shared_head.head; the draft uses the target's lm_head.weight" in \
+        res["log_stripped_tied"]
+    assert "no tensor named model.layers.4.*" in res["stripped_error"]
