@@ -288,6 +288,18 @@ BUILD = textwrap.dedent(
     out["embed_untouched"] = torch.equal(params["model.embed_tokens.weight"], before["model.embed_tokens.weight"])
     out["log_full"] = log.getvalue()
 
+    from types import SimpleNamespace
+    from sglang.test.parallel_groups import parallel_scope
+    one_stage = SimpleNamespace(is_first_rank=True, is_last_rank=True, rank_in_group=0, world_size=1)
+    with parallel_scope(pp_group=one_stage):
+        target = model.Glm4MoeForCausalLM(config)
+    target.load_weights(tensors.items())
+    tparams = dict(target.named_parameters())
+    out["target_hooked"] = sum(getattr(m, "_glm_plugin_hooked", False) for m in target.modules())
+    out["target_layer3_w2"] = torch.equal(tparams["model.layers.3.mlp.experts.w2_weight"],
+                                          cn.stack_experts(tensors.__getitem__, 3, config.n_routed_experts)["w2"])
+    out["target_head"] = torch.equal(tparams["lm_head.weight"], tensors["lm_head.weight"])
+
     tied = {f"model.layers.{n}.embed_tokens.weight", f"model.layers.{n}.shared_head.head.weight"}
     build([name for name in tensors if name not in tied])
     out["log_stripped_tied"] = log.getvalue()[len(out["log_full"]):]
@@ -300,7 +312,7 @@ BUILD = textwrap.dedent(
 ) % {"asset": str(ASSET)}
 
 
-def test_nextn_draft_builds_and_loads_the_bundled_mtp_layer_on_cpu():
+def test_target_and_nextn_draft_build_and_load_the_bundled_checkpoint_on_cpu():
     res = run(BUILD, stand_ins=True)
     assert res["eh_proj"] and res["norm"], res
     assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_names.stack_experts disagree"
@@ -312,6 +324,8 @@ def test_nextn_draft_builds_and_loads_the_bundled_mtp_layer_on_cpu():
     assert "MTP layer 4 has no shared_head.head; the draft uses the target's lm_head.weight" in \
         res["log_stripped_tied"]
     assert "no tensor named model.layers.4.*" in res["stripped_error"]
+    # The target: every MoE layer (1..3; layer 0 is dense) hooked, and loaded from the same checkpoint.
+    assert res["target_hooked"] == 3 and res["target_layer3_w2"] and res["target_head"], res
 
 
 FP8 = textwrap.dedent(
