@@ -72,17 +72,32 @@ class _NotApplicable(str):
     """A reason that is by design (wrong device, op without such a kernel), not worth a warning."""
 
 
-def _cuda_unavailable(op: str, device_type: str) -> str | None:
-    if device_type != "cuda":
-        return _NotApplicable("CUDA kernels run on CUDA tensors only")
+CUDA_OPS = {"fp8_moe_experts": ("block",)}  # what csrc/cuda implements: op -> scale layouts
+
+
+def _cuda_registered(op: str) -> bool:
     import torch
 
     try:
-        if torch._C._dispatch_has_kernel_for_dispatch_key(f"glm_plugin::{op}_cuda", "CUDA"):
-            return None
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"glm_plugin::{op}_cuda", "CUDA")
     except RuntimeError:
-        pass
-    return f"no compiled CUDA kernel registered as glm_plugin::{op}_cuda"
+        return False
+
+
+def _cuda_unavailable(op: str, device_type: str, layout: str | None) -> str | None:
+    if device_type != "cuda":
+        return _NotApplicable("CUDA kernels run on CUDA tensors only")
+    if op not in CUDA_OPS:
+        return _NotApplicable(f"csrc/cuda has no {op} kernel")
+    if layout is not None and layout not in CUDA_OPS[op]:
+        return _NotApplicable(f"the CUDA {op} kernel takes {'/'.join(CUDA_OPS[op])} scales, not {layout!r}")
+    if _cuda_registered(op):
+        return None
+    from . import build_cuda
+
+    if build_cuda.load_cuda_extension() and _cuda_registered(op):  # built on first use, cached; never raises
+        return None
+    return build_cuda.unavailable_reason() or f"no compiled CUDA kernel registered as glm_plugin::{op}_cuda"
 
 
 def _triton_module():
@@ -94,7 +109,7 @@ def _triton_module():
         raise
 
 
-def _triton_unavailable(op: str, device_type: str) -> str | None:
+def _triton_unavailable(op: str, device_type: str, layout: str | None) -> str | None:
     if device_type != "cuda":
         return _NotApplicable("the Triton kernels run on CUDA tensors only")
     try:
@@ -112,7 +127,7 @@ def _triton_unavailable(op: str, device_type: str) -> str | None:
     return None if ok else f"{_TRITON_MODULE}.available() is False"
 
 
-def _cpp_unavailable(op: str, device_type: str) -> str | None:
+def _cpp_unavailable(op: str, device_type: str, layout: str | None) -> str | None:
     if device_type != "cpu":
         return _NotApplicable("the C++ kernels run on CPU tensors only")
     if op == "glm_route":
@@ -127,20 +142,21 @@ def _cpp_unavailable(op: str, device_type: str) -> str | None:
 _CHECKS = {"cuda": _cuda_unavailable, "triton": _triton_unavailable, "cpp": _cpp_unavailable}
 
 
-def why_unavailable(impl: str, op: str, device_type: str) -> str | None:
-    """None if `impl` can run `op` on `device_type`, else the reason."""
+def why_unavailable(impl: str, op: str, device_type: str, layout: str | None = None) -> str | None:
+    """None if `impl` can run `op` on `device_type` (for weights of scale `layout`, if given), else the reason."""
     if impl == "reference":
         return None
     if impl not in _CHECKS:
         raise ValueError(f"unknown kernel implementation {impl!r}; choose one of {', '.join(IMPLEMENTATIONS)}")
-    return _CHECKS[impl](op, device_type)
+    return _CHECKS[impl](op, device_type, layout)
 
 
-def implementation(op: str, device) -> str:
-    """The implementation that runs `op` on tensors of `device` (a torch.device or its type string)."""
+def implementation(op: str, device, layout: str | None = None) -> str:
+    """The implementation that runs `op` on tensors of `device` (a torch.device or its type string), for FP8
+    weights of scale `layout` ("block" / "channel"; not every kernel takes both)."""
     device_type = getattr(device, "type", str(device))
     forced = os.environ.get(ENV_KERNEL, "auto").strip().lower() or "auto"
-    key = (op, device_type, forced)
+    key = (op, device_type, layout, forced)
     impl = _chosen.get(key)
     if impl is not None:
         return impl
@@ -150,7 +166,7 @@ def implementation(op: str, device) -> str:
         if forced != "auto":
             if forced not in IMPLEMENTATIONS:
                 raise ValueError(f"{ENV_KERNEL}={forced!r} is not one of auto, {', '.join(IMPLEMENTATIONS)}")
-            reason = why_unavailable(forced, op, device_type)
+            reason = why_unavailable(forced, op, device_type, layout)
             if reason is not None:
                 raise RuntimeError(f"{ENV_KERNEL}={forced} but it cannot run glm_plugin::{op} on {device_type}: "
                                    f"{reason}. Unset {ENV_KERNEL} to fall back automatically.")
@@ -159,7 +175,7 @@ def implementation(op: str, device) -> str:
         else:
             skipped = []
             for candidate in IMPLEMENTATIONS:
-                reason = why_unavailable(candidate, op, device_type)
+                reason = why_unavailable(candidate, op, device_type, layout)
                 if reason is None:
                     impl = candidate
                     break

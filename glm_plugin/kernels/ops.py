@@ -133,7 +133,7 @@ def _moe_impl(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layo
     from . import implementation
 
     check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
-    impl = implementation("fp8_moe_experts", hidden.device)
+    impl = implementation("fp8_moe_experts", hidden.device, layout)
     args = (hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
     if impl == "cpp":
         c = [a.contiguous() for a in args[:7]]
@@ -151,7 +151,7 @@ def _linear_impl(x, weight, weight_scale, bias, layout):
     from . import implementation
 
     check_linear_args(x, weight, weight_scale, bias, layout)
-    impl = implementation("fp8_linear", x.device)
+    impl = implementation("fp8_linear", x.device, layout)
     if impl == "cpp":
         return torch.ops.glm_plugin.fp8_linear_cpu(x, weight.contiguous(), weight_scale.contiguous(), bias, layout)
     if impl == "cuda":
