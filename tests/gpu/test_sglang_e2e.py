@@ -1,8 +1,9 @@
 """SGLang serving the bundled checkpoint on a CUDA GPU with our parsers and the GLM NextN draft (EAGLE):
-a tool-call round trip, greedy parity with and without speculation, and our classes built in every model process.
+a tool-call round trip, greedy parity with and without speculation, our classes built in every model process, and
+a block-FP8 copy of the checkpoint whose routed experts run on glm_plugin::fp8_moe_experts.
 
 Skipped without a CUDA device, or when SGLang's server cannot be imported (a parser-only install). On an
-H100/H200 with `pip install 'sglang[all]'` it runs unchanged: two servers, started one after the other, each for
+H100/H200 with `pip install 'sglang[all]'` it runs unchanged: three servers, started one after the other, each for
 the tests that read it (about a minute each, mostly CUDA-graph capture).
 
 Flags are the seeds' (`--speculative-algorithm EAGLE --speculative-num-steps 3 --speculative-eagle-topk 1
@@ -60,7 +61,7 @@ def _post(base: str, path: str, body: dict, timeout: float = 120.0) -> dict:
         return json.load(reply)
 
 
-def _server(tmp_path_factory, name: str, extra: list[str]):
+def _server(tmp_path_factory, name: str, extra: list[str], model: Path = ASSET):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -68,7 +69,7 @@ def _server(tmp_path_factory, name: str, extra: list[str]):
     from glm_plugin.server_process import ServerProcess
 
     port = free_port()
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(ASSET), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model), "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "tiny-glm", "--mem-fraction-static", "0.3",
            "--log-level", "info", *PARSERS, *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
@@ -155,3 +156,54 @@ def test_tool_call_round_trip_with_speculation(eagle):
                  {"role": "tool", "tool_call_id": call["id"], "content": RESULT}]
     answer = _post(eagle.base_url, "/v1/chat/completions", {**chat, "messages": messages})["choices"][0]["message"]
     assert not answer.get("tool_calls") and answer.get("content"), answer
+
+
+@pytest.fixture(scope="module")
+def fp8_checkpoint(tmp_path_factory):
+    """The bundled checkpoint with every projection in zai-org's block-FP8 format (`quant_method: fp8`, 128x128
+    `weight_scale_inv`); router, norms, embeddings, heads and the MTP layer's `eh_proj` stay bf16."""
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from glm_plugin.kernels import reference
+
+    out = tmp_path_factory.mktemp("tiny-glm-fp8")
+    for item in ASSET.iterdir():
+        if item.name != "model.safetensors":
+            shutil.copy(item, out / item.name)
+    tensors = {}
+    with safe_open(str(ASSET / "model.safetensors"), "pt") as f:
+        for name in f.keys():
+            t = f.get_tensor(name)
+            if name.endswith("_proj.weight") and ".eh_proj." not in name:
+                tensors[name], tensors[name[: -len("weight")] + "weight_scale_inv"] = reference.quantize_fp8_block(t)
+            else:
+                tensors[name] = t
+    save_file(tensors, str(out / "model.safetensors"))
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                     "weight_block_size": [128, 128]}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def test_fp8_checkpoint_experts_run_on_our_op_with_speculation(tmp_path_factory, fp8_checkpoint, eagle):
+    eagle.stop()  # one server at a time
+    process = _server(tmp_path_factory, "fp8", EAGLE, model=fp8_checkpoint)
+    try:
+        out = _generate(process.base_url, PROMPTS[0])
+        assert len(out["tokens"]) == N_TOKENS
+        chat = {"model": "tiny-glm", "tools": [TIMER], "temperature": 0, "max_tokens": 160,
+                "messages": [{"role": "user", "content": ASK}]}
+        message = _post(process.base_url, "/v1/chat/completions", chat)["choices"][0]["message"]
+        log = process.log_path.read_text(errors="replace")
+        assert "GLM routed experts run on glm_plugin::fp8_moe_experts (block scales)" in log, log[-4000:]
+        # FP8 weights move logits by a few percent; the trained call survives that on this prompt.
+        assert message.get("tool_calls") and message["tool_calls"][0]["function"]["name"] == "set_timer", message
+    finally:
+        process.stop()
