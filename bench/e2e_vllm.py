@@ -69,8 +69,8 @@ def worker(req):
         kwargs["speculative_config"] = req["spec"]
     llm = LLM(**kwargs)
     tok = llm.get_tokenizer()
-    prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True) for m in PROMPTS]
-    prompts = [p["input_ids"] if isinstance(p, dict) else p for p in prompts]
+    texts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in PROMPTS]
+    prompts = [tok(text, add_special_tokens=False).input_ids for text in texts]
     sp = SamplingParams(temperature=0.0, max_tokens=req["max_tokens"])
     llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)  # warm-up
     before = spec_counters(llm)

