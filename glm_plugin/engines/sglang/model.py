@@ -5,9 +5,9 @@ drafts for SGLang: SGLang's own classes, subclassed, with the routed experts of 
 How the experts are routed (see docs/engines.md, "SGLang model registration"): SGLang's `FusedMoE.forward_impl`
 is dispatch -> `run_moe_core` (the quantisation method's expert compute) -> combine -> all-reduce. We replace only
 `run_moe_core`, per MoE layer instance, after SGLang built the layer; dispatch, combine, the TP all-reduce, routing
-and the shared expert stay SGLang's. The replacement checks, once per layer and after weights are loaded, that the
-layer holds plain FP8 experts in the op's layout (`checkpoint_names.op_expert_weights`); anything else (bf16
-weights, expert parallelism, a backend that re-encoded the scales) keeps SGLang's path, with the reason logged once.
+and the shared expert stay SGLang's. The replacement checks on each call (so after weights are loaded or updated)
+that the layer holds plain FP8 experts in the op's layout (`checkpoint_names.op_expert_weights`); anything else
+(bf16 weights, expert parallelism, a backend that re-encoded the scales) keeps SGLang's path, the reason logged once.
 
 SGLang imports this module only when its model registry is imported (`glm_plugin.engines.sglang.register`), which
 already imports every SGLang model module; importing SGLang here at module level costs nothing more.
@@ -55,11 +55,9 @@ def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
         return "the activations arrive pre-quantised"
     if not TopKOutputChecker.format_is_standard(dispatch_output.topk_output):
         return "the top-k output is not the standard (weights, ids) pair"
-    cached = getattr(layer, "_glm_plugin_op_weights", None)
-    if cached is None:
-        cached = names.op_expert_weights(layer)
-        layer._glm_plugin_op_weights = cached
-    return cached
+    # Read on every call (a few attribute and shape checks), not cached: SGLang's weight updates
+    # (update_weights_from_disk / _tensor) may replace the parameters after the first forward.
+    return names.op_expert_weights(layer)
 
 
 def _run_moe_core(layer: FusedMoE, original, dispatch_output):
