@@ -225,6 +225,13 @@ HOOK = textwrap.dedent(
                                      holder.a.w2_weight_scale_inv, weights, ids, "block")
     out["op_type"] = type(got).__name__
     out["op_err"] = ((got.hidden_states.float() - want.float()).norm() / want.float().norm()).item()
+    # Where the GLM block leaves the scaling to the runner (CUDA, ROCm-aiter), the op's sum is scaled, once.
+    model._RUNNER_SCALES = True
+    scaled = holder.a.run_moe_core(d).hidden_states.float()
+    out["scaled_err"] = ((scaled - 2.5 * got.hidden_states.float()).norm() / scaled.norm()).item()
+    holder.a.should_fuse_routed_scaling_factor_in_topk = True  # the top-k weights already carry it
+    out["fused_same"] = torch.equal(holder.a.run_moe_core(d).hidden_states, got.hidden_states)
+    model._RUNNER_SCALES = False
     out["bf16"] = holder.b.run_moe_core(d)
     out["ep"] = holder.c.run_moe_core(d)
     print("RESULT " + json.dumps(out))
@@ -243,6 +250,7 @@ def test_nextn_check_and_expert_hook_on_sglang_types():
     # routed_scaling_factor itself, so none here; the dispatcher's kernel choice only reorders fp32 sums.
     assert res["op_type"] == "StandardCombineInput"
     assert res["op_err"] < 1e-2
+    assert res["scaled_err"] < 1e-2 and res["fused_same"]  # bf16 rounding of the scaled output only
     # bf16 experts and expert parallelism keep SGLang's own runner.
     assert res["bf16"] == "sglang" and res["ep"] == "sglang"
 

@@ -30,6 +30,11 @@ from glm_plugin.engines import checkpoint_names as names
 
 logger = logging.getLogger("sglang.glm_plugin.model")
 
+# SGLang's GLM MoE blocks (glm4_moe, glm4_moe_lite) multiply the routed experts' sum by routed_scaling_factor
+# themselves only when `not _is_cuda and not _use_aiter` (CPU and other devices); on CUDA and ROCm-aiter they
+# expect the experts' runner to have applied it.
+_RUNNER_SCALES = bool(getattr(_sgl_glm, "_is_cuda", False) or getattr(_sgl_glm, "_use_aiter", False))
+
 _logged: set[str] = set()
 _log_lock = threading.Lock()
 
@@ -74,10 +79,10 @@ def _run_moe_core(layer: FusedMoE, original, dispatch_output):
     from glm_plugin import kernels
 
     out = kernels.fp8_moe_experts(hidden, w13, w13_scale, w2, w2_scale, weights, ids, layout)
-    # SGLang's CUDA runners multiply the expert sum by routed_scaling_factor (unless the top-k weights already
-    # carry it); on CPU the GLM MoE block multiplies after the experts instead. Return what the runner would.
+    # Return what SGLang's runner would: scaled by routed_scaling_factor wherever the GLM block does not scale
+    # itself (unless the top-k weights already carry the factor).
     factor = layer.moe_runner_config.routed_scaling_factor
-    if hidden.is_cuda and factor not in (None, 1.0) and not layer.should_fuse_routed_scaling_factor_in_topk:
+    if _RUNNER_SCALES and factor not in (None, 1.0) and not layer.should_fuse_routed_scaling_factor_in_topk:
         out = out * factor
     return StandardCombineInput(hidden_states=out)
 
