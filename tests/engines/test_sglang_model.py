@@ -417,3 +417,37 @@ def test_fp8_mtp_block_loaded_by_sglang_runs_through_our_op():
     if res["layout"] != "block":
         pytest.skip(f"SGLang re-encoded the FP8 experts on this CPU, so its own runner keeps them: {res['layout']}")
     assert res["rel"] < 0.08, res
+
+
+LITE = textwrap.dedent(
+    """
+    import importlib.util, json
+    from types import SimpleNamespace
+    from sglang.srt.server_args import ServerArgs
+    from sglang.test.parallel_groups import parallel_scope, publish
+    from transformers import Glm4MoeLiteConfig
+    from glm_plugin.engines.sglang import model
+
+    spec = importlib.util.spec_from_file_location("make_tiny_glm_lite", %(script)r)
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    config = Glm4MoeLiteConfig(**maker.TINY_LITE, architectures=["Glm4MoeLiteForCausalLM"])
+    publish(ServerArgs(model_path=%(asset)r, device="cpu"), role="scheduler")
+    one_stage = SimpleNamespace(is_first_rank=True, is_last_rank=True, rank_in_group=0, world_size=1)
+    with parallel_scope(pp_group=one_stage):
+        lite = model.Glm4MoeLiteForCausalLM(config)
+    out = {"hooked": sum(getattr(m, "_glm_plugin_hooked", False) for m in lite.modules()),
+           "moe_layers": config.num_hidden_layers - config.first_k_dense_replace}
+    try:
+        model.Glm4MoeLiteForCausalLMNextN(config)  # the tiny Flash checkpoint has no MTP layer
+    except ValueError as e:
+        out["nextn_error"] = str(e)
+    print("RESULT " + json.dumps(out))
+    """
+) % {"asset": str(ASSET), "script": str(ASSET.parents[2] / "scripts" / "make_tiny_glm_lite.py")}
+
+
+def test_lite_target_builds_with_every_moe_layer_hooked_and_its_nextn_refuses_no_mtp_layer():
+    res = run(LITE, stand_ins=True)
+    assert res["hooked"] == res["moe_layers"] == 3, res
+    assert "num_nextn_predict_layers = 0" in res["nextn_error"]
