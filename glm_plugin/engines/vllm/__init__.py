@@ -39,6 +39,7 @@ def register() -> None:
     register_parts({
         "parsers": [("vllm.tool_parsers", _register_tool_parsers), ("vllm.reasoning", _register_reasoning_parsers)],
         "model": [(MODEL_REGISTRY_MODULE, _register_models)],
+        "kernels": [("vllm.model_executor.layers.quantization", _register_quantization)],
     }, _requested)
 
 
@@ -67,3 +68,13 @@ def _register_models(module: ModuleType) -> None:
     for arch, target in MODEL_CLASSES.items():
         module.ModelRegistry.register_model(arch, target)
     logger.debug("glm_plugin: model classes registered for %s", ", ".join(MODEL_CLASSES))
+
+
+def _register_quantization(module: ModuleType) -> None:
+    # Re-register vLLM's `fp8` name with our subclass of its Fp8Config (glm_plugin/engines/vllm/fp8.py): GLM
+    # block-FP8 layers run through glm_plugin's FP8 ops, every other model keeps vLLM's methods. The subclass needs
+    # vLLM's fp8 module, so it is imported here, once vLLM itself has imported its quantization registry.
+    from glm_plugin.engines.vllm.fp8 import GlmFp8Config
+
+    module.register_quantization_config("fp8")(GlmFp8Config)
+    logger.debug("glm_plugin: quantization method fp8 registered (GLM block-FP8 through glm_plugin's ops)")
