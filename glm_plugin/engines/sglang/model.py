@@ -120,7 +120,7 @@ def _nextn_index(config) -> int:
     return 0 if config.num_hidden_layers == 1 else names.nextn_layer_index(config)
 
 
-def _checked_nextn_weights(config, weights: Iterable[tuple[str, torch.Tensor]], seen: list[str]):
+def _recording(weights: Iterable[tuple[str, torch.Tensor]], seen: list[str]):
     for name, tensor in weights:
         seen.append(name)
         yield name, tensor
@@ -161,7 +161,7 @@ class Glm4MoeForCausalLMNextN(_sgl_nextn.Glm4MoeForCausalLMNextN):
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
         seen: list[str] = []
-        result = super().load_weights(_checked_nextn_weights(self.config, weights, seen))
+        result = super().load_weights(_recording(weights, seen))
         _check_nextn_loaded(self.config, seen)
         return result
 
