@@ -3,7 +3,7 @@ speculative decoding (MTP, EAGLE-3) against no speculation, all measured in the 
 
 Each setting is one fresh engine (the plugin reads `GLM_PLUGIN_DISABLE` once per process, and speculation is an
 engine argument): a warm-up generate, then the timed greedy generate of every prompt at batch size 1 (the setting
-where speculation helps). Each run's tokens are checked against the built-in's: a fast wrong answer does not
+where speculation helps), best of --repeats passes. Each run's tokens are checked against the built-in's: a fast wrong answer does not
 count. Printed per setting: output tokens/s, the ratio to its anchor, and for speculation the acceptance length
 (1 + accepted drafts per verification step) from vLLM's own metrics.
 
@@ -74,12 +74,16 @@ def worker(req):
     sp = SamplingParams(temperature=0.0, max_tokens=req["max_tokens"])
     llm.generate([TokensPrompt(prompt_token_ids=prompts[0])], sp, use_tqdm=False)  # warm-up
     before = spec_counters(llm)
-    tokens, produced, t0 = [], 0, time.perf_counter()
-    for p in prompts:
-        out = llm.generate([TokensPrompt(prompt_token_ids=p)], sp, use_tqdm=False)[0].outputs[0].token_ids
-        tokens.append(list(out))
-        produced += len(out)
-    seconds = time.perf_counter() - t0
+    best = None
+    for _ in range(req["repeats"]):  # best of N: the machine is shared, the slowest runs measure the neighbours
+        tokens, produced, t0 = [], 0, time.perf_counter()
+        for p in prompts:
+            out = llm.generate([TokensPrompt(prompt_token_ids=p)], sp, use_tqdm=False)[0].outputs[0].token_ids
+            tokens.append(list(out))
+            produced += len(out)
+        elapsed = time.perf_counter() - t0
+        best = elapsed if best is None else min(best, elapsed)
+    seconds = best
     after = spec_counters(llm)
     delta = {k: after[k] - before[k] for k in after}
     print("RESULT " + json.dumps({"tokens": tokens, "produced": produced, "seconds": seconds, "spec": delta}),
@@ -88,7 +92,8 @@ def worker(req):
 
 def run(args, disable, spec):
     env = dict(os.environ, GLM_PLUGIN_DISABLE=disable, HF_HUB_OFFLINE="1")
-    req = {"model": args.model, "dtype": args.dtype, "spec": spec, "max_tokens": args.max_tokens}
+    req = {"model": args.model, "dtype": args.dtype, "spec": spec, "max_tokens": args.max_tokens,
+           "repeats": args.repeats}
     proc = subprocess.run([sys.executable, __file__, "--worker"], input=json.dumps(req), capture_output=True,
                           text=True, env=env, timeout=1200)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -103,6 +108,7 @@ def main(argv=None):
     ap.add_argument("--eagle3", default=str(HEAD), help="EAGLE-3 head directory")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per engine; the fastest counts")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:

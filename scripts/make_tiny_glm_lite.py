@@ -37,7 +37,8 @@ def make(out: str, seed: int = 0) -> str:
     from transformers import AutoModelForCausalLM, Glm4MoeLiteConfig
 
     torch.manual_seed(seed)
-    config = Glm4MoeLiteConfig(**TINY_LITE, mlp_layer_types=["dense"] + ["sparse"] * (TINY_LITE["num_hidden_layers"] - 1))
+    layer_types = ["dense"] + ["sparse"] * (TINY_LITE["num_hidden_layers"] - 1)  # first_k_dense_replace = 1
+    config = Glm4MoeLiteConfig(**TINY_LITE, mlp_layer_types=layer_types)
     config.architectures = ["Glm4MoeLiteForCausalLM"]
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():  # a non-zero router bias, as in real checkpoints, so grouped top-k selection is exercised

@@ -221,6 +221,7 @@ def test_flash_lite_serves_with_our_class_like_vllms(tiny_lite, prompts, tokeniz
     (worker,) = mine["classes"]
     assert worker["target"] == "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM"
     assert worker["eagle3_default_layers"] == [1, 2, 3] and worker["eagle3_layers_in_use"] == []
-    assert [c["target"] for c in theirs["classes"]] == ["vllm.model_executor.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"]
+    vllms = "vllm.model_executor.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"
+    assert [c["target"] for c in theirs["classes"]] == [vllms]
     for i, (a, b) in enumerate(zip(mine["tokens"], theirs["tokens"])):
         assert a == b, f"prompt {i}: ours {tokenizer.decode(a)!r} != vLLM's {tokenizer.decode(b)!r}"

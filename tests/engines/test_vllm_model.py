@@ -29,7 +29,8 @@ PROBE = textwrap.dedent(
     vllm.plugins.load_general_plugins()
     from vllm.model_executor.models.registry import ModelRegistry
     from vllm.model_executor.models.interfaces import supports_eagle3
-    lazy_before_use = "glm_plugin.engines.vllm.model" not in sys.modules and "glm_plugin.engines.vllm.mtp" not in sys.modules
+    ours = ("glm_plugin.engines.vllm.model", "glm_plugin.engines.vllm.mtp")
+    lazy_before_use = not any(name in sys.modules for name in ours)
     out = {"lazy_before_use": lazy_before_use, "names": {}}
     for name in %r:
         cls = ModelRegistry._try_load_model_cls(name)
