@@ -221,3 +221,45 @@ def test_glm_fp8_agrees_with_bf16(ours, bf16, layout):
     assert top1 >= MIN_TOP1_AGREEMENT
     # Once the two greedy paths differ they see different prefixes; most must still run together to the end.
     assert identical >= 0.8
+
+
+@pytest.mark.e2e
+def test_served_tool_call_round_trip_on_block_fp8(checkpoints, tmp_path):
+    """The served path users take (`python -m vllm.entrypoints.openai.api_server` with our GLM parsers, as
+    `glm-plugin serve --model DIR` builds it) on the block-FP8 checkpoint: a tool call whose arguments parse,
+    then an answer that uses the tool's result (the same conversation as test_served_round_trip.py)."""
+    openai = pytest.importorskip("openai")
+    from test_served_round_trip import ASK, RESULT, TOOLS, _reasoning
+
+    from glm_plugin.cli import DEMO_MAX_MODEL_LEN, cpu_environment, vllm_server_command
+    from glm_plugin.demo import free_port
+    from glm_plugin.server_process import ServerProcess
+
+    port = free_port()
+    cmd = vllm_server_command(checkpoints("block"), "127.0.0.1", port, "glm-fp8", DEMO_MAX_MODEL_LEN,
+                              ["--dtype", "bfloat16", "--enforce-eager"])
+    env = cpu_environment()
+    env.pop("GLM_PLUGIN_DISABLE", None)
+    base = f"http://127.0.0.1:{port}"
+    with ServerProcess(cmd, base, tmp_path / "vllm.log", env) as process:
+        process.wait_ready(timeout=300, progress=None)
+        client = openai.OpenAI(base_url=base + "/v1", api_key="x")
+
+        def chat(messages):
+            return client.chat.completions.create(model="glm-fp8", messages=messages, tools=TOOLS, temperature=0,
+                                                  max_tokens=160).choices[0].message
+
+        messages = [{"role": "user", "content": ASK}]
+        message = chat(messages)
+        assert message.tool_calls, message
+        call = message.tool_calls[0]
+        assert call.function.name == "set_timer"
+        assert json.loads(call.function.arguments) == {"minutes": 25, "label": "Tea Break"}
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)],
+             "reasoning": _reasoning(message)},
+            {"role": "tool", "tool_call_id": call.id, "content": RESULT},
+        ]
+        assert "4821" in (chat(messages).content or "")
+    log = (tmp_path / "vllm.log").read_text()
+    assert "glm_plugin: GLM block-FP8 experts run through glm_plugin::fp8_moe_experts" in log
