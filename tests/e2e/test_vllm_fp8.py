@@ -224,22 +224,21 @@ def test_glm_fp8_agrees_with_bf16(ours, bf16, layout):
 
 
 @pytest.mark.e2e
-def test_served_tool_call_round_trip_on_block_fp8(checkpoints, tmp_path):
-    """The served path users take (`python -m vllm.entrypoints.openai.api_server` with our GLM parsers, as
-    `glm-plugin serve --model DIR` builds it) on the block-FP8 checkpoint: a tool call whose arguments parse,
-    then an answer that uses the tool's result (the same conversation as test_served_round_trip.py)."""
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_served_tool_call_round_trip_on_fp8(checkpoints, tmp_path, layout):
+    """The served path users take, `glm-plugin serve --model DIR` (vLLM's OpenAI server with our GLM parsers), on
+    each FP8 checkpoint: a tool call whose arguments parse, then an answer that uses the tool's result (the same
+    conversation as test_served_round_trip.py)."""
     openai = pytest.importorskip("openai")
     from test_served_round_trip import ASK, RESULT, TOOLS, _reasoning
 
-    from glm_plugin.cli import DEMO_MAX_MODEL_LEN, cpu_environment, vllm_server_command
     from glm_plugin.demo import free_port
     from glm_plugin.server_process import ServerProcess
 
     port = free_port()
-    cmd = vllm_server_command(checkpoints("block"), "127.0.0.1", port, "glm-fp8", DEMO_MAX_MODEL_LEN,
-                              ["--dtype", "bfloat16", "--enforce-eager"])
-    env = cpu_environment()
-    env.pop("GLM_PLUGIN_DISABLE", None)
+    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--model", str(checkpoints(layout)), "--gpus", "0",
+           "--port", str(port), "--served-model-name", "glm-fp8", "--", "--dtype", "bfloat16", "--enforce-eager"]
+    env = {k: v for k, v in os.environ.items() if k != "GLM_PLUGIN_DISABLE"}
     base = f"http://127.0.0.1:{port}"
     with ServerProcess(cmd, base, tmp_path / "vllm.log", env) as process:
         process.wait_ready(timeout=300, progress=None)
@@ -262,4 +261,4 @@ def test_served_tool_call_round_trip_on_block_fp8(checkpoints, tmp_path):
         ]
         assert "4821" in (chat(messages).content or "")
     log = (tmp_path / "vllm.log").read_text()
-    assert "glm_plugin: GLM block-FP8 experts run through glm_plugin::fp8_moe_experts" in log
+    assert f"glm_plugin: GLM {layout}-FP8 experts run through glm_plugin::fp8_moe_experts" in log
