@@ -3,9 +3,10 @@ glm_plugin's FP8 ops and agree with the bf16 model.
 
 The checkpoints are the bundled tiny one quantised by scripts/quantize_fp8.py into temporary directories, in both
 layouts GLM ships: `block` (`quant_method: fp8`, 128x128 `weight_scale_inv`, zai-org's names) and `channel`
-(compressed-tensors per-channel weights, dynamic per-token activations). Five engine starts in all (each shared
+(compressed-tensors per-channel weights, dynamic per-token activations). Seven engine starts in all (each shared
 by the tests reading it): per layout, the FP8 checkpoint with `GLM_PLUGIN_DISABLE=kernels` (vLLM's own FP8
-methods) and with the plugin; once, the bf16 checkpoint (reference). bf16 activations throughout.
+methods), offline with the plugin, and served by `glm-plugin serve --model DIR` for a tool-call round trip; once,
+the bf16 checkpoint (reference). bf16 activations throughout.
 
 Agreement is measured on 200 held-out conversations of the tiny model's own domain: the first generated token of
 each is a teacher-forced top-1 comparison (both models see the same prompt); 16-token greedy continuations are
