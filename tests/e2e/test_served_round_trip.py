@@ -1,5 +1,5 @@
-"""A served round trip: vLLM (CPU) serving the bundled tiny GLM checkpoint with our parsers, driven by the
-OpenAI and Anthropic SDKs exactly as users drive a GLM server.
+"""A served round trip: vLLM (CPU) serving the bundled tiny GLM checkpoint with our model class, our parsers and MTP
+speculative decoding, driven by the OpenAI and Anthropic SDKs exactly as users drive a GLM server.
 
 The server is started the way `glm-plugin serve --demo` starts it (`python -m vllm.entrypoints.openai.api_server`,
 with `--tool-call-parser glm47 --reasoning-parser glm45`); our plugin is installed, so those names are ours.
@@ -35,14 +35,20 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 TOOLS = [TIMER, WEATHER]
 ASK = "Set a timer for 25 minutes called Tea Break."
 RESULT = json.dumps({"timer_id": 4821, "status": "Started"})
+MTP = {"method": "mtp", "num_speculative_tokens": 1}
+SERVER_LOG: list = []  # the module server's log file
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     port = free_port()
-    cmd, env = demo_server_command(port=port)  # exactly what `glm-plugin serve --demo` runs
+    # What `glm-plugin serve --demo` runs, plus MTP: the round trip must hold with our model class, our parsers and
+    # speculative decoding together (MTP hands the parsers several tokens per delta).
+    cmd, env = demo_server_command(port=port, extra=["--speculative-config", json.dumps(MTP)])
     base = f"http://127.0.0.1:{port}"
-    with ServerProcess(cmd, base, tmp_path_factory.mktemp("server") / "vllm.log", env) as process:
+    log = tmp_path_factory.mktemp("server") / "vllm.log"
+    SERVER_LOG.append(log)
+    with ServerProcess(cmd, base, log, env) as process:
         process.wait_ready(timeout=300, progress=None)
         yield base
 
@@ -186,3 +192,20 @@ def test_server_runs_our_parsers(server):
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
     assert out.stdout.split()[-2:] == ["glm_plugin.engines.vllm.parsers"] * 2, out.stderr[-2000:]
+
+
+def test_server_runs_our_model_and_mtp_drafts(server):
+    """The round trip ran on glm_plugin's model class, with MTP drafts proposed and accepted."""
+    import urllib.request
+
+    assert "Glm4MoeForCausalLM built by glm_plugin" in SERVER_LOG[-1].read_text()
+    metrics = urllib.request.urlopen(server + "/metrics", timeout=10).read().decode()
+
+    def total(name):
+        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith(name + "{") or line.startswith(name + " "))
+
+    drafted = total("vllm:spec_decode_num_draft_tokens_total")
+    accepted = total("vllm:spec_decode_num_accepted_tokens_total")
+    assert drafted > 0 and accepted > 0, (drafted, accepted)
+    print(f"served MTP acceptance: {accepted:.0f}/{drafted:.0f} = {accepted / drafted:.2f}")
