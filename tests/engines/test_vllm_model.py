@@ -192,6 +192,6 @@ def test_inner_model_swap_is_scoped_to_the_constructor(model_mod):
 def test_mtp_refuses_a_checkpoint_without_mtp_layer():
     from glm_plugin.engines.vllm import mtp
 
-    with pytest.raises(ValueError, match="num_nextn_predict_layers = 0.*Remove --speculative-config"):
+    with pytest.raises(ValueError, match="num_nextn_predict_layers = 0.*method.*mtp.*Serve without speculation"):
         mtp.check_has_mtp_layer(glm_config(num_nextn_predict_layers=0))
     mtp.check_has_mtp_layer(glm_config())

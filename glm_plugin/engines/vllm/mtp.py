@@ -16,6 +16,8 @@ import torch
 from vllm.logger import init_logger
 from vllm.model_executor.models import glm4_moe_mtp as _vllm_mtp
 
+from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
+
 logger = init_logger("vllm.glm_plugin.mtp")
 
 # Target-model tensors that can stand in for a missing MTP-layer tensor, and the MTP parameter each fills.
@@ -26,13 +28,7 @@ _TARGET_FALLBACKS = {
 
 
 def check_has_mtp_layer(config) -> None:
-    n = getattr(config, "num_nextn_predict_layers", 0) or 0
-    if n <= 0:
-        raise ValueError(
-            f"{config.architectures[0] if getattr(config, 'architectures', None) else 'this model'} has "
-            "num_nextn_predict_layers = 0: the checkpoint carries no MTP layer, so `method: mtp` has nothing to "
-            "draft with. Remove --speculative-config, use a checkpoint that ships its MTP layer "
-            "(num_nextn_predict_layers: 1), or use `method: eagle3` with a trained head (docs/speculative.md).")
+    check_has_nextn_layer(config, engine_flag="--speculative-config '{\"method\": \"mtp\"}'")
 
 
 class Glm4MoeMTP(_vllm_mtp.Glm4MoeMTP):
