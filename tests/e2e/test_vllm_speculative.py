@@ -217,11 +217,14 @@ def test_flash_lite_serves_with_our_class_like_vllms(tiny_lite, prompts, tokeniz
     random router bias an expert choice can flip on that noise.)"""
     n_tokens = 16
     mine = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=n_tokens)
-    theirs = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=n_tokens, disable="model,parsers,kernels")
+    theirs = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=n_tokens, disable="model,parsers,kernels",
+                        logprobs=2)
     (worker,) = mine["classes"]
     assert worker["target"] == "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM"
     assert worker["eagle3_default_layers"] == [1, 2, 3] and worker["eagle3_layers_in_use"] == []
     vllms = "vllm.model_executor.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"
     assert [c["target"] for c in theirs["classes"]] == [vllms]
-    for i, (a, b) in enumerate(zip(mine["tokens"], theirs["tokens"])):
-        assert a == b, f"prompt {i}: ours {tokenizer.decode(a)!r} != vLLM's {tokenizer.decode(b)!r}"
+    # Random weights leave near-tied top-2 logits (a clean-clone CI run parted at one): equal up to a tie.
+    for i, (ref, logits, got) in enumerate(zip(theirs["tokens"], theirs["logits"], mine["tokens"])):
+        margins = [top[0] - top[1] for top in (sorted(pos.values(), reverse=True) for pos in logits)]
+        assert_greedy_parity(ref, margins, got, tokenizer.decode, f"prompt {i}: ours vs vLLM's class")
