@@ -13,9 +13,10 @@ cache holds while drafting. Labels are the target's own greedy next tokens, on c
 generated itself from the tiny model's prompt distribution (scripts/tinyglm/data.py), so the head learns what the
 target will say, not what the training data said.
 
-Deterministic from --seed (single-process CPU, fixed thread count; two runs give byte-identical checkpoints).
-The defaults write the shipped ~4 MB bf16 head; they are sized for 20 minutes on 2 idle CPU cores (the shipped
-head took 31 min for data + 15 min of training on 2 cores shared with three other jobs at load ~8):
+Deterministic from --seed (single-process CPU, fixed thread count; two runs on one machine give byte-identical
+checkpoints). The defaults write the shipped ~4 MB bf16 head: one run, data and training, took 1 min 41 s on 2 idle
+CPU cores (AMD EPYC, 2026-11-30; the budget is 20 minutes) and wrote the shipped file byte for byte. On cores
+shared with other jobs it can take far longer (46 min at load ~8): training is compute-bound on every core it has.
 
     python scripts/train_eagle3.py --out glm_plugin/assets/tiny-glm-eagle3 [--data-cache /tmp/eagle3-data.pt]
 
@@ -345,6 +346,9 @@ def main(argv=None):
 
     from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the target's MTP layer is not a transformers module: a table of "unexpected"
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
