@@ -6,7 +6,13 @@ one get this: the real architecture at toy sizes, random weights from a seed, tr
 layout, and the bundled tiny GLM's tokenizer (same vocabulary size). It is generated at test time (seconds), not
 committed:
 
-    python scripts/make_tiny_glm_lite.py --out /tmp/tiny-glm-lite
+    python scripts/make_tiny_glm_lite.py --out /tmp/tiny-glm-lite [--mtp]
+
+With `--mtp` the checkpoint also carries one MTP (NextN) layer, `model.layers.{num_hidden_layers}.*`, as Flash
+ships it. Transformers does not build that layer, so its tensors are added to the saved file: a copy of the last
+decoder layer (MLA attention + MoE), the NextN projections (random `eh_proj`, unit norms) and the layer's own
+`embed_tokens` / `shared_head.head` (copies of the target's). Random weights: the draft is wrong most of the time,
+which is what a test of "speculation never changes the output" wants exercised.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ TINY_LITE = dict(
 )
 
 
-def make(out: str, seed: int = 0) -> str:
+def make(out: str, seed: int = 0, mtp: bool = False) -> str:
     import torch
     from transformers import AutoModelForCausalLM, Glm4MoeLiteConfig
 
@@ -51,15 +57,51 @@ def make(out: str, seed: int = 0) -> str:
     model.save_pretrained(out)
     for name in TOKENIZER_FILES:
         shutil.copy(os.path.join(ASSET, name), os.path.join(out, name))
+    if mtp:
+        add_mtp_layer(out, seed)
     return out
+
+
+def add_mtp_layer(out: str, seed: int) -> None:
+    """Append a random MTP layer to the saved checkpoint and declare it in config.json."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = os.path.join(out, "model.safetensors")
+    weights = load_file(path)
+    last, mtp = TINY_LITE["num_hidden_layers"] - 1, TINY_LITE["num_hidden_layers"]
+    hidden = TINY_LITE["hidden_size"]
+    generator = torch.Generator().manual_seed(seed + 1)
+    prefix = f"model.layers.{last}."
+    for name in [n for n in weights if n.startswith(prefix)]:
+        weights[f"model.layers.{mtp}." + name[len(prefix):]] = weights[name].clone()
+    ones = torch.ones(hidden)
+    weights.update({
+        f"model.layers.{mtp}.enorm.weight": ones.clone(),
+        f"model.layers.{mtp}.hnorm.weight": ones.clone(),
+        f"model.layers.{mtp}.shared_head.norm.weight": ones.clone(),
+        f"model.layers.{mtp}.eh_proj.weight": torch.randn(hidden, 2 * hidden, generator=generator) * 0.02,
+        f"model.layers.{mtp}.embed_tokens.weight": weights["model.embed_tokens.weight"].clone(),
+        f"model.layers.{mtp}.shared_head.head.weight": weights["lm_head.weight"].clone(),
+    })
+    save_file(weights, path, metadata={"format": "pt"})
+    config_path = os.path.join(out, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["num_nextn_predict_layers"] = 1
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mtp", action="store_true", help="add one MTP (NextN) layer, as GLM-4.7-Flash ships")
     args = ap.parse_args(argv)
-    print(make(args.out, args.seed))
+    print(make(args.out, args.seed, args.mtp))
 
 
 if __name__ == "__main__":

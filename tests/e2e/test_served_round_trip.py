@@ -3,13 +3,17 @@ speculative decoding, driven by the OpenAI and Anthropic SDKs exactly as users d
 
 The server is started the way `glm-plugin serve --demo` starts it (`python -m vllm.entrypoints.openai.api_server`,
 with `--tool-call-parser glm47 --reasoning-parser glm45`); our plugin is installed, so those names are ours.
+Every test runs twice: on one CPU worker and with `--tensor-parallel-size 2` (one worker per core,
+`VLLM_CPU_OMP_THREADS_BIND=0|1`), where every worker must build our classes and greedy output must be TP=1's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from typing import NamedTuple
 
 import pytest
 
@@ -21,6 +25,7 @@ from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment, demo_server_command
 from glm_plugin.conformance import schema_errors  # noqa: E402
 from glm_plugin.demo import free_port  # noqa: E402
 from glm_plugin.server_process import ServerProcess  # noqa: E402
+from greedy_parity import assert_greedy_parity, observed_logit_noise, top2_margins  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -36,21 +41,29 @@ TOOLS = [TIMER, WEATHER]
 ASK = "Set a timer for 25 minutes called Tea Break."
 RESULT = json.dumps({"timer_id": 4821, "status": "Started"})
 MTP = {"method": "mtp", "num_speculative_tokens": 1}
-SERVER_LOG: list = []  # the module server's log file
+TRANSCRIPTS: dict = {}  # tensor-parallel size -> greedy transcript (test_greedy_output_is_tp1s)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
+class Served(NamedTuple):
+    base: str
+    tp: int
+    log: object  # pathlib.Path of the server's log
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
+def server(request, tmp_path_factory):
+    tp, port = request.param, free_port()
     # What `glm-plugin serve --demo` runs, plus MTP: the round trip must hold with our model class, our parsers and
     # speculative decoding together (MTP hands the parsers several tokens per delta).
-    cmd, env = demo_server_command(port=port, extra=["--speculative-config", json.dumps(MTP)])
+    extra = ["--speculative-config", json.dumps(MTP)] + (["--tensor-parallel-size", str(tp)] if tp > 1 else [])
+    cmd, env = demo_server_command(port=port, extra=extra)
+    if tp > 1:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(core) for core in range(tp))
     base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("server") / "vllm.log"
-    SERVER_LOG.append(log)
+    log = tmp_path_factory.mktemp(f"server-tp{tp}") / "vllm.log"
     with ServerProcess(cmd, base, log, env) as process:
         process.wait_ready(timeout=300, progress=None)
-        yield base
+        yield Served(base, tp, log)
 
 
 def check_schema_types(tool: dict, arguments: dict) -> None:
@@ -87,7 +100,7 @@ def _stream(client, messages, **kw):
 
 
 def test_openai_tool_round_trip_streaming_agrees(server):
-    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="x")
     messages = [{"role": "user", "content": ASK}]
     first = _chat(client, messages)
     message = first.choices[0].message
@@ -117,7 +130,7 @@ def test_openai_call_copies_arguments_and_answer_uses_the_result(server):
     """The client sends the call turn's reasoning back (GLM-4.7's interleaved thinking; vLLM hands an
     assistant message's `reasoning` to the template). The bundled model has only seen call turns with
     their thinking kept, so this is the conversation it can answer (docs/tiny-model.md)."""
-    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="x")
     messages = [{"role": "user", "content": ASK}]
     message = _chat(client, messages).choices[0].message
     call = message.tool_calls[0]
@@ -131,7 +144,7 @@ def test_openai_call_copies_arguments_and_answer_uses_the_result(server):
 
 
 def test_thinking_disabled_gives_no_reasoning(server):
-    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="x")
     kw = {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}
     message = _chat(client, [{"role": "user", "content": ASK}], **kw).choices[0].message
     assert not _reasoning(message)
@@ -145,7 +158,7 @@ def test_thinking_disabled_gives_no_reasoning(server):
                          ids=["zai", "dashscope"])
 def test_hosted_api_thinking_switches_turn_thinking_off(server, dialect):
     """Clients written for Z.ai or DashScope switch thinking the way those APIs do, and get what they asked."""
-    client = openai.OpenAI(base_url=server + "/v1", api_key="x")
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="x")
     message = _chat(client, [{"role": "user", "content": ASK}], extra_body=dialect).choices[0].message
     assert not _reasoning(message) and message.tool_calls
     on = _chat(client, [{"role": "user", "content": ASK}], extra_body={"thinking": {"type": "enabled"}})
@@ -155,7 +168,7 @@ def test_hosted_api_thinking_switches_turn_thinking_off(server, dialect):
 
 
 def test_anthropic_messages_give_thinking_and_tool_use(server):
-    client = anthropic.Anthropic(base_url=server, api_key="x")
+    client = anthropic.Anthropic(base_url=server.base, api_key="x")
     tools = [{"name": t["function"]["name"], "description": t["function"]["description"],
               "input_schema": t["function"]["parameters"]} for t in TOOLS]
     messages = [{"role": "user", "content": ASK}]
@@ -195,11 +208,14 @@ def test_server_runs_our_parsers(server):
 
 
 def test_server_runs_our_model_and_mtp_drafts(server):
-    """The round trip ran on glm_plugin's model class, with MTP drafts proposed and accepted."""
+    """The round trip ran on glm_plugin's model and MTP classes, in every worker, with drafts proposed and accepted."""
     import urllib.request
 
-    assert "Glm4MoeForCausalLM built by glm_plugin" in SERVER_LOG[-1].read_text()
-    metrics = urllib.request.urlopen(server + "/metrics", timeout=10).read().decode()
+    log = server.log.read_text()
+    for built in ("Glm4MoeForCausalLM built by glm_plugin", "MTP draft Glm4MoeMTP built by glm_plugin"):
+        workers = re.findall(r"^\((\w+) pid=\d+\).*" + re.escape(built), log, re.MULTILINE)
+        assert len(set(workers)) == len(workers) == server.tp, (built, workers)
+    metrics = urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode()
 
     def total(name):
         return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
@@ -208,4 +224,35 @@ def test_server_runs_our_model_and_mtp_drafts(server):
     drafted = total("vllm:spec_decode_num_draft_tokens_total")
     accepted = total("vllm:spec_decode_num_accepted_tokens_total")
     assert drafted > 0 and accepted > 0, (drafted, accepted)
-    print(f"served MTP acceptance: {accepted:.0f}/{drafted:.0f} = {accepted / drafted:.2f}")
+    print(f"served MTP acceptance (TP={server.tp}): {accepted:.0f}/{drafted:.0f} = {accepted / drafted:.2f}")
+
+
+# bf16 logits: two correct runs that sum in another order (TP=2 adds two partial products) disagree here by up to
+# 0.25 in logprob, two bf16 steps at logits of 16-32 (bf16 keeps 8 significant bits). The limit allows eight such
+# steps; a wrong shard or a lost all-reduce moves logits by whole units.
+BF16_NOISE_LIMIT = 1.0
+
+
+def test_greedy_output_is_tp1s(server):
+    """The chats of the round trip, token by token: TP=2 says what TP=1 says (equal, or parting only at a top-2 tie
+    within the measured noise between the two servers)."""
+    client = openai.OpenAI(base_url=server.base + "/v1", api_key="x")
+    runs = {"tokens": [], "logits": []}  # per chat: token strings, and each step's top-2 logprobs
+    for ask in (ASK, "What is the weather in Lisbon?"):
+        choice = _chat(client, [{"role": "user", "content": ask}], logprobs=True, top_logprobs=2).choices[0]
+        assert choice.message.tool_calls, f"TP={server.tp}: no tool call for {ask!r}"
+        runs["tokens"].append([step.token for step in choice.logprobs.content])
+        runs["logits"].append([{alt.token: alt.logprob for alt in step.top_logprobs}
+                               for step in choice.logprobs.content])
+    TRANSCRIPTS[server.tp] = runs
+    if server.tp == 1:
+        return
+    if 1 not in TRANSCRIPTS:
+        pytest.skip("the TP=1 server did not run in this session; nothing to compare with")
+    reference = TRANSCRIPTS[1]
+    noise = observed_logit_noise(reference, runs)
+    print(f"TP={server.tp} vs TP=1: logprob noise {noise:.3f}")
+    assert noise <= BF16_NOISE_LIMIT, f"TP={server.tp} logprobs differ from TP=1's by {noise:.2f}, beyond bf16 noise"
+    for k, (ref, logits, got) in enumerate(zip(reference["tokens"], reference["logits"], runs["tokens"])):
+        assert_greedy_parity(ref, top2_margins(logits), got, "".join, f"chat {k}: TP={server.tp} vs TP=1",
+                             tie=max(2 * noise, 1e-3))

@@ -20,7 +20,7 @@ from drivers import requires_engine
 
 requires_engine("vllm")
 
-NAMES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM", "Glm4MoeMTPModel")
+NAMES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM", "Glm4MoeMTPModel", "Glm4MoeLiteMTPModel")
 
 PROBE = textwrap.dedent(
     """
@@ -58,6 +58,7 @@ def test_registry_resolves_glm_names_to_our_classes():
     assert names["Glm4MoeForCausalLM"]["cls"] == "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM"
     assert names["Glm4MoeLiteForCausalLM"]["cls"] == "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM"
     assert names["Glm4MoeMTPModel"]["cls"] == "glm_plugin.engines.vllm.mtp:Glm4MoeMTP"
+    assert names["Glm4MoeLiteMTPModel"]["cls"] == "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP"
     assert names["Glm4MoeForCausalLM"]["eagle3"] and names["Glm4MoeLiteForCausalLM"]["eagle3"]
 
 
@@ -68,6 +69,7 @@ def test_disable_model_keeps_vllms_classes(disable):
     assert names["Glm4MoeLiteForCausalLM"]["cls"] == \
         "vllm.model_executor.models.glm4_moe_lite:Glm4MoeLiteForCausalLM"
     assert names["Glm4MoeMTPModel"]["cls"] == "vllm.model_executor.models.glm4_moe_mtp:Glm4MoeMTP"
+    assert names["Glm4MoeLiteMTPModel"]["cls"] == "vllm.model_executor.models.glm4_moe_lite_mtp:Glm4MoeLiteMTP"
     # what the plugin adds: vLLM's own GLM classes cannot be EAGLE-3 targets
     assert not names["Glm4MoeForCausalLM"]["eagle3"]
 
@@ -83,6 +85,32 @@ def test_registering_twice_changes_nothing():
     plugin.register()
     plugin.register()
     assert {name: ModelRegistry.models[name] for name in NAMES} == before
+
+
+def test_mtp_config_override_refuses_a_glm_target_without_mtp_layer_before_vllms_zero_division():
+    """The draft-config hook: vLLM's own conversion, then our refusal; every other config passes untouched."""
+    import vllm.plugins
+    from transformers import Glm4MoeConfig, Glm4MoeLiteConfig, LlamaConfig
+    from vllm.config.speculative import SpeculativeConfig
+
+    from glm_plugin.engines import vllm as plugin
+
+    vllm.plugins.load_general_plugins()
+    plugin.register()
+    assert SpeculativeConfig.hf_config_override is plugin.mtp_hf_config_override
+
+    kinds = {"Glm4MoeForCausalLM": Glm4MoeConfig, "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
+             "LlamaForCausalLMEagle3": LlamaConfig}
+
+    def config(arch, **over):
+        return kinds[arch](architectures=[arch], num_hidden_layers=4, **over)
+
+    for arch, draft in [("Glm4MoeForCausalLM", "Glm4MoeMTPModel"), ("Glm4MoeLiteForCausalLM", "Glm4MoeLiteMTPModel")]:
+        assert SpeculativeConfig.hf_config_override(config(arch, num_nextn_predict_layers=1)).architectures == [draft]
+        with pytest.raises(ValueError, match=f"{arch} has num_nextn_predict_layers = 0.*method.*mtp"):
+            SpeculativeConfig.hf_config_override(config(arch, num_nextn_predict_layers=0))
+    eagle = config("LlamaForCausalLMEagle3")
+    assert SpeculativeConfig.hf_config_override(eagle).architectures == ["LlamaForCausalLMEagle3"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

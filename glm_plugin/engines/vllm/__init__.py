@@ -7,9 +7,10 @@ imports them (`when_imported`), so a worker that never parses pays nothing. Our 
 `GLM_PLUGIN_DISABLE=parsers` keeps vLLM's built-ins.
 
 The model part works the same way: once vLLM imports its model registry, the GLM architecture names
-(`Glm4MoeForCausalLM`, `Glm4MoeLiteForCausalLM`) and GLM's MTP draft name (`Glm4MoeMTPModel`) are re-registered
-as `"module:Class"` strings naming our subclasses; vLLM imports them only when it builds the model, in the worker.
-`GLM_PLUGIN_DISABLE=model` keeps vLLM's classes.
+(`Glm4MoeForCausalLM`, `Glm4MoeLiteForCausalLM`) and GLM's MTP draft names (`Glm4MoeMTPModel`,
+`Glm4MoeLiteMTPModel`) are re-registered as `"module:Class"` strings naming our subclasses; vLLM imports them only
+when it builds the model, in the worker. It also puts a check in front of vLLM's draft-config conversion, so that
+`method: mtp` on a checkpoint without an MTP layer is refused by name. `GLM_PLUGIN_DISABLE=model` keeps vLLM's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ MODEL_CLASSES = {  # vLLM architecture name -> our class (vLLM's names: vllm/mod
     "Glm4MoeForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM",
     "Glm4MoeLiteForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
     "Glm4MoeMTPModel": "glm_plugin.engines.vllm.mtp:Glm4MoeMTP",  # what `method: mtp` asks for on a GLM target
+    "Glm4MoeLiteMTPModel": "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP",  # ... and on GLM-4.7-Flash
 }
+
+SPECULATIVE_CONFIG_MODULE = "vllm.config.speculative"
+MTP_DRAFT_NAMES = ("Glm4MoeMTPModel", "Glm4MoeLiteMTPModel")
 
 _requested: set[str] = set()
 
@@ -38,7 +43,7 @@ def register() -> None:
     """Entry point: idempotent; each part registers at most once per process."""
     register_parts({
         "parsers": [("vllm.tool_parsers", _register_tool_parsers), ("vllm.reasoning", _register_reasoning_parsers)],
-        "model": [(MODEL_REGISTRY_MODULE, _register_models)],
+        "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, _guard_mtp_config)],
         "kernels": [("vllm.model_executor.layers.quantization", _register_quantization)],
     }, _requested)
 
@@ -84,3 +89,39 @@ def _register_quantization(module: ModuleType) -> None:
     module.register_quantization_config("fp8")(GlmFp8Config)
     module.register_quantization_config("compressed-tensors")(GlmCompressedTensorsConfig)
     logger.debug("glm_plugin: quantization methods fp8, compressed-tensors registered (GLM FP8 via our ops)")
+
+
+def _guard_mtp_config(module: ModuleType) -> None:
+    # `method: mtp` on a GLM checkpoint without an MTP layer stops vLLM 0.32 in the API process, while it builds the
+    # speculative config, with "ZeroDivisionError: integer modulo by zero" (num_speculative_tokens % 0): before any
+    # model class, ours included, could say what is wrong. vLLM turns the target's config into the draft's in
+    # `SpeculativeConfig.hf_config_override` (a static method looked up at each call); putting ours in its place lets
+    # the refusal that the MTP classes also make come first.
+    config_class = module.SpeculativeConfig
+    if _VLLM_OVERRIDE in vars(config_class):
+        return
+    setattr(config_class, _VLLM_OVERRIDE, vars(config_class)["hf_config_override"])
+    config_class.hf_config_override = staticmethod(mtp_hf_config_override)
+
+
+_VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"
+
+
+def mtp_hf_config_override(hf_config):
+    """vLLM's draft-config override, then the no-MTP-layer refusal for GLM targets.
+
+    Module level, not a closure: vLLM pickles the draft's model config, this function included, to its engine
+    process, which resolves it by name (and may not have patched the class: then vLLM's own is what it wraps).
+    """
+    from vllm.config.speculative import SpeculativeConfig
+
+    from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
+
+    original = vars(SpeculativeConfig).get(_VLLM_OVERRIDE) or vars(SpeculativeConfig)["hf_config_override"]
+    target = (getattr(hf_config, "architectures", None) or [None])[0]
+    hf_config = original.__func__(hf_config)
+    if (getattr(hf_config, "architectures", None) or [None])[0] in MTP_DRAFT_NAMES:
+        check_has_nextn_layer({"architectures": [target],
+                               "num_nextn_predict_layers": getattr(hf_config, "num_nextn_predict_layers", 0)},
+                              engine_flag="--speculative-config '{\"method\": \"mtp\"}'")
+    return hf_config

@@ -172,10 +172,24 @@ class GlmMoeLiteModel(_AuxHiddenStatesForward, _vllm_glm_lite.Glm4MoeLiteModel):
     """vLLM's `Glm4MoeLiteModel` (MLA layers) with aux-state capture."""
 
 
-class _Eagle3Target(SupportsEagle3):
-    """What both GLM targets add on top of vLLM's class: EAGLE-3 layer selection."""
+class _Eagle3Target:
+    """What both GLM targets add on top of vLLM's class: early checks, the inner model with aux-state capture, and
+    EAGLE-3 layer selection. Each target names vLLM's module and the inner-model global its `__init__` looks up;
+    `SupportsEagle3` comes last in their bases, after vLLM's class, so `super().__init__` here is vLLM's."""
 
     config: object
+    _vllm_module: ModuleType
+    _inner_name: str
+    _inner_class: type
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        config = vllm_config.model_config.hf_config
+        check_parallel_sizes(config, vllm_config.parallel_config)
+        check_eagle3_draft(config, vllm_config)
+        with _building_with(self._vllm_module, self._inner_name, self._inner_class):
+            super().__init__(vllm_config=vllm_config, prefix=prefix)
+        logger.info("glm_plugin: %s built by glm_plugin (vLLM's class + EAGLE-3 aux hidden states)",
+                    type(self).__name__)
 
     def get_eagle3_default_aux_hidden_state_layers(self) -> tuple[int, ...]:
         return default_aux_layers(self.config.num_hidden_layers)
@@ -185,29 +199,13 @@ class _Eagle3Target(SupportsEagle3):
         return self.get_eagle3_default_aux_hidden_state_layers()
 
 
-def _log_once(name: str) -> None:
-    logger.info("glm_plugin: %s built by glm_plugin (vLLM's class + EAGLE-3 aux hidden states)", name)
-
-
-class Glm4MoeForCausalLM(_vllm_glm.Glm4MoeForCausalLM, _Eagle3Target):
+class Glm4MoeForCausalLM(_Eagle3Target, _vllm_glm.Glm4MoeForCausalLM, SupportsEagle3):
     """GLM-4.5/4.6/4.7: vLLM's class, built around `GlmMoeModel`, usable as an EAGLE-3 target."""
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        config = vllm_config.model_config.hf_config
-        check_parallel_sizes(config, vllm_config.parallel_config)
-        check_eagle3_draft(config, vllm_config)
-        with _building_with(_vllm_glm, "Glm4MoeModel", GlmMoeModel):
-            super().__init__(vllm_config=vllm_config, prefix=prefix)
-        _log_once(type(self).__name__)
+    _vllm_module, _inner_name, _inner_class = _vllm_glm, "Glm4MoeModel", GlmMoeModel
 
 
-class Glm4MoeLiteForCausalLM(_vllm_glm_lite.Glm4MoeLiteForCausalLM, _Eagle3Target):
+class Glm4MoeLiteForCausalLM(_Eagle3Target, _vllm_glm_lite.Glm4MoeLiteForCausalLM, SupportsEagle3):
     """GLM-4.7-Flash (MLA attention): vLLM's class, built around `GlmMoeLiteModel`, usable as an EAGLE-3 target."""
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        config = vllm_config.model_config.hf_config
-        check_parallel_sizes(config, vllm_config.parallel_config)
-        check_eagle3_draft(config, vllm_config)
-        with _building_with(_vllm_glm_lite, "Glm4MoeLiteModel", GlmMoeLiteModel):
-            super().__init__(vllm_config=vllm_config, prefix=prefix)
-        _log_once(type(self).__name__)
+    _vllm_module, _inner_name, _inner_class = _vllm_glm_lite, "Glm4MoeLiteModel", GlmMoeLiteModel
