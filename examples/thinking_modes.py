@@ -2,7 +2,8 @@
 `chat_template_kwargs={"enable_thinking": False}` (vLLM and SGLang pass it to GLM's chat template).
 
 The hosted APIs spell the switch differently: Z.ai `thinking={"type": "disabled"}`, DashScope
-`enable_thinking=False` (top level). On a vLLM or SGLang server use `chat_template_kwargs`.
+`enable_thinking=False` (top level). On a vLLM or SGLang server use `chat_template_kwargs`; with glm_plugin
+installed those servers accept the hosted spellings too.
 
     python examples/thinking_modes.py [--base-url http://127.0.0.1:8000/v1] [--model glm-tiny]
 """

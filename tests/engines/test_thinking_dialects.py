@@ -52,11 +52,18 @@ def test_vllm_requests_carry_the_switch_into_template_kwargs():
     assert "enable_thinking" not in kwargs()
 
 
-def test_sglang_chat_serving_maps_zai_thinking_for_glm_parsers_only():
-    """SGLang's serving_chat needs a CUDA-built torchvision to import here, so its `_process_messages` is stood in
-    for; the request is SGLang's real `ChatCompletionRequest` and the wrapper is the one the plugin installs."""
-    pytest.importorskip("sglang")
+def sglang_chat_call(parsers, body):
+    """One chat request through the wrapper the plugin installs on SGLang's `OpenAIServingChat.handle_request`.
+
+    SGLang's serving_chat needs a CUDA-built torchvision to import here, so the class is stood in for (its
+    `handle_request` returns the template kwargs it was handed); the request is SGLang's real
+    `ChatCompletionRequest` built from the body, as SGLang's route builds it, and the raw request is a real
+    Starlette `Request` carrying that body."""
+    import asyncio
+    import json
+
     from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
+    from starlette.requests import Request
 
     from glm_plugin.engines.sglang import _accept_hosted_thinking_switches
 
@@ -64,18 +71,43 @@ def test_sglang_chat_serving_maps_zai_thinking_for_glm_parsers_only():
         def __init__(self, reasoning_parser, tool_call_parser):
             self.reasoning_parser, self.tool_call_parser = reasoning_parser, tool_call_parser
 
-        def _process_messages(self, request, is_multimodal):
+        async def handle_request(self, request, raw_request):
             return request.chat_template_kwargs
+
+        def create_error_response(self, message):
+            return ("400", message)
 
     module = types.SimpleNamespace(OpenAIServingChat=OpenAIServingChat)
     _accept_hosted_thinking_switches(module)
-    wrapped = OpenAIServingChat._process_messages
+    wrapped = OpenAIServingChat.handle_request
     _accept_hosted_thinking_switches(module)
-    assert OpenAIServingChat._process_messages is wrapped  # idempotent: wrapped once
+    assert OpenAIServingChat.handle_request is wrapped  # idempotent: wrapped once
 
-    def request():
-        return ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hi"}],
-                                     thinking={"type": "disabled"})
+    data = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **body}).encode()
 
-    assert OpenAIServingChat("glm45", "glm47")._process_messages(request(), False) == {"enable_thinking": False}
-    assert not (OpenAIServingChat("qwen3", "qwen")._process_messages(request(), False) or {})
+    async def receive():
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    raw = Request({"type": "http", "method": "POST", "path": "/v1/chat/completions", "query_string": b"",
+                   "headers": [(b"content-type", b"application/json")]}, receive)
+    request = ChatCompletionRequest(**json.loads(data))
+    assert "enable_thinking" not in (request.model_extra or {})  # what SGLang's model keeps: not DashScope's field
+    return asyncio.run(OpenAIServingChat(*parsers).handle_request(request, raw))
+
+
+@pytest.mark.parametrize("body", [{"thinking": {"type": "disabled"}}, {"enable_thinking": False}],
+                         ids=["zai", "dashscope"])
+def test_sglang_chat_serving_maps_both_dialects_for_glm_parsers_only(body):
+    pytest.importorskip("sglang")
+    assert sglang_chat_call(("glm45", "glm47"), body) == {"enable_thinking": False}
+    assert not (sglang_chat_call(("qwen3", "qwen"), body) or {})
+    explicit = {**body, "chat_template_kwargs": {"enable_thinking": True}}
+    assert sglang_chat_call(("glm45", "glm47"), explicit) == {"enable_thinking": True}
+
+
+def test_sglang_unreadable_switch_is_a_400_naming_the_field():
+    pytest.importorskip("sglang")
+    status, message = sglang_chat_call(("glm45", "glm47"), {"enable_thinking": "no"})
+    assert status == "400" and '"enable_thinking"' in message
+    status, message = sglang_chat_call(("glm45", "glm47"), {"enable_thinking": True, "thinking": {"type": "disabled"}})
+    assert status == "400" and "both on and off" in message

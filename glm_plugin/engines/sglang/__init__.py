@@ -72,24 +72,35 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
 
 
 def _accept_hosted_thinking_switches(module: ModuleType) -> None:
-    """Z.ai's `thinking: {"type": "enabled" | "disabled"}` becomes `chat_template_kwargs.enable_thinking` for servers
-    running our GLM parsers (SGLang declares `thinking` but only reads it for MiniMax templates). DashScope's
-    top-level `enable_thinking` cannot be honoured here: SGLang's request model drops unknown fields on arrival."""
-    from glm_plugin.engines.thinking_dialects import merged_template_kwargs
+    """Z.ai's `thinking: {"type": "enabled" | "disabled"}` and DashScope's top-level `enable_thinking: bool` become
+    `chat_template_kwargs.enable_thinking` for servers running our GLM parsers (SGLang declares `thinking` but only
+    reads it for MiniMax templates, and its request model drops `enable_thinking` on arrival, so that one is read
+    from the request's JSON body, which the web framework has already parsed and cached). A switch that cannot be
+    read is a 400 naming the field, before SGLang's own handling starts."""
+    from glm_plugin.engines.thinking_dialects import ThinkingDialectError, merged_template_kwargs
 
     serving = module.OpenAIServingChat
-    original = serving._process_messages
+    original = serving.handle_request
     if getattr(original, "glm_plugin", False):
         return
 
-    def _process_messages(self, request, *args, **kwargs):
+    async def handle_request(self, request, raw_request):
         if self.reasoning_parser in REASONING_PARSERS or self.tool_call_parser in TOOL_PARSERS:
-            fields = {"thinking": request.thinking, **(request.model_extra or {})}
-            request.chat_template_kwargs = merged_template_kwargs(request.chat_template_kwargs, fields)
-        return original(self, request, *args, **kwargs)
+            fields = {"thinking": getattr(request, "thinking", None)}
+            try:
+                body = await raw_request.json() if raw_request is not None else None
+            except Exception:  # noqa: BLE001 - no readable JSON body: only the declared fields count
+                body = None
+            if isinstance(body, dict) and "enable_thinking" in body:
+                fields["enable_thinking"] = body["enable_thinking"]
+            try:
+                request.chat_template_kwargs = merged_template_kwargs(request.chat_template_kwargs, fields)
+            except ThinkingDialectError as error:
+                return self.create_error_response(str(error))
+        return await original(self, request, raw_request)
 
-    _process_messages.glm_plugin = True
-    serving._process_messages = _process_messages
+    handle_request.glm_plugin = True
+    serving.handle_request = handle_request
 
 
 # Architecture names whose registry entries become ours (SGLang keys its registry by class name).
