@@ -8,7 +8,8 @@ layouts GLM ships, with the tensor names and `quantization_config` blocks those 
 
 Every `*_proj.weight` of the main layers is quantised (attention q/k/v/o, dense MLP, routed and shared experts);
 embeddings, norms, the router (`mlp.gate`, with its fp32 correction bias), `lm_head` and, unless --quantize-mtp,
-the MTP layer stay bf16 and are listed as not converted. Scales come from glm_plugin.kernels.reference, the same
+the MTP layer stay bf16 and are listed as not converted. With --quantize-mtp the MTP layer's decoder projections
+are quantised too, but its `eh_proj` stays bf16: both engines build that projection unquantised. Scales come from glm_plugin.kernels.reference, the same
 helpers the kernel tests use.
 
     python scripts/quantize_fp8.py --layout block --out /tmp/tiny-glm-fp8-block
@@ -63,7 +64,7 @@ def quantize_checkpoint(src: Path, out: Path, layout: str, quantize_mtp: bool = 
     quantized, worst = 0, 0.0
     for name, t in tensors.items():
         m = _PROJ.match(name)
-        if m is None or (int(m.group(2)) >= mtp_layer and not quantize_mtp):
+        if m is None or (int(m.group(2)) >= mtp_layer and (not quantize_mtp or name.endswith(".eh_proj.weight"))):
             result[name] = t
             continue
         q, s = reference.quantize_fp8(t, layout)

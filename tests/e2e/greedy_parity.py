@@ -13,6 +13,11 @@ from collections.abc import Callable, Sequence
 # Logit noise between fp32 implementations of this model measures ~1e-5; a real bug moves logits by far more than
 # this. Applies to fp32 runs; bf16 runs need their own bound.
 FP32_TIE_MARGIN = 2e-3
+# bf16 logits: two correct runs that sum in another order (TP=2 adds two partial products; speculation verifies
+# several tokens in one pass) disagree by up to 0.25 here, two bf16 steps at logits of 16-32 (bf16 keeps 8
+# significant bits). The limit allows eight such steps; a wrong shard, a lost all-reduce or a draft leaking into the
+# output moves logits by whole units.
+BF16_NOISE_LIMIT = 1.0
 
 
 def greedy_with_margins(model, prompts: Sequence[Sequence[int]], n_tokens: int) -> tuple[list, list]:
@@ -75,3 +80,17 @@ def observed_logit_noise(reference: dict, got: dict) -> float:
 
 def top2_margins(logits: Sequence[dict]) -> list[float]:
     return [top[0] - top[1] for top in (sorted(pos.values(), reverse=True) for pos in logits)]
+
+
+def assert_same_within_noise(reference: dict, got: dict, decode: Callable[[list], str], label: str,
+                             noise_limit: float) -> float:
+    """Two runs (as for `observed_logit_noise`) give the same greedy tokens, or part only where the reference's
+    top-2 margin is within what their measured noise can move it: each of the two logits by at most `noise`, so
+    the margin by at most twice that. The noise itself must stay under `noise_limit`. Returns the noise."""
+    noise = observed_logit_noise(reference, got)
+    print(f"{label}: logit noise between the runs {noise:.1e}")
+    assert noise <= noise_limit, f"{label}: logits differ by {noise:.2e}, more than float noise ({noise_limit:g})"
+    tie = max(FP32_TIE_MARGIN, 2 * noise)
+    for i, (ref, logits, out) in enumerate(zip(reference["tokens"], reference["logits"], got["tokens"])):
+        assert_greedy_parity(ref, top2_margins(logits), out, decode, f"{label}, prompt {i}", tie=tie)
+    return noise

@@ -25,7 +25,7 @@ from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment, demo_server_command
 from glm_plugin.conformance import schema_errors  # noqa: E402
 from glm_plugin.demo import free_port  # noqa: E402
 from glm_plugin.server_process import ServerProcess  # noqa: E402
-from greedy_parity import assert_greedy_parity, observed_logit_noise, top2_margins  # noqa: E402
+from greedy_parity import BF16_NOISE_LIMIT, assert_same_within_noise  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -227,12 +227,6 @@ def test_server_runs_our_model_and_mtp_drafts(server):
     print(f"served MTP acceptance (TP={server.tp}): {accepted:.0f}/{drafted:.0f} = {accepted / drafted:.2f}")
 
 
-# bf16 logits: two correct runs that sum in another order (TP=2 adds two partial products) disagree here by up to
-# 0.25 in logprob, two bf16 steps at logits of 16-32 (bf16 keeps 8 significant bits). The limit allows eight such
-# steps; a wrong shard or a lost all-reduce moves logits by whole units.
-BF16_NOISE_LIMIT = 1.0
-
-
 def test_greedy_output_is_tp1s(server):
     """The chats of the round trip, token by token: TP=2 says what TP=1 says (equal, or parting only at a top-2 tie
     within the measured noise between the two servers)."""
@@ -249,10 +243,4 @@ def test_greedy_output_is_tp1s(server):
         return
     if 1 not in TRANSCRIPTS:
         pytest.skip("the TP=1 server did not run in this session; nothing to compare with")
-    reference = TRANSCRIPTS[1]
-    noise = observed_logit_noise(reference, runs)
-    print(f"TP={server.tp} vs TP=1: logprob noise {noise:.3f}")
-    assert noise <= BF16_NOISE_LIMIT, f"TP={server.tp} logprobs differ from TP=1's by {noise:.2f}, beyond bf16 noise"
-    for k, (ref, logits, got) in enumerate(zip(reference["tokens"], reference["logits"], runs["tokens"])):
-        assert_greedy_parity(ref, top2_margins(logits), got, "".join, f"chat {k}: TP={server.tp} vs TP=1",
-                             tie=max(2 * noise, 1e-3))
+    assert_same_within_noise(TRANSCRIPTS[1], runs, "".join, f"TP={server.tp} vs TP=1", BF16_NOISE_LIMIT)

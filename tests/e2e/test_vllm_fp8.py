@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 import pytest
+from greedy_parity import BF16_NOISE_LIMIT, assert_same_within_noise
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ASSET = ROOT / "glm_plugin" / "assets" / "tiny-glm"
@@ -83,6 +84,7 @@ class _Vllm:
 
 @pytest.mark.engines
 @pytest.mark.parametrize(("arch", "ours"), [("Glm4MoeForCausalLM", True), ("Glm4MoeLiteForCausalLM", True),
+                                            ("Glm4MoeMTPModel", True), ("Glm4MoeLiteMTPModel", True),
                                             ("DeepseekV3ForCausalLM", False), ("Qwen3MoeForCausalLM", False)])
 def test_only_glm_linears_are_claimed(monkeypatch, arch, ours):
     import vllm.config
@@ -156,11 +158,12 @@ def held_out():
     return _scripts_module("train_eagle3").make_prompts(tokenizer, random.Random(2026), N_PROMPTS, "eval", 384)
 
 
-def run_engine(model, prompts, disable, max_tokens=N_TOKENS):
-    """One offline vLLM engine in a fresh interpreter (the plugin reads GLM_PLUGIN_DISABLE once per process)."""
+def run_engine(model, prompts, disable, max_tokens=N_TOKENS, extra_env=None, **request):
+    """One offline vLLM engine in a fresh interpreter (the plugin reads GLM_PLUGIN_DISABLE once per process);
+    `request` adds vllm_offline.py fields (logprobs, llm)."""
     env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1",
-               GLM_PLUGIN_DISABLE=disable)
-    req = {"model": str(model), "prompts": prompts, "max_tokens": max_tokens, "dtype": "bfloat16"}
+               GLM_PLUGIN_DISABLE=disable, **(extra_env or {}))
+    req = {"model": str(model), "prompts": prompts, "max_tokens": max_tokens, "dtype": "bfloat16", **request}
     proc = subprocess.run([sys.executable, str(RUNNER)], input=json.dumps(req), capture_output=True, text=True,
                           env=env, timeout=900)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -263,3 +266,61 @@ def test_served_tool_call_round_trip_on_fp8(checkpoints, tmp_path, layout):
         assert "4821" in (chat(messages).content or "")
     log = (tmp_path / "vllm.log").read_text()
     assert f"glm_plugin: GLM {layout}-FP8 experts run through glm_plugin::fp8_moe_experts" in log
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# FP8 with tensor parallelism and with MTP: each compared with the same checkpoint's plain TP=1 run, token by token
+# (bf16: equal, or parting only at a top-2 tie within the two runs' measured logit noise).
+# ---------------------------------------------------------------------------------------------------------------
+FEW = 4
+MTP = {"speculative_config": {"method": "mtp", "num_speculative_tokens": 1}}
+
+
+@pytest.fixture(scope="module")
+def decode():
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(str(ASSET)).decode
+
+
+def _ok(run):
+    result, rc, log = run
+    assert result is not None, f"rc={rc}\n{log[-6000:]}"
+    return result
+
+
+@pytest.mark.e2e
+def test_channel_fp8_with_tensor_parallel_2_says_what_tp1_says(checkpoints, held_out, decode):
+    """Per-channel scales split with the weights, so any TP that divides the model works. (Block scales cover
+    128x128 tiles: the tiny model's 128-wide experts cannot be split in two, and vLLM refuses that itself:
+    "Weight input_size_per_partition = 64 is not divisible by weight quantization block_k = 128".)"""
+    model, prompts = checkpoints("channel"), held_out[:FEW]
+    tp1 = _ok(run_engine(model, prompts, "parsers", logprobs=2))
+    tp2 = _ok(run_engine(model, prompts, "parsers", logprobs=2, extra_env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
+                         llm={"tensor_parallel_size": 2}))
+    assert [c["target"] for c in tp2["classes"]] == ["glm_plugin.engines.vllm.model:Glm4MoeForCausalLM"] * 2
+    assert_same_within_noise(tp1, tp2, decode, "channel FP8, TP=2 vs TP=1", BF16_NOISE_LIMIT)
+
+
+@pytest.fixture(scope="module")
+def fp8_with_fp8_mtp(tmp_path_factory):
+    """Block FP8 with the MTP layer's decoder quantised too (`--quantize-mtp`; its eh_proj stays bf16)."""
+    out = tmp_path_factory.mktemp("fp8") / "tiny-glm-fp8-block-mtp"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "quantize_fp8.py"), "--layout", "block",
+                           "--quantize-mtp", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.e2e
+def test_mtp_on_fp8_drafts_through_our_ops_and_keeps_the_output(fp8_with_fp8_mtp, held_out, decode):
+    prompts = held_out[:FEW]
+    plain = _ok(run_engine(fp8_with_fp8_mtp, prompts, "parsers", logprobs=2))
+    run = run_engine(fp8_with_fp8_mtp, prompts, "parsers", logprobs=2, llm=MTP)
+    spec, log = _ok(run), run[2]
+    assert [c["draft"] for c in spec["classes"]] == ["glm_plugin.engines.vllm.mtp:Glm4MoeMTP"]
+    assert "GLM block-FP8 experts run through glm_plugin::fp8_moe_experts" in log
+    m = spec["metrics"]
+    print(f"MTP x1 on block FP8 (MTP layer FP8 too): accepted {m['accepted']:.0f}/{m['drafted']:.0f} drafts")
+    assert m["drafted"] > 0 and m["accepted"] / m["drafted"] >= 0.5
+    assert_same_within_noise(plain, spec, decode, "block FP8, MTP x1 vs plain", BF16_NOISE_LIMIT)

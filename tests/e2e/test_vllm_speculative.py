@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 import pytest
-from greedy_parity import FP32_TIE_MARGIN, assert_greedy_parity, observed_logit_noise, top2_margins
+from greedy_parity import assert_greedy_parity, assert_same_within_noise
 from test_vllm_matches_transformers import ASSET, N_TOKENS, prompts, reference, tokenizer  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
@@ -267,14 +267,7 @@ LITE_NOISE_LIMIT = 2e-2
 
 
 def assert_equal_within_engine_noise(reference, got, tokenizer, label):
-    """Equal greedy tokens, or parting where the reference's top-2 margin is within what the noise can move it
-    (each of the two logits by at most `noise`, so the margin by at most twice that)."""
-    noise = observed_logit_noise(reference, got)
-    print(f"{label}: logit noise between the runs {noise:.1e}")
-    assert noise <= LITE_NOISE_LIMIT, f"{label}: logits differ by {noise:.2e}, beyond engine noise"
-    tie = max(FP32_TIE_MARGIN, 2 * noise)
-    for i, (ref, logits, out) in enumerate(zip(reference["tokens"], reference["logits"], got["tokens"])):
-        assert_greedy_parity(ref, top2_margins(logits), out, tokenizer.decode, f"prompt {i}: {label}", tie=tie)
+    assert_same_within_noise(reference, got, tokenizer.decode, label, LITE_NOISE_LIMIT)
 
 
 def test_flash_mtp_uses_our_draft_and_keeps_the_output(tiny_lite, lite_ours, prompts, tmp_path,  # noqa: F811

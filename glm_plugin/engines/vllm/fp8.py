@@ -40,9 +40,11 @@ from vllm.model_executor.layers.quantization.utils.fp8_utils import (
 )
 from vllm.model_executor.parameter import BlockQuantScaleParameter, ChannelQuantScaleParameter
 
+from glm_plugin.engines.vllm import MODEL_CLASSES
+
 logger = logging.getLogger("vllm.glm_plugin")
 
-GLM_ARCHITECTURES = frozenset({"Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM", "Glm4MoeMTPModel"})
+GLM_ARCHITECTURES = frozenset(MODEL_CLASSES)  # the targets and their MTP drafts (a draft's config names its own)
 _logged: set[str] = set()
 
 
