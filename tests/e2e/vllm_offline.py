@@ -2,9 +2,9 @@
 
 Why a script: vLLM spawns its engine core, so the code creating `LLM` must sit behind a `__main__` guard and is
 best kept out of the pytest process; and the plugin reads `GLM_PLUGIN_DISABLE` once per process, so each setting
-needs a fresh interpreter anyway. Unlike `vllm_greedy.py` (vLLM's own model, plain or MTP), this runner takes the
-engine arguments from the request (speculative config, tensor parallelism), returns raw logits, spec-decode
-metrics, and which model classes each worker built. The caller sets the environment (plugin parts on or off).
+needs a fresh interpreter anyway. The runner takes the engine arguments from the request (speculative config,
+tensor parallelism), returns raw logits, spec-decode metrics, and which model classes each worker built. The caller
+sets the environment (plugin parts on or off).
 
 Request (stdin, JSON): model, prompts (token ids), max_tokens, and optionally dtype, ignore_eos, logprobs (top-k
 raw logits per position), llm (extra `LLM(...)` keyword arguments).
