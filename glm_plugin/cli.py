@@ -40,19 +40,57 @@ def vllm_server_command(model: str | Path, host: str = "127.0.0.1", port: int = 
                              extra=extra)
 
 
-def cpu_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """vLLM-on-CPU settings that a small machine needs; values already set by the user win."""
+def cpu_environment(base: dict[str, str] | None = None, extra: list[str] | None = None) -> dict[str, str]:
+    """vLLM-on-CPU settings that a small machine needs, for a server started with engine flags `extra`; values
+    already set by the user win."""
     env = dict(os.environ if base is None else base)
     env.setdefault("VLLM_TARGET_DEVICE", "cpu")
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if "VLLM_CPU_OMP_THREADS_BIND" not in env:
+        binding = cpu_worker_binding(extra or [])
+        if binding:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = binding
     return env
+
+
+def _flag_int(args: list[str], names: tuple[str, ...]) -> int:
+    """The integer value of the last of `names` in `args` (`--flag N` or `--flag=N`), or 1."""
+    value = 1
+    for i, arg in enumerate(args):
+        name, eq, inline = arg.partition("=")
+        if name in names:
+            text = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            if not text.isdigit():
+                raise sc.ServeError(f"{name} needs a whole number, got {text!r}")
+            value = int(text)
+    return value
+
+
+def cpu_worker_binding(extra: list[str], cores: list[int] | None = None) -> str | None:
+    """`VLLM_CPU_OMP_THREADS_BIND` for a CPU server with several workers (tensor x pipeline parallel), else None.
+
+    vllm-cpu's default binds each worker to its own NUMA node and stops with "Not enough allowed NUMA nodes to bind
+    threads of 2 local CPUWorkers" on a machine with one node (most machines). Instead, split the cores this
+    process may use into one equal contiguous group per worker (2 cores, TP 2: `0|1`).
+    """
+    workers = _flag_int(extra, ("--tensor-parallel-size", "-tp")) * \
+        _flag_int(extra, ("--pipeline-parallel-size", "-pp"))
+    if workers <= 1:
+        return None
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else sorted(cores)
+    if len(cores) < workers:
+        raise sc.ServeError(f"{workers} CPU workers (tensor x pipeline parallel) need at least {workers} cores; this "
+                            f"process may use {len(cores)}. Lower --tensor-parallel-size, or set "
+                            "VLLM_CPU_OMP_THREADS_BIND yourself")
+    per = len(cores) // workers
+    return "|".join(",".join(map(str, cores[i * per:(i + 1) * per])) for i in range(workers))
 
 
 def demo_server_command(host: str = "127.0.0.1", port: int = 8000, max_model_len: int | None = None,
                         extra: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The bundled checkpoint on this CPU with vLLM: (argv, environment)."""
     max_model_len = max_model_len or DEMO_MAX_MODEL_LEN
-    env = cpu_environment()
+    env = cpu_environment(extra=extra)
     env.pop("GLM_PLUGIN_DISABLE", None)
     if max_model_len > DEMO_MAX_MODEL_LEN:
         # Clients such as Claude Code need a long context; the tiny model then answers past its trained
@@ -80,7 +118,7 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
             flags += ["--context-length" if engine == "sglang" else "--max-model-len", str(args.max_model_len)]
         cmd = sc.server_command(engine, model, host=args.host, port=args.port, served_name=served, flags=flags,
                                 extra=extra)
-        env = cpu_environment() if gpus == 0 and engine == "vllm" else dict(os.environ)
+        env = cpu_environment(extra=flags + extra) if gpus == 0 and engine == "vllm" else dict(os.environ)
     print(f"glm-plugin: {sc.shell_line(cmd)}", flush=True)
     if args.dry_run:
         return 0

