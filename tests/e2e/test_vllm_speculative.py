@@ -122,13 +122,19 @@ def test_logits_match_builtin(ours, builtin):
 # ---------------------------------------------------------------------------------------------------------------
 # MTP
 # ---------------------------------------------------------------------------------------------------------------
+def linked_copy(checkpoint, out, but):
+    """`out` holding links to every file of `checkpoint` except `but`, which the caller writes."""
+    for item in checkpoint.iterdir():
+        if item.name != but:
+            (out / item.name).symlink_to(item)
+    return out
+
+
 def without_mtp_head(checkpoint, out):
     """A copy of `checkpoint` with the MTP layer's `embed_tokens` and `shared_head.head` removed (vLLM #25993)."""
     from safetensors.torch import load_file, save_file
 
-    for item in checkpoint.iterdir():
-        if item.name != "model.safetensors":
-            (out / item.name).symlink_to(item)
+    linked_copy(checkpoint, out, but="model.safetensors")
     weights = load_file(str(checkpoint / "model.safetensors"))
     n = json.loads((checkpoint / "config.json").read_text())["num_hidden_layers"]
     for name in (f"model.layers.{n}.embed_tokens.weight", f"model.layers.{n}.shared_head.head.weight"):
@@ -166,9 +172,7 @@ def test_mtp_output_equals_plain_and_reports_acceptance(ours, prompts, checkpoin
 def test_mtp_without_an_mtp_layer_is_refused_by_name(prompts, tmp_path, disable, error):  # noqa: F811
     """vLLM alone stops with a ZeroDivisionError while it builds the speculative config; with the plugin the same
     command is refused with a message naming the checkpoint's missing layer and what to do instead."""
-    for item in ASSET.iterdir():
-        if item.name != "config.json":
-            (tmp_path / item.name).symlink_to(item)
+    linked_copy(ASSET, tmp_path, but="config.json")
     config = json.loads((ASSET / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_nextn_predict_layers": 0}))
     log = run_engine(prompts[:1], model=str(tmp_path), disable=disable, max_tokens=4, expect_failure=True,

@@ -34,7 +34,10 @@ MODEL_CLASSES = {  # vLLM architecture name -> our class (vLLM's names: vllm/mod
 }
 
 SPECULATIVE_CONFIG_MODULE = "vllm.config.speculative"
-MTP_DRAFT_NAMES = ("Glm4MoeMTPModel", "Glm4MoeLiteMTPModel")
+MTP_DRAFT_NAMES = tuple(name for name in MODEL_CLASSES if name.endswith("MTPModel"))
+# named in the refusal of `method: mtp` on a checkpoint without an MTP layer
+MTP_FLAG = "--speculative-config '{\"method\": \"mtp\"}'"
+_VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"  # where vLLM's own hf_config_override is kept
 
 _requested: set[str] = set()
 
@@ -104,9 +107,6 @@ def _guard_mtp_config(module: ModuleType) -> None:
     config_class.hf_config_override = staticmethod(mtp_hf_config_override)
 
 
-_VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"
-
-
 def mtp_hf_config_override(hf_config):
     """vLLM's draft-config override, then the no-MTP-layer refusal for GLM targets.
 
@@ -123,5 +123,5 @@ def mtp_hf_config_override(hf_config):
     if (getattr(hf_config, "architectures", None) or [None])[0] in MTP_DRAFT_NAMES:
         check_has_nextn_layer({"architectures": [target],
                                "num_nextn_predict_layers": getattr(hf_config, "num_nextn_predict_layers", 0)},
-                              engine_flag="--speculative-config '{\"method\": \"mtp\"}'")
+                              engine_flag=MTP_FLAG)
     return hf_config

@@ -21,6 +21,7 @@ from vllm.model_executor.models import glm4_moe_lite_mtp as _vllm_lite_mtp
 from vllm.model_executor.models import glm4_moe_mtp as _vllm_mtp
 
 from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
+from glm_plugin.engines.vllm import MTP_FLAG
 
 logger = init_logger("vllm.glm_plugin.mtp")
 
@@ -34,7 +35,7 @@ _TARGET_FALLBACKS = {
 
 
 def check_has_mtp_layer(config) -> None:
-    check_has_nextn_layer(config, engine_flag="--speculative-config '{\"method\": \"mtp\"}'")
+    check_has_nextn_layer(config, engine_flag=MTP_FLAG)
 
 
 class _RobustMtpLoading:
