@@ -17,6 +17,13 @@ from glm_plugin import serve_command as sc
 DEMO_MODEL_NAME = "glm-tiny"
 DEMO_MAX_MODEL_LEN = 4096  # the tiny model's position limit (max_position_embeddings)
 DEMO_URL = "http://127.0.0.1:8000"
+# Tokens one engine step may compute on a CPU. vLLM's default lets a whole prompt be one step; a 47,000-token prompt
+# then outlives the engine's execute-model timeout (300 s) on a 2-core AVX2 machine and the engine dies. 2,048 keeps
+# a step to seconds there; a long prompt is prefilled in chunks (docs/install.md, "Long prompts on a CPU").
+CPU_STEP_TOKENS = 2048
+# The bundled checkpoint is computed in float32 on a CPU: without AVX512-BF16 (most CPUs) bf16 is emulated and
+# slower (measured in docs/install.md); the model is 20 MB, so the memory cost does not matter.
+DEMO_DTYPE = "float32"
 
 
 def bundled_model_dir() -> Path:
@@ -33,9 +40,9 @@ def vllm_server_command(model: str | Path, host: str = "127.0.0.1", port: int = 
                         served_name: str | None = None, max_model_len: int | None = None,
                         extra: list[str] | None = None) -> list[str]:
     """The argv that serves `model` with vLLM's OpenAI and Anthropic endpoints and our GLM parsers on a CPU."""
-    flags = ["--max-num-seqs", "4"]
+    flags = ["--max-num-seqs", "4", *cpu_step_flags(extra or [])]
     if max_model_len:
-        flags += ["--max-model-len", str(max_model_len), "--max-num-batched-tokens", str(max(max_model_len, 2048))]
+        flags += ["--max-model-len", str(max_model_len)]
     return sc.server_command("vllm", model, host=host, port=port, served_name=served_name, flags=flags,
                              extra=extra)
 
@@ -51,6 +58,13 @@ def cpu_environment(base: dict[str, str] | None = None, extra: list[str] | None 
         if binding:
             env["VLLM_CPU_OMP_THREADS_BIND"] = binding
     return env
+
+
+def cpu_step_flags(extra: list[str]) -> list[str]:
+    """`--max-num-batched-tokens CPU_STEP_TOKENS` unless the engine arguments `extra` already set it."""
+    if any(arg.partition("=")[0] == "--max-num-batched-tokens" for arg in extra):
+        return []
+    return ["--max-num-batched-tokens", str(CPU_STEP_TOKENS)]
 
 
 def _flag_int(args: list[str], names: tuple[str, ...]) -> int:
@@ -97,7 +111,7 @@ def demo_server_command(host: str = "127.0.0.1", port: int = 8000, max_model_len
         # positions (its answers degrade, the protocol is what such a run exercises).
         env.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
     cmd = vllm_server_command(bundled_model_dir(), host, port, DEMO_MODEL_NAME, max_model_len,
-                              ["--dtype", "bfloat16", "--enforce-eager", *(extra or [])])
+                              ["--dtype", DEMO_DTYPE, "--enforce-eager", *(extra or [])])
     return cmd, env
 
 
@@ -116,6 +130,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
                                 draft_tokens=args.speculative_tokens)
         if args.max_model_len:
             flags += ["--context-length" if engine == "sglang" else "--max-model-len", str(args.max_model_len)]
+        if gpus == 0 and engine == "vllm":
+            flags += cpu_step_flags(extra)
         cmd = sc.server_command(engine, model, host=args.host, port=args.port, served_name=served, flags=flags,
                                 extra=extra)
         env = cpu_environment(extra=flags + extra) if gpus == 0 and engine == "vllm" else dict(os.environ)

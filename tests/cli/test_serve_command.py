@@ -107,6 +107,20 @@ def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
     assert env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] == "1" and env["VLLM_TARGET_DEVICE"] == "cpu"
 
 
+def test_cpu_servers_bound_one_engine_step_unless_the_user_did(tmp_path, capsys):
+    """A whole long prompt in one engine step outlives vLLM's execute-model timeout on a slow CPU (the engine dies);
+    every CPU server we start prefills in chunks of CPU_STEP_TOKENS instead, and a user's own value wins."""
+    step = str(cli.CPU_STEP_TOKENS)
+    assert flag(dry_run(capsys), "--max-num-batched-tokens") == step
+    cmd, _ = cli.demo_server_command(max_model_len=65536)
+    assert flag(cmd, "--max-num-batched-tokens") == step and flag(cmd, "--max-model-len") == "65536"
+    model = checkpoint(tmp_path, "GLM-4.7", GLM47)
+    assert flag(dry_run(capsys, "--model", str(model), "--gpus", "0"), "--max-num-batched-tokens") == step
+    assert "--max-num-batched-tokens" not in dry_run(capsys, "--model", str(model), "--gpus", "4")
+    own = dry_run(capsys, "--model", str(model), "--gpus", "0", "--", "--max-num-batched-tokens=512")
+    assert [a for a in own if a.startswith("--max-num-batched-tokens")] == ["--max-num-batched-tokens=512"]
+
+
 @pytest.mark.parametrize(("extra", "cores", "binding"), [
     ([], [0, 1], None),
     (["--tensor-parallel-size", "2"], [0, 1], "0|1"),
