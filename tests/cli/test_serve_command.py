@@ -107,6 +107,14 @@ def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
     assert env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] == "1" and env["VLLM_TARGET_DEVICE"] == "cpu"
 
 
+def test_one_cpu_worker_runs_inside_the_engine_core(monkeypatch):
+    """One worker: no separate worker process (one vLLM import fewer at start-up); a user's own setting wins."""
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    assert cli.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    assert cli.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+
+
 def test_cpu_servers_bound_one_engine_step_unless_the_user_did(tmp_path, capsys):
     """A whole long prompt in one engine step outlives vLLM's execute-model timeout on a slow CPU (the engine dies);
     every CPU server we start prefills in chunks of CPU_STEP_TOKENS instead, and a user's own value wins."""
@@ -141,6 +149,7 @@ def test_cpu_binding_set_by_the_user_wins_and_too_few_cores_is_refused(monkeypat
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
     _, env = cli.demo_server_command(extra=["--tensor-parallel-size", "2"])
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env  # several workers: vLLM's own processes
     with pytest.raises(SystemExit, match="4 CPU workers .* need at least 4 cores; this process may use 2"):
         cli.cpu_worker_binding(["--tensor-parallel-size", "4"], [0, 1])
     with pytest.raises(SystemExit, match="--tensor-parallel-size needs a whole number"):
