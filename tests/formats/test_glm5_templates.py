@@ -2,41 +2,29 @@
 the wire-format core: where each switch makes a turn start, and parse(template's own rendering of a turn) == turn.
 
 The templates are the publisher's (`templates/README.md`): GLM-5.2 byte-exact, GLM-5.3 rebuilt from its published
-lines. GLM-5.3-Flash's `reasoning_effort="none"` variant is derived here from the 5.3 file.
+lines, and GLM-5.3-Flash's `reasoning_effort="none"` variant derived from it (tests/support/glm_templates.py).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import pathlib
 
 import pytest
 from glm_render import Turn, expected, tools_and_turn
+from glm_templates import TEMPLATES, template_text
 from hypothesis import given, settings
 
 from glm_plugin.formats import ThinkingStart, parse_output, thinking_start_from_prompt
 
 render_jinja_template = pytest.importorskip("transformers.utils.chat_template_utils").render_jinja_template
 
-HERE = pathlib.Path(__file__).parent / "templates"
 GLM52_SHA256 = "172dc74a35e1752df75ecfb2b2cf9326d2852bb1379868ebeec9571654489679"
 R, C = ThinkingStart.REASONING, ThinkingStart.CONTENT
 
 
-@functools.cache
-def template(name: str) -> str:
-    if name == "glm-5.3-flash-effort-none":
-        return template("glm-5.3.rebuilt").replace(
-            "<|assistant|>{{- '<think>' -}}",
-            "<|assistant|>{{- '<think></think>' if reasoning_effort is defined and reasoning_effort == 'none' "
-            "else '<think>' -}}")
-    return (HERE / f"{name}.jinja").read_text(encoding="utf-8")
-
-
 def rendered(name: str, messages: list[dict], generation_prompt: bool = True, **kwargs) -> str:
-    (text,), _ = render_jinja_template(conversations=[messages], chat_template=template(name),
+    (text,), _ = render_jinja_template(conversations=[messages], chat_template=template_text(name),
                                        add_generation_prompt=generation_prompt, **kwargs)
     return text
 
@@ -45,7 +33,7 @@ USER = [{"role": "user", "content": "hi"}]
 
 
 def test_glm52_fixture_is_the_published_bytes():
-    assert hashlib.sha256((HERE / "glm-5.2.jinja").read_bytes()).hexdigest() == GLM52_SHA256
+    assert hashlib.sha256((TEMPLATES / "glm-5.2.jinja").read_bytes()).hexdigest() == GLM52_SHA256
 
 
 @pytest.mark.parametrize(("name", "kwargs", "start", "effort"), [
