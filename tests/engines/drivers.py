@@ -10,6 +10,8 @@ Engine imports happen inside the functions: `requires_engine` decides first whet
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib
 import json
 import os
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from glm_templates import template_text
 from toy_tokenizer import token_deltas, toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart
 
@@ -54,9 +57,26 @@ TEMPLATE_FOR_START = {
 }
 
 
-def tokenizer_for(start: ThinkingStart) -> tuple[Any, dict[str, Any]]:
-    template, kwargs = TEMPLATE_FOR_START[start]
+@functools.cache
+def template_tokenizer(name: str) -> Any:
+    """The toy tokenizer carrying one of the publisher's GLM-5.x templates (tests/support/glm_templates.py)."""
+    tokenizer = copy.deepcopy(toy_glm_tokenizer("glm47"))
+    tokenizer.chat_template = template_text(name)
+    return tokenizer
+
+
+def tokenizer_for(case: Any) -> tuple[Any, dict[str, Any]]:
+    """The tokenizer whose template gives the case's prompt, and the request's switches (`reasoning_effort` is
+    sent as the request's top-level field, the rest as `chat_template_kwargs`)."""
+    if case.template is not None:
+        return template_tokenizer(case.template), dict(case.switches)
+    template, kwargs = TEMPLATE_FOR_START[case.start]
     return toy_glm_tokenizer(template), kwargs
+
+
+def _split(switches: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    kwargs = dict(switches)
+    return kwargs, kwargs.pop("reasoning_effort", None)
 
 
 def prompt_ids(tokenizer: Any, kwargs: dict[str, Any]) -> list[int]:
@@ -74,18 +94,28 @@ def vllm_parser_class(tokenizer: Any, tool: str = "glm47", reasoning: str = "glm
     )
 
 
-def vllm_request(tools: list[dict[str, Any]], kwargs: dict[str, Any]) -> Any:
+def vllm_request(tools: list[dict[str, Any]], switches: dict[str, Any]) -> Any:
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-    return ChatCompletionRequest(model="glm", messages=MESSAGES, tools=tools or None, chat_template_kwargs=kwargs)
+    kwargs, effort = _split(switches)
+    return ChatCompletionRequest(model="glm", messages=MESSAGES, tools=tools or None,
+                                 chat_template_kwargs=kwargs, reasoning_effort=effort)
+
+
+def vllm_served_kwargs(request: Any) -> dict[str, Any]:
+    """The template kwargs vLLM's chat serving renders with and hands the parser (the generation-prompt ones
+    included)."""
+    return request.build_chat_params(None, "auto").chat_template_kwargs
 
 
 def _vllm_parser(case: Any, tool: str, reasoning: str) -> tuple[Any, Any, list[int]]:
-    tokenizer, kwargs = tokenizer_for(case.start)
-    request = vllm_request(case.tools, kwargs)
-    parser = vllm_parser_class(tokenizer, tool, reasoning)(tokenizer, request.tools, chat_template_kwargs=kwargs)
+    tokenizer, switches = tokenizer_for(case)
+    request = vllm_request(case.tools, switches)
+    served = vllm_served_kwargs(request)
+    parser = vllm_parser_class(tokenizer, tool, reasoning)(tokenizer, request.tools, chat_template_kwargs=served)
     request = parser.adjust_request(request)
-    return parser, request, prompt_ids(tokenizer, kwargs)
+    prompt = tokenizer.apply_chat_template(case.messages or MESSAGES, tokenize=False, **served)  # the conversation
+    return parser, request, tokenizer.encode(prompt, add_special_tokens=False)
 
 
 def vllm_whole(case: Any, tool: str = "glm47", reasoning: str = "glm45", with_prompt: bool = True) -> Turn:
@@ -98,7 +128,7 @@ def vllm_whole(case: Any, tool: str = "glm47", reasoning: str = "glm45", with_pr
 
 def vllm_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", reasoning: str = "glm45") -> Turn:
     parser, request, prompt = _vllm_parser(case, tool, reasoning)
-    tokenizer, _ = tokenizer_for(case.start)
+    tokenizer, _ = tokenizer_for(case)
     steps = token_deltas(tokenizer, case.text, tokens_per_delta)
     reasoning_parts: list[str] = []
     content_parts: list[str] = []
@@ -133,13 +163,24 @@ def sglang_tools(tools: list[dict[str, Any]]) -> list[Any]:
     return [Tool(**tool) for tool in tools]
 
 
+def sglang_request(switches: dict[str, Any]) -> Any:
+    from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
+
+    kwargs, effort = _split(switches)
+    return ChatCompletionRequest(model="glm", messages=MESSAGES, chat_template_kwargs=kwargs or None,
+                                 reasoning_effort=effort)
+
+
 def _sglang_parsers(case: Any, tool: str, reasoning: str) -> tuple[Any, Any]:
     from sglang.srt.function_call.function_call_parser import FunctionCallParser
     from sglang.srt.parser.reasoning_parser import ReasoningParser
 
-    tokenizer, kwargs = tokenizer_for(case.start)
-    force = kwargs.get("enable_thinking") is not False  # what serving_chat derives from the request
-    reasoning_parser = ReasoningParser(reasoning, stream_reasoning=True, force_reasoning=force, tokenizer=tokenizer)
+    tokenizer, switches = tokenizer_for(case)
+    request = sglang_request(switches)
+    # What serving_chat derives for a glm45 parser (its reasoning_default "enable_thinking"), then passes along.
+    force = (request.chat_template_kwargs or {}).get("enable_thinking") is not False
+    reasoning_parser = ReasoningParser(reasoning, stream_reasoning=True, force_reasoning=force, request=request,
+                                       tokenizer=tokenizer)
     tool_parser = FunctionCallParser(sglang_tools(case.tools), tool, tokenizer=tokenizer)
     return reasoning_parser, tool_parser
 
@@ -156,7 +197,7 @@ def sglang_whole(case: Any, tool: str = "glm47", reasoning: str = "glm45") -> Tu
 
 def sglang_stream(case: Any, tokens_per_delta: int = 1, tool: str = "glm47", reasoning: str = "glm45") -> Turn:
     reasoning_parser, tool_parser = _sglang_parsers(case, tool, reasoning)
-    tokenizer, _ = tokenizer_for(case.start)
+    tokenizer, _ = tokenizer_for(case)
     steps = token_deltas(tokenizer, case.text, tokens_per_delta)
     reasoning_parts: list[str] = []
     content_parts: list[str] = []

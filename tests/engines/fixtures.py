@@ -42,6 +42,11 @@ class Case:
     content: str | None
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=lambda: TOOLS)
+    # A GLM-5.x case: the template (tests/support/glm_templates.py) and the request's switches that give `start`;
+    # `messages` is the conversation before the turn (a lone user message when None).
+    template: str | None = None
+    switches: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] | None = None
 
 
 CASES = [
@@ -149,4 +154,50 @@ CASES = [
         "</arg_value></tool_call>",
         REASONING, None, None, [("get_weather", {"city": "北京 \"quoted\"\n\ttab\\slash"})],
     ),
+]
+
+# GLM-5.x, served through the same parser names (vLLM's and SGLang's recipes: --tool-call-parser glm47
+# --reasoning-parser glm45). The wire format is GLM-4.7's; where a turn starts comes from each template's switches.
+GLM52, GLM53, GLM53_FLASH = "glm-5.2", "glm-5.3.rebuilt", "glm-5.3-flash-effort-none"
+OSLO_BERGEN = ("<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo</arg_value></tool_call><tool_call>"
+               "get_weather<arg_key>city</arg_key><arg_value>Bergen</arg_value></tool_call>")
+TWO_RESULTS = [
+    {"role": "user", "content": "Weather in Oslo and Bergen?"},
+    {"role": "assistant", "reasoning_content": "Two cities.", "content": "",
+     "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": c}}}
+                    for c in ("Oslo", "Bergen")]},
+    {"role": "tool", "content": "sunny"},
+    {"role": "tool", "content": "rain"},
+]
+
+GLM5_CASES = [
+    Case("glm52_thinking_then_answer", "The sum of 2 and 2.</think>The answer is 4.", REASONING,
+         "The sum of 2 and 2.", "The answer is 4.", template=GLM52),
+    Case("glm52_two_calls_after_thinking", "Two cities.</think>" + OSLO_BERGEN, REASONING, "Two cities.", None,
+         [("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Bergen"})], template=GLM52),
+    Case("glm52_zero_arg_call", "The user wants the time.</think><tool_call>get_time</tool_call>", REASONING,
+         "The user wants the time.", None, [("get_time", {})], template=GLM52),
+    Case("glm52_call_inside_thinking", "Let me check first.<tool_call>get_weather<arg_key>city</arg_key>"
+         "<arg_value>Oslo</arg_value><arg_key>days</arg_key><arg_value>2</arg_value></tool_call>", REASONING,
+         "Let me check first.", None, [("get_weather", {"city": "Oslo", "days": 2})], template=GLM52),
+    Case("glm52_enable_thinking_false", "Paris is the capital of France.", CONTENT, None,
+         "Paris is the capital of France.", template=GLM52, switches={"enable_thinking": False}),
+    Case("glm52_enable_thinking_false_call", "<tool_call>get_weather<arg_key>days</arg_key><arg_value>2"
+         "</arg_value></tool_call>", CONTENT, None, None, [("get_weather", {"days": 2})], template=GLM52,
+         switches={"enable_thinking": False}),
+    Case("glm52_effort_high", "Quick check.</think>Done.", REASONING, "Quick check.", "Done.", template=GLM52,
+         switches={"reasoning_effort": "high"}),
+    Case("glm52_after_tool_results", "Oslo sunny, Bergen rain.</think>Oslo is sunny; Bergen has rain.", REASONING,
+         "Oslo sunny, Bergen rain.", "Oslo is sunny; Bergen has rain.", template=GLM52, messages=TWO_RESULTS),
+    # GLM-5.3 has no thinking switch: "off" requests still think, and the reply must still be split.
+    Case("glm53_enable_thinking_false_still_thinks", "17*23 = 391</think>391", REASONING, "17*23 = 391", "391",
+         template=GLM53, switches={"enable_thinking": False}),
+    Case("glm53_effort_none_still_thinks", "Brief.</think>" + OSLO_BERGEN, REASONING, "Brief.", None,
+         [("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Bergen"})], template=GLM53,
+         switches={"reasoning_effort": "none"}),
+    Case("glm53_effort_low_typed_call", "Configuring.</think><tool_call>configure<arg_key>count</arg_key><arg_value>5"
+         "</arg_value><arg_key>tags</arg_key><arg_value>[\"a\"]</arg_value></tool_call>", REASONING, "Configuring.",
+         None, [("configure", {"count": 5, "tags": ["a"]})], template=GLM53, switches={"reasoning_effort": "low"}),
+    Case("glm53_flash_effort_none_closes_thinking", "Answer without thinking.", CONTENT, None,
+         "Answer without thinking.", template=GLM53_FLASH, switches={"reasoning_effort": "none"}),
 ]

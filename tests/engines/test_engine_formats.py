@@ -1,6 +1,6 @@
 """The format cases through both engines' own interfaces, streaming and not: identical results everywhere.
 
-For every case: vLLM `parse()` and `parse_delta()` (one token, three tokens and the whole text per delta) and SGLang
+For every case (GLM-4.5/4.7 layouts, and GLM-5.x cases rendered through the publisher's templates): vLLM `parse()` and `parse_delta()` (one token, three tokens and the whole text per delta) and SGLang
 `parse_non_stream()` and `parse_stream_chunk()` (same chunkings) must all give the case's expected turn, and the
 same arguments JSON, byte for byte, as `glm_plugin.formats.parse_output`.
 """
@@ -11,7 +11,7 @@ import json
 
 import pytest
 from drivers import Turn, requires_engine, sglang_stream, sglang_whole, vllm_stream, vllm_whole
-from fixtures import CASES
+from fixtures import CASES, GLM5_CASES
 
 from glm_plugin.formats import parse_output
 
@@ -52,13 +52,16 @@ PATHS = {
 }
 
 
+ALL_CASES = CASES + GLM5_CASES
+
+
 @pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", ALL_CASES, ids=[case.name for case in ALL_CASES])
 def test_case_through_engine(case, path):
     check(case, PATHS[path](case))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", ALL_CASES, ids=[case.name for case in ALL_CASES])
 def test_glm45_names_parse_the_same(case):
     """`--tool-call-parser glm45` / `--reasoning-parser glm47` are the same parsers under the other names."""
     check(case, vllm_stream(case, 2, tool="glm45", reasoning="glm47"))

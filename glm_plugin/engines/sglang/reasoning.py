@@ -5,14 +5,19 @@ Imports nothing from `sglang.srt.function_call` (see `parsers.py`).
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+import logging
+from typing import Any, Mapping
 
-from sglang.srt.parser.reasoning_parser import Glm45Detector
+from sglang.srt.parser.reasoning_parser import Glm45Detector, ReasoningParser
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
 from glm_plugin.engines.rendered_prompt import start_from_template
 from glm_plugin.formats import ThinkingSplitter, ThinkingStart, reasoning_and_content, start_after_prefill
 from glm_plugin.formats.content_edges import ContentEdges
+
+logger = logging.getLogger(__name__)
 
 
 class GlmReasoningDetector(Glm45Detector):
@@ -21,7 +26,8 @@ class GlmReasoningDetector(Glm45Detector):
     SGLang tells a detector only `force_reasoning` (thinking on for this request) and, when it accepts one, the
     tokenizer. With the tokenizer we render the checkpoint's template's generation prompt to learn whether it
     opens `<think>` itself (GLM-4.7) or lets the model do it (GLM-4.5/4.6); a GLM-4.5 model that answers
-    directly then gets content, not reasoning.
+    directly then gets content, not reasoning. `ReasoningParser` then hands us the request's own template kwargs
+    (`use_request`, see `pass_request_to_detector`), which is what GLM-5.x templates decide by.
     """
 
     def __init__(
@@ -42,15 +48,29 @@ class GlmReasoningDetector(Glm45Detector):
             previous_content=previous_content,
             reasoning_default=reasoning_default,
         )
-        start = start_from_template(tokenizer, None if force_reasoning is None else {"enable_thinking": force_reasoning})
+        self._tokenizer = tokenizer
+        self._prefill = previous_content if continue_final_message and isinstance(previous_content, str) else None
+        start = start_from_template(
+            tokenizer, None if force_reasoning is None else {"enable_thinking": force_reasoning}, logger)
         if start is None:
             start = ThinkingStart.REASONING if force_reasoning else ThinkingStart.MODEL
-        if continue_final_message and isinstance(previous_content, str):
-            start = start_after_prefill(start, previous_content)
-        self.start = start
-        self._splitter = ThinkingSplitter(start)
+        self._set_start(start)
         self._edges = ContentEdges()
         self._held: list[str] = []  # reasoning not streamed (stream_reasoning=False), or kept for force_nonempty
+
+    def _set_start(self, start: ThinkingStart) -> None:
+        if self._prefill is not None:
+            start = start_after_prefill(start, self._prefill)
+        self.start = start
+        self._splitter = ThinkingSplitter(start)
+
+    def use_request(self, request: Any) -> None:
+        """Re-read the start from the template rendered with this request's kwargs, as SGLang's chat serving renders
+        it: `chat_template_kwargs` plus the top-level `reasoning_effort`. Before any text is parsed."""
+        kwargs = request_template_kwargs(request)
+        start = start_from_template(self._tokenizer, kwargs, logger) if kwargs is not None else None
+        if start is not None:
+            self._set_start(start)
 
     def detect_and_parse(self, text: str) -> ReasoningParseResult:
         splitter = ThinkingSplitter(self.start)
@@ -88,3 +108,47 @@ class GlmReasoningDetector(Glm45Detector):
                 return ReasoningParseResult(normal_text=held + normal)  # SGLang's rule: the answer was the thinking
             reasoning = held if not self.stream_reasoning else reasoning
         return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
+
+
+def request_template_kwargs(request: Any) -> dict[str, Any] | None:
+    """The kwargs SGLang's chat serving renders the template with (`_apply_jinja_template`), or None without a
+    chat request."""
+    kwargs = getattr(request, "chat_template_kwargs", None)
+    if request is None or not (kwargs is None or isinstance(kwargs, Mapping)):
+        return None
+    effort = getattr(request, "reasoning_effort", None)
+    merged = {"reasoning_effort": effort} if effort is not None else {}
+    merged.update(kwargs or {})
+    return merged
+
+
+def pass_request_to_detector() -> None:
+    """Hand our detector the request `ReasoningParser` was built for.
+
+    SGLang passes a detector `force_reasoning` (derived from `enable_thinking` alone) and the tokenizer, never the
+    request, so a template whose generation prompt depends on `reasoning_effort` or on no switch at all (GLM-5.3
+    always thinks) would be misread. Wraps `ReasoningParser.__init__` once; other detectors are untouched. Where
+    SGLang's signature no longer has `request`, logs that once and leaves SGLang's behaviour.
+    """
+    original = ReasoningParser.__init__
+    if getattr(original, "glm_plugin", False):
+        return
+    signature = inspect.signature(original)
+    if "request" not in signature.parameters:
+        logger.info("glm_plugin: SGLang's ReasoningParser takes no request; GLM templates are read with "
+                    "enable_thinking only")
+        return
+
+    @functools.wraps(original)
+    def __init__(self: ReasoningParser, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if isinstance(self.detector, GlmReasoningDetector):
+            request = signature.bind(self, *args, **kwargs).arguments.get("request")
+            if request is not None:
+                self.detector.use_request(request)
+
+    __init__.glm_plugin = True  # type: ignore[attr-defined]
+    ReasoningParser.__init__ = __init__
+
+
+pass_request_to_detector()

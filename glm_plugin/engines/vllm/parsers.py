@@ -133,7 +133,7 @@ class GlmReasoningParser(ReasoningParser):
     def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any):
         super().__init__(tokenizer, *args, **kwargs)
         self._ids = _token_ids(tokenizer)
-        self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"))
+        self._start = default_start(tokenizer, kwargs.get("chat_template_kwargs"), logger)
         self._splitter: ThinkingSplitter | None = None
         self._edges = ContentEdges()
         self._count_scan: list | None = None  # [position, first reasoning id, end marker], see count_reasoning_tokens
