@@ -22,9 +22,6 @@ import pytest
 pytest.importorskip("vllm")
 
 from glm_plugin import claude_code  # noqa: E402
-from glm_plugin.cli import demo_server_command  # noqa: E402
-from glm_plugin.demo import free_port  # noqa: E402
-from glm_plugin.server_process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -54,17 +51,6 @@ def npm_bin(tmp_path_factory) -> Path:
     return bin_dir
 
 
-@pytest.fixture(scope="module")
-def long_context_server(tmp_path_factory):
-    port = free_port()
-    cmd, env = demo_server_command(port=port, max_model_len=65536)
-    log = tmp_path_factory.mktemp("claude-code-server") / "vllm.log"
-    process = ServerProcess(cmd, f"http://127.0.0.1:{port}", log, env)
-    with process:
-        process.wait_ready(timeout=300, progress=None)
-        yield process.base_url, log
-
-
 def written_env(home: Path) -> dict[str, str]:
     text = (home / ".config" / "glm-plugin" / "claude-code.env").read_text()
     return dict(re.findall(r"^export (\w+)=(.*)$", text, re.M))
@@ -75,8 +61,9 @@ def posts(log: Path) -> list[tuple[str, int]]:
             re.findall(r'"POST (\S+) HTTP/1\.1" (\d{3})', log.read_text(errors="replace"))]
 
 
-def test_claude_code_direct_and_through_the_router(npm_bin, long_context_server, tmp_path):
-    base, log = long_context_server
+def test_claude_code_direct_and_through_the_router(npm_bin, demo_server, tmp_path):
+    base, log = demo_server.base, demo_server.log
+    first = len(posts(log))  # the server is shared: only this test's requests count
     home = tmp_path / "home"
     home.mkdir()
     # A small output cap keeps the tiny model's answers short on a CPU; the default is derived from the context.
@@ -87,7 +74,7 @@ def test_claude_code_direct_and_through_the_router(npm_bin, long_context_server,
     direct = subprocess.run([str(npm_bin / "claude"), "-p", "Say hello."], env={**env, **written_env(home)},
                             cwd=tmp_path, capture_output=True, text=True, timeout=400)
     assert direct.returncode == 0, direct.stdout[-1000:] + direct.stderr[-1000:]
-    assert ("/v1/messages?beta=true", 200) in posts(log) or ("/v1/messages", 200) in posts(log)
+    assert {("/v1/messages?beta=true", 200), ("/v1/messages", 200)} & set(posts(log)[first:])
 
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", ROUTER_PORT)) == 0:
@@ -113,5 +100,5 @@ def test_claude_code_direct_and_through_the_router(npm_bin, long_context_server,
             router.terminate()
             router.wait(30)
 
-    failed = [(path, code) for path, code in posts(log) if code >= 400]
+    failed = [(path, code) for path, code in posts(log)[first:] if code >= 400]
     assert not failed, f"HTTP errors in the server log: {failed}"

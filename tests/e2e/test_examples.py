@@ -1,8 +1,5 @@
 """Every script in examples/ run against vLLM serving the bundled tiny checkpoint, its printed output asserted; then
-`glm-plugin check` and `glm-plugin chat --script` against the same server. One server for the module.
-
-The server is started by the code `glm-plugin demo` uses (glm_plugin.server_process), on the command
-`glm-plugin serve` prints. The assertions are what the tiny model reliably answers (docs/tiny-model.md): the
+`glm-plugin check` and `glm-plugin chat --script` against the same server: the shared `glm-plugin serve --demo` server (conftest.py). The assertions are what the tiny model reliably answers (docs/tiny-model.md): the
 greeting, the timer call with its exact typed arguments, and the answer quoting the tool result's id.
 """
 
@@ -22,9 +19,6 @@ pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
 from glm_plugin import chat, conformance  # noqa: E402
-from glm_plugin.cli import demo_server_command  # noqa: E402
-from glm_plugin.demo import free_port  # noqa: E402
-from glm_plugin.server_process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +27,8 @@ GREETING = "Hello! How can I help you today?"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    cmd, env = demo_server_command(port=port)
-    base = f"http://127.0.0.1:{port}"
-    process = ServerProcess(cmd, base, tmp_path_factory.mktemp("examples-server") / "vllm.log", env)
-    with process:
-        process.wait_ready(timeout=300, progress=None)
-        yield base
+def server(demo_server) -> str:
+    return demo_server.base
 
 
 def run_example(name: str, base_url: str) -> str:

@@ -15,7 +15,6 @@ import os
 import re
 import subprocess
 import sys
-from typing import NamedTuple
 
 import pytest
 
@@ -23,11 +22,10 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
-from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment, demo_server_command  # noqa: E402
+from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment  # noqa: E402
 from glm_plugin.conformance import schema_errors  # noqa: E402
-from glm_plugin.demo import free_port  # noqa: E402
-from glm_plugin.server_process import ServerProcess  # noqa: E402
 from greedy_parity import BF16_NOISE_LIMIT, assert_same_within_noise  # noqa: E402
+from served import mtp_args, serve_demo  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -42,30 +40,21 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "description"
 TOOLS = [TIMER, WEATHER]
 ASK = "Set a timer for 25 minutes called Tea Break."
 RESULT = json.dumps({"timer_id": 4821, "status": "Started"})
-MTP = {"method": "mtp", "num_speculative_tokens": 1}
 TRANSCRIPTS: dict = {}  # tensor-parallel size -> greedy transcript (test_greedy_output_is_tp1s)
 
 
-class Served(NamedTuple):
-    base: str
-    tp: int
-    log: object  # pathlib.Path of the server's log
-
-
 @pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
-def server(request, tmp_path_factory):
-    tp, port = request.param, free_port()
+def server(request, demo_server, tmp_path_factory):
+    """TP=1: the shared demo server (conftest.py: `glm-plugin serve --demo`, MTP x1); TP=2: the same command with
+    `--tensor-parallel-size 2` (one worker per core: the CLI sets `VLLM_CPU_OMP_THREADS_BIND=0|1` itself)."""
+    tp = request.param
+    if tp == 1:
+        yield demo_server
+        return
     if len(os.sched_getaffinity(0)) < tp:
         pytest.skip(f"TP={tp} on a CPU needs {tp} cores (one per worker)")
-    # What `glm-plugin serve --demo` runs, plus MTP: the round trip must hold with our model class, our parsers and
-    # speculative decoding together (MTP hands the parsers several tokens per delta).
-    extra = ["--speculative-config", json.dumps(MTP)] + (["--tensor-parallel-size", str(tp)] if tp > 1 else [])
-    cmd, env = demo_server_command(port=port, extra=extra)  # binds one core group per worker (0|1 on 2 cores)
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp(f"server-tp{tp}") / "vllm.log"
-    with ServerProcess(cmd, base, log, env) as process:
-        process.wait_ready(timeout=300, progress=None)
-        yield Served(base, tp, log)
+    with serve_demo(tmp_path_factory.mktemp(f"server-tp{tp}"), engine_args=mtp_args(tp), tp=tp) as served:
+        yield served
 
 
 def check_schema_types(tool: dict, arguments: dict) -> None:
