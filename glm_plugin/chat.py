@@ -143,9 +143,9 @@ def main(url: str, model: str | None, script: str | None, api_key: str | None = 
     console = Console(file=file or sys.stdout, highlight=False)
     try:
         endpoint = ChatEndpoint(url, model, api_key)
-    except (EndpointError, OSError) as err:
-        console.print(f"[red]glm-plugin chat: cannot reach {url}: {err}[/red]")
-        return 1
+    except EndpointError as err:
+        console.print(Text(f"glm-plugin chat: {err}", style="red"))
+        return 2
     session = ChatSession(endpoint, console, max_tokens=max_tokens, temperature=temperature)
     console.print(f"[dim]glm-plugin chat: {endpoint.model} at {endpoint.root}; "
                   f"tools: {', '.join(session.tools)}[/dim]")
