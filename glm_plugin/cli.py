@@ -135,7 +135,7 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
             raise sc.ServeError("pass either --demo or --model DIR, not both")
         ignored = _demo_only_options(args)
         if ignored:
-            raise sc.ServeError(f"{', '.join(ignored)} need --model DIR (a GLM checkpoint); the bundled demo "
+            raise sc.ServeError(f"{', '.join(ignored)}: only with --model DIR (a GLM checkpoint); the bundled demo "
                                 "checkpoint is always served by vLLM on this CPU")
         cmd, env = demo_server_command(args.host, args.port, args.max_model_len, key + extra)
         model, served, engine, gpus = bundled_model_dir(), DEMO_MODEL_NAME, "vllm", 0

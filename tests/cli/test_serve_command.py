@@ -343,7 +343,7 @@ def test_an_unknown_option_is_an_error_naming_the_close_one(capsys):
 
 @pytest.mark.parametrize("argv", [["--engine", "sglang"], ["--gpus", "4"], ["--speculative-tokens", "2"]])
 def test_model_options_without_a_model_are_refused(argv):
-    with pytest.raises(SystemExit, match=f"{argv[0]} need --model DIR"):
+    with pytest.raises(SystemExit, match=f"{argv[0]}: only with --model DIR"):
         cli.main(["serve", "--dry-run", *argv])
 
 
