@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
+import httpx
 from rich.console import Console
 from rich.text import Text
 
@@ -156,7 +157,11 @@ def main(url: str, model: str | None, script: str | None, api_key: str | None = 
         else:
             run_lines(session, interactive_lines(console), echo=False)
     except (EndpointError, OSError) as err:
-        console.print(f"[red]glm-plugin chat: {err}[/red]")
+        console.print(Text(f"glm-plugin chat: {err}", style="red"))
+        return 1
+    except httpx.HTTPError as err:  # the server went away mid-chat
+        console.print(Text(f"glm-plugin chat: {endpoint.root} stopped answering ({type(err).__name__}: {err})",
+                           style="red"))
         return 1
     finally:
         endpoint.close()

@@ -185,7 +185,8 @@ ALIASES = {
     "vllm": {"-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size", "-ep": "--enable-expert-parallel",
              "-sc": "--speculative-config", "-n": "--nnodes", "-r": "--node-rank"},
     "sglang": {"--tp": "--tp-size", "--tensor-parallel-size": "--tp-size", "--ep": "--ep-size",
-               "--expert-parallel-size": "--ep-size", "--model": "--model-path", "--nccl-init-addr": "--dist-init-addr"},
+               "--expert-parallel-size": "--ep-size", "--model": "--model-path",
+               "--nccl-init-addr": "--dist-init-addr"},
 }
 # Which glm-plugin option sets an engine option, for the refusal's fix (the rest: set by glm-plugin, no option).
 OWNERS = {"--tensor-parallel-size": "--gpus", "--tp-size": "--gpus", "--ep-size": "--gpus",
