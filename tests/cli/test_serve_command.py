@@ -20,7 +20,7 @@ GLM47 = {"architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe", "num
 GLM45 = {**GLM47, "head_dim": 128, "intermediate_size": 12288, "first_k_dense_replace": 3, "n_shared_experts": 1}
 GLM45_AIR = {**GLM45, "n_routed_experts": 128, "moe_intermediate_size": 1408, "intermediate_size": 10944,
              "first_k_dense_replace": 1}
-# zai-org's GLM-4.5-FP8 / GLM-4.5-Air-FP8 layout: compressed-tensors, one scale per output channel (docs/formats.md)
+# zai-org's GLM-4.5-FP8 / GLM-4.5-Air-FP8 layout: compressed-tensors, one scale per output channel (docs/kernels.md)
 PER_CHANNEL = {"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"group_0": {
     "targets": ["Linear"], "weights": {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True},
     "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": True}}},
