@@ -2,13 +2,15 @@
 tool_result round trip. The assistant turn goes back whole, thinking block included, which is what GLM-4.7's
 preserved thinking needs (the Anthropic SDK does this naturally: you return `reply.content` as it came).
 
-    python examples/anthropic_messages.py [--base-url http://127.0.0.1:8000] [--model glm-tiny]
+    python examples/anthropic_messages.py [--base-url http://127.0.0.1:8000] [--model NAME]
 """
 
 import argparse
 import json
+import os
 
 import anthropic
+import httpx
 
 TOOLS = [{"name": "set_timer", "description": "Start a named timer", "input_schema": {
     "type": "object", "properties": {"minutes": {"type": "integer"}, "label": {"type": "string"}},
@@ -23,12 +25,16 @@ def set_timer(minutes: int, label: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", default="http://127.0.0.1:8000")
-    parser.add_argument("--model", default="glm-tiny")
+    parser.add_argument("--model", help="default: the server's first model")
     args = parser.parse_args()
-    client = anthropic.Anthropic(base_url=args.base_url, api_key="EMPTY")
+    key = os.environ.get("GLM_API_KEY", "EMPTY")  # any value unless the server has --api-key
+    client = anthropic.Anthropic(base_url=args.base_url, api_key=key)
+    # the served name from the OpenAI-style model list (the Anthropic SDK expects its own list format)
+    model = args.model or httpx.get(args.base_url.rstrip("/") + "/v1/models",
+                                    headers={"Authorization": f"Bearer {key}"}).json()["data"][0]["id"]
     messages = [{"role": "user", "content": "Set a timer for 25 minutes called Tea Break."}]
     # temperature goes in extra_body: this SDK version has no `temperature` argument
-    request = dict(model=args.model, max_tokens=256, tools=TOOLS, extra_body={"temperature": 0})
+    request = dict(model=model, max_tokens=256, tools=TOOLS, extra_body={"temperature": 0})
 
     reply = client.messages.create(messages=messages, **request)
     for block in reply.content:

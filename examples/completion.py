@@ -6,10 +6,11 @@ more user text. Write the template's text yourself (GLM-4.7: `[gMASK]<sop><|user
 the special tokens in the output (`skip_special_tokens: false`) and split the thinking off at `</think>`.
 Prefer `chat.completions` (examples/chat.py), which does all of this on the server.
 
-    python examples/completion.py [--base-url http://127.0.0.1:8000/v1] [--model glm-tiny]
+    python examples/completion.py [--base-url http://127.0.0.1:8000/v1] [--model NAME]
 """
 
 import argparse
+import os
 
 from openai import OpenAI
 
@@ -17,12 +18,13 @@ from openai import OpenAI
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="glm-tiny")
+    parser.add_argument("--model", help="default: the server's first model")
     args = parser.parse_args()
-    client = OpenAI(base_url=args.base_url, api_key="EMPTY")
+    client = OpenAI(base_url=args.base_url, api_key=os.environ.get("GLM_API_KEY", "EMPTY"))
+    model = args.model or client.models.list().data[0].id  # the name the server was started with
 
     prompt = "[gMASK]<sop><|user|>Hello!<|assistant|><think>"  # thinking on: the prompt opens the block
-    response = client.completions.create(model=args.model, prompt=prompt, max_tokens=128, temperature=0,
+    response = client.completions.create(model=model, prompt=prompt, max_tokens=128, temperature=0,
                                          extra_body={"skip_special_tokens": False})
     text = response.choices[0].text
     reasoning, _, answer = text.partition("</think>")

@@ -6,11 +6,12 @@ GLM-4.7 keeps the thinking of a tool-call turn ("preserved thinking"): send the 
 `reasoning_content`, or the model answers the tool result without knowing why it made the call. The OpenAI SDK
 drops that field unless you add it, as below.
 
-    python examples/openai_tools.py [--base-url http://127.0.0.1:8000/v1] [--model glm-tiny]
+    python examples/openai_tools.py [--base-url http://127.0.0.1:8000/v1] [--model NAME]
 """
 
 import argparse
 import json
+import os
 
 from openai import OpenAI
 
@@ -33,11 +34,12 @@ def reasoning_of(obj) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="glm-tiny")
+    parser.add_argument("--model", help="default: the server's first model")
     args = parser.parse_args()
-    client = OpenAI(base_url=args.base_url, api_key="EMPTY")
+    client = OpenAI(base_url=args.base_url, api_key=os.environ.get("GLM_API_KEY", "EMPTY"))
+    model = args.model or client.models.list().data[0].id  # the name the server was started with
     messages = [{"role": "user", "content": "Set a timer for 25 minutes called Tea Break."}]
-    request = dict(model=args.model, tools=TOOLS, temperature=0, max_tokens=256)
+    request = dict(model=model, tools=TOOLS, temperature=0, max_tokens=256)
 
     reply = client.chat.completions.create(messages=messages, **request)
     message = reply.choices[0].message

@@ -2,10 +2,11 @@
 `reasoning` on vLLM), then the answer (`content`); with `stream_options={"include_usage": True}` the last chunk
 has no choices and carries the token usage.
 
-    python examples/streaming.py [--base-url http://127.0.0.1:8000/v1] [--model glm-tiny] [--prompt TEXT]
+    python examples/streaming.py [--base-url http://127.0.0.1:8000/v1] [--model NAME] [--prompt TEXT]
 """
 
 import argparse
+import os
 
 from openai import OpenAI
 
@@ -13,13 +14,14 @@ from openai import OpenAI
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
-    parser.add_argument("--model", default="glm-tiny")
+    parser.add_argument("--model", help="default: the server's first model")
     parser.add_argument("--prompt", default="Hello!")
     args = parser.parse_args()
-    client = OpenAI(base_url=args.base_url, api_key="EMPTY")
+    client = OpenAI(base_url=args.base_url, api_key=os.environ.get("GLM_API_KEY", "EMPTY"))
+    model = args.model or client.models.list().data[0].id  # the name the server was started with
 
     stream = client.chat.completions.create(
-        model=args.model, messages=[{"role": "user", "content": args.prompt}], max_tokens=256, temperature=0,
+        model=model, messages=[{"role": "user", "content": args.prompt}], max_tokens=256, temperature=0,
         stream=True, stream_options={"include_usage": True},
     )
     section = None

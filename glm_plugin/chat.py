@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable, TextIO
 
+import httpx
 from rich.console import Console
 from rich.text import Text
 
@@ -143,9 +144,9 @@ def main(url: str, model: str | None, script: str | None, api_key: str | None = 
     console = Console(file=file or sys.stdout, highlight=False)
     try:
         endpoint = ChatEndpoint(url, model, api_key)
-    except (EndpointError, OSError) as err:
-        console.print(f"[red]glm-plugin chat: cannot reach {url}: {err}[/red]")
-        return 1
+    except EndpointError as err:
+        console.print(Text(f"glm-plugin chat: {err}", style="red"))
+        return 2
     session = ChatSession(endpoint, console, max_tokens=max_tokens, temperature=temperature)
     console.print(f"[dim]glm-plugin chat: {endpoint.model} at {endpoint.root}; "
                   f"tools: {', '.join(session.tools)}[/dim]")
@@ -156,7 +157,11 @@ def main(url: str, model: str | None, script: str | None, api_key: str | None = 
         else:
             run_lines(session, interactive_lines(console), echo=False)
     except (EndpointError, OSError) as err:
-        console.print(f"[red]glm-plugin chat: {err}[/red]")
+        console.print(Text(f"glm-plugin chat: {err}", style="red"))
+        return 1
+    except httpx.HTTPError as err:  # the server went away mid-chat
+        console.print(Text(f"glm-plugin chat: {endpoint.root} stopped answering ({type(err).__name__}: {err})",
+                           style="red"))
         return 1
     finally:
         endpoint.close()

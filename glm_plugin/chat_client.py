@@ -18,10 +18,68 @@ import httpx
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 
+class EndpointError(RuntimeError):
+    """The server cannot be used, an HTTP error or an unreadable answer; the message says what to check."""
+
+
 def api_root(url: str) -> str:
-    """`http://host:8000`, `.../v1` or `.../v1/` all mean the same server; return it without `/v1`."""
-    url = url.rstrip("/")
+    """`http://host:8000`, `.../v1`, `.../v1/` and `host:8000` all mean the same server; return
+    `http://host:8000` (a URL without a scheme is plain HTTP, as a GLM server on a port is)."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
     return url[:-3] if url.endswith("/v1") else url
+
+
+def _unreachable(root: str, err: httpx.HTTPError) -> str:
+    """What an httpx failure to reach `root` means for the user, and what to check."""
+    text = str(err)
+    if isinstance(err, httpx.TimeoutException):
+        return (f"{root} did not answer in time: is the address right, is a firewall in between, or is the "
+                "server still loading (a large checkpoint takes minutes)?")
+    if any(s in text for s in ("Name or service not known", "nodename nor servname", "getaddrinfo",
+                                "Temporary failure in name resolution")):
+        return f"cannot resolve the host in {root}: check the URL's host name"
+    if isinstance(err, httpx.ConnectError):
+        return (f"nothing is listening at {root} ({text}): start a server there (`glm-plugin serve`; on another "
+                "machine with --host 0.0.0.0, which is not the default) or pass the right URL and port")
+    return f"{root} did not answer like an HTTP server ({type(err).__name__}: {text}): check the URL and port"
+
+
+def list_models(url: str, api_key: str | None = None, timeout: float = 5.0) -> list[dict]:
+    """The server's `/v1/models` entries (`id`, `max_model_len`, ...), or an EndpointError that says what to fix:
+    no server, a wrong URL, a missing API key."""
+    root = api_root(url)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(root + "/v1/models", headers=headers, timeout=timeout)
+    except httpx.HTTPError as err:
+        raise EndpointError(_unreachable(root, err)) from None
+    if reply.status_code in (401, 403):
+        raise EndpointError(f"{root} wants an API key (HTTP {reply.status_code}): pass --api-key KEY (the key the "
+                            "server was started with) or set GLM_API_KEY")
+    try:
+        data = reply.json()["data"] if reply.status_code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        data = None
+    if not isinstance(data, list):
+        raise EndpointError(f"{root}/v1/models answered HTTP {reply.status_code} without a model list: this is "
+                            "not an OpenAI-compatible server's root; pass the URL of the server itself, e.g. "
+                            "http://HOST:8000 (the port `glm-plugin serve` printed)")
+    return data
+
+
+def pick_model(models: list[dict], wanted: str | None, root: str) -> dict:
+    """The entry for `wanted` (default: the first), or an EndpointError naming the models the server has."""
+    ids = [m.get("id") for m in models]
+    if not models:
+        raise EndpointError(f"{root}/v1/models lists no model; is the server still starting?")
+    if wanted is None:
+        return models[0]
+    if wanted not in ids:
+        raise EndpointError(f"{root} serves {', '.join(map(str, ids))}, not {wanted!r}: pass --model {ids[0]} "
+                            "(or leave --model out for the first)")
+    return models[ids.index(wanted)]
 
 
 def reasoning_of(obj: dict) -> str | None:
@@ -64,27 +122,14 @@ class Reply:
         return message
 
 
-class EndpointError(RuntimeError):
-    """An HTTP error or an unreadable answer, with the server's own text."""
-
-
 class ChatEndpoint:
     """`POST /v1/chat/completions` on one server, with an optional bearer key."""
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None, timeout: float = 300.0):
         self.root = api_root(url)
+        self.model = pick_model(list_models(self.root, api_key), model, self.root)["id"]
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.root, headers=headers, timeout=timeout)
-        self.model = model or self.first_model()
-
-    def first_model(self) -> str:
-        try:
-            data = self.http.get("/v1/models").raise_for_status().json()["data"]
-        except (httpx.HTTPError, KeyError, ValueError) as err:
-            raise EndpointError(f"{self.root}/v1/models did not list a model ({err}); pass --model") from None
-        if not data:
-            raise EndpointError(f"{self.root}/v1/models is empty; pass --model")
-        return data[0]["id"]
 
     def _body(self, messages: list[dict], **params: Any) -> dict:
         return {"model": self.model, "messages": messages, **{k: v for k, v in params.items() if v is not None}}

@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
-import urllib.request
 from pathlib import Path
 
-from glm_plugin.chat_client import api_root
+from glm_plugin.chat_client import EndpointError, api_root, list_models, pick_model
 
 CLAUDE_CODE_PROMPT_TOKENS = 49152  # its system prompt and tool definitions: ~47k tokens measured, rounded up
 OUTPUT_CAP = 32000  # enough for any one turn of code; more only shrinks what the prompt may use
 DEFAULT_OUTPUT = 16384  # when the server does not say its context length
 PROVIDER = "glm-local"
-
-
-def served_models(url: str, timeout: float = 3.0) -> list[dict]:
-    """`[{"id", "max_model_len"?}]` from the server, or [] when it is not reachable."""
-    try:
-        with urllib.request.urlopen(api_root(url) + "/v1/models", timeout=timeout) as reply:
-            return list(json.load(reply).get("data", []))
-    except (OSError, ValueError):
-        return []
+NO_KEY = "EMPTY"  # what clients send to a server without --api-key (any value is accepted)
 
 
 def max_output_tokens(context: int | None) -> int:
@@ -39,11 +31,11 @@ def max_output_tokens(context: int | None) -> int:
     return max(1024, min(OUTPUT_CAP, context - CLAUDE_CODE_PROMPT_TOKENS))
 
 
-def direct_env(url: str, model: str, max_output: int) -> dict[str, str]:
+def direct_env(url: str, model: str, max_output: int, api_key: str | None = None) -> dict[str, str]:
     """Claude Code talks to the server's `/v1/messages` itself."""
     return {
         "ANTHROPIC_BASE_URL": api_root(url),
-        "ANTHROPIC_AUTH_TOKEN": "EMPTY",  # vLLM without --api-key accepts any token
+        "ANTHROPIC_AUTH_TOKEN": api_key or NO_KEY,
         "ANTHROPIC_MODEL": model,
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,  # Claude Code's background calls use the "fast" model
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(max_output),
@@ -51,19 +43,23 @@ def direct_env(url: str, model: str, max_output: int) -> dict[str, str]:
     }
 
 
-def router_config(url: str, model: str, max_output: int) -> dict:
+def router_config(url: str, model: str, max_output: int, api_key: str | None = None) -> dict:
     """`~/.claude-code-router/config.json` in the deployment guide's format, plus the max_tokens cap."""
     return {
         "Providers": [{
             "name": PROVIDER,
             "api_base_url": api_root(url) + "/v1/chat/completions",
-            "api_key": "EMPTY",
+            "api_key": api_key or NO_KEY,
             "models": [model],
             "transformer": {"use": [["maxtoken", {"max_tokens": max_output}]]},
         }],
         "Router": {"default": f"{PROVIDER},{model}", "background": f"{PROVIDER},{model}",
                    "think": f"{PROVIDER},{model}", "longContext": f"{PROVIDER},{model}"},
     }
+
+
+def export_lines(env: dict[str, str]) -> str:
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
 
 
 def _write_json(path: Path, data: dict) -> str:
@@ -87,6 +83,7 @@ def write_files(home: Path, env: dict[str, str], config: dict) -> list[str]:
     done = []
     router = home / ".claude-code-router" / "config.json"
     done.append(f"wrote {router}{_write_json(router, config)}")
+    router.chmod(0o600)  # it holds the server's API key
 
     settings_path = home / ".claude" / "settings.json"
     settings = json.loads(settings_path.read_text() or "{}") if settings_path.exists() else {}
@@ -95,31 +92,32 @@ def write_files(home: Path, env: dict[str, str], config: dict) -> list[str]:
 
     env_file = home / ".config" / "glm-plugin" / "claude-code.env"
     env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text("".join(f"export {k}={v}\n" for k, v in env.items()))
+    env_file.write_text(export_lines(env))
+    env_file.chmod(0o600)
     done.append(f"wrote {env_file}")
     return done
 
 
 def main(url: str, model: str | None = None, max_output: int | None = None, write: bool = False,
-         home: str | None = None, out=None) -> int:
-    out = out or sys.stdout
-    models = served_models(url)
-    served = next((m for m in models if not model or m.get("id") == model), None)
-    if model is None:
-        model = served["id"] if served else "glm-tiny"
-    context = served.get("max_model_len") if served else None
+         home: str | None = None, api_key: str | None = None, out=None, err=None) -> int:
+    """Print (and with `write`, write) both set-ups for the model the server really serves; exit 1 and write
+    nothing when the server cannot tell (no answer, wrong URL, wrong key, or `model` not served)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        served = pick_model(list_models(url, api_key), model, api_root(url))
+    except EndpointError as problem:
+        print(f"glm-plugin claude-code: {problem}. Nothing was {'written' if write else 'printed'}: the set-up "
+              "needs the served model's name and context from /v1/models", file=err)
+        return 1
+    model, context = served["id"], served.get("max_model_len")
     max_output = max_output or max_output_tokens(context)
-    if not models:
-        print(f"# note: {api_root(url)} did not answer /v1/models; using model {model!r} and "
-              f"CLAUDE_CODE_MAX_OUTPUT_TOKENS={max_output}", file=out)
-    elif context and context < CLAUDE_CODE_PROMPT_TOKENS + 1024:
+    if context and context < CLAUDE_CODE_PROMPT_TOKENS + 1024:
         print(f"# warning: the server's context is {context} tokens; Claude Code's first request alone is about "
               f"47k. Restart it with a longer context, e.g. `glm-plugin serve ... --max-model-len 65536`", file=out)
-    env = direct_env(url, model, max_output)
-    config = router_config(url, model, max_output)
+    env = direct_env(url, model, max_output, api_key)
+    config = router_config(url, model, max_output, api_key)
     print("# 1. Claude Code directly against the server's /v1/messages:", file=out)
-    for key, value in env.items():
-        print(f"export {key}={value}", file=out)
+    print(export_lines(env), end="", file=out)
     print("claude", file=out)
     print("\n# 2. Through claude-code-router: ~/.claude-code-router/config.json", file=out)
     print(json.dumps(config, indent=2), file=out)

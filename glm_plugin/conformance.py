@@ -4,9 +4,10 @@ what it answers whole, report usage and (where offered) speak Anthropic's `/v1/m
 Why: the failures people hit with GLM servers are silent (thinking leaked into `content`, arguments that are not
 JSON or are strings where the schema says integer, a stream that disagrees with the whole answer, no usage chunk;
 docs/troubleshooting.md). This runs one small request per property against any endpoint (ours, Z.ai's,
-DashScope's), prints one table row each and exits non-zero when one fails. Thinking is switched with all three
-dialects at once (`chat_template_kwargs.enable_thinking`, Z.ai's `thinking.type`, DashScope's `enable_thinking`),
-so the same run works against each of them. Requests are greedy and bounded by `max_tokens`.
+DashScope's), prints one table row each and exits 1 when one fails (2 when the endpoint cannot be used at all).
+Thinking is switched with all three dialects at once (`chat_template_kwargs.enable_thinking`, Z.ai's
+`thinking.type`, DashScope's `enable_thinking`), so the same run works against each of them. Requests are greedy
+and bounded by `max_tokens`.
 """
 
 from __future__ import annotations
@@ -290,8 +291,8 @@ def main(url: str, model: str | None = None, api_key: str | None = None, max_tok
          file=None) -> int:
     try:
         endpoint = ChatEndpoint(url, model, api_key, timeout=120)
-    except (EndpointError, httpx.HTTPError) as err:
-        print(f"glm-plugin check: cannot use {url}: {err}", file=sys.stderr)
+    except EndpointError as err:
+        print(f"glm-plugin check: {err}", file=sys.stderr)
         return 2
     try:
         outcomes = Conformance(endpoint, max_tokens).run()

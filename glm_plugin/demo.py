@@ -33,14 +33,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 def run(script: str | None = None, port: int | None = None, log_dir: str | None = None,
         timeout: float = 300.0) -> int:
     """Start the demo server, replay `script` (a file; default: DEMO_SCRIPT) through the chat, stop the server."""
-    from glm_plugin.cli import DEMO_MODEL_NAME, DEMO_URL, demo_server_command
+    from glm_plugin.cli import DEMO_MODEL_NAME, demo_server_command
 
     port = port or free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="glm-plugin-demo-"))
     cmd, env = demo_server_command(port=port)
     base = f"http://127.0.0.1:{port}"
-    print(f"glm-plugin demo: starting vLLM on the bundled tiny GLM checkpoint at {base} (CPU; first start "
-          "takes a minute or two)", flush=True)
+    print("glm-plugin demo: starting vLLM on this CPU with the bundled tiny GLM checkpoint", flush=True)
     server = ServerProcess(cmd, base, log_dir / "server.log", env)
     with server:
         try:
@@ -55,8 +54,8 @@ def run(script: str | None = None, port: int | None = None, log_dir: str | None 
         status = chat.main(base, DEMO_MODEL_NAME, script, max_tokens=256)
         print("glm-plugin demo: stopping the server", flush=True)
     if status == 0:
-        print(f"glm-plugin demo: done. Keep a server running with `make serve` (or `glm-plugin serve`), then "
-              f"`glm-plugin chat`, `glm-plugin check {DEMO_URL}` or examples/*.py (server log: {server.log_path})")
+        print("glm-plugin demo: done. Keep a server up with `make serve` (`glm-plugin serve`),\n"
+              "  then `glm-plugin chat`, `glm-plugin check` or examples/*.py")
     return status
 
 

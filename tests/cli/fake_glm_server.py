@@ -50,6 +50,8 @@ def _answer(body: dict, fault: str | None, streamed: bool) -> dict:
 
 class Handler(BaseHTTPRequestHandler):
     fault: str | None = None
+    api_key: str | None = None  # when set, every request needs `Authorization: Bearer <api_key>` (else 401)
+    max_model_len: int | None = None  # reported in /v1/models, as vLLM does
     received: list[dict] = []  # request bodies, for tests that check what a client sent
 
     def log_message(self, *args):  # keep pytest output clean
@@ -63,12 +65,25 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _refused(self) -> bool:
+        if self.api_key and self.headers.get("Authorization") != f"Bearer {self.api_key}":
+            self._json(401, {"error": "Unauthorized"})
+            return True
+        return False
+
     def do_GET(self):
+        if self._refused():
+            return None
         if self.path == "/v1/models":
-            return self._json(200, {"object": "list", "data": [{"id": "fake-glm", "object": "model"}]})
+            model = {"id": "fake-glm", "object": "model"}
+            if self.max_model_len:
+                model["max_model_len"] = self.max_model_len
+            return self._json(200, {"object": "list", "data": [model]})
         self._json(404, {"error": "not found"})
 
     def do_POST(self):
+        if self._refused():
+            return None
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append(body)
         if self.path == "/v1/messages":
@@ -130,8 +145,9 @@ class Handler(BaseHTTPRequestHandler):
 class FakeGlmServer:
     """`with FakeGlmServer(fault) as url:` serves on a free local port in a thread."""
 
-    def __init__(self, fault: str | None = None):
-        handler = type("FaultHandler", (Handler,), {"fault": fault, "received": []})
+    def __init__(self, fault: str | None = None, api_key: str | None = None, max_model_len: int | None = None):
+        handler = type("FaultHandler", (Handler,), {"fault": fault, "received": [], "api_key": api_key,
+                                                    "max_model_len": max_model_len})
         self.received = handler.received
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

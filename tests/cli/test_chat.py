@@ -50,13 +50,22 @@ def test_slash_commands(tmp_path):
     assert "unknown tools ['nope']" in text and "conversation cleared" in text
 
 
-def test_unreachable_server_exits_1(tmp_path):
+def test_unreachable_server_exits_2_with_what_to_check():
     with FakeGlmServer() as url:
         pass
     out = io.StringIO()
-    assert chat.main(url, None, None, file=out) == 1
-    assert "cannot reach" in out.getvalue()
+    assert chat.main(url, None, None, file=out) == 2
+    text = " ".join(out.getvalue().split())
+    assert f"nothing is listening at {url}" in text and "glm-plugin serve" in text
 
 
-def test_api_root_accepts_either_form():
-    assert api_root("http://h:8000/v1/") == api_root("http://h:8000") == "http://h:8000"
+def test_a_model_the_server_does_not_have_is_named(tmp_path):
+    with FakeGlmServer() as url:
+        out = io.StringIO()
+        assert chat.main(url, "glm-4.7", None, file=out) == 2
+    assert "serves fake-glm, not 'glm-4.7'" in " ".join(out.getvalue().split())
+
+
+def test_api_root_accepts_every_form():
+    assert api_root("http://h:8000/v1/") == api_root("http://h:8000") == api_root("h:8000") == "http://h:8000"
+    assert api_root("https://h/v1") == "https://h"

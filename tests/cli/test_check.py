@@ -65,8 +65,43 @@ def test_missing_anthropic_api_is_skipped_not_failed():
     assert outcomes["Anthropic /v1/messages"].status == "SKIP"
 
 
-def test_unreachable_endpoint_exits_2(capsys):
+def closed_url() -> str:
     with FakeGlmServer(None) as url:
         pass  # closed again: nothing listens there now
-    assert cli.main(["check", url]) == 2
-    assert "cannot use" in capsys.readouterr().err
+    return url
+
+
+@pytest.mark.parametrize(("make_url", "kw", "advice"), [
+    (lambda url: closed_url(), {}, "nothing is listening at"),  # no server: start one, or fix the port
+    (lambda url: url + "/not-the-api", {}, "not an OpenAI-compatible server's root"),  # wrong URL
+    (lambda url: url, {"model": "glm-4.7"}, "serves fake-glm, not 'glm-4.7': pass --model fake-glm"),
+])
+def test_each_unusable_endpoint_gets_its_own_advice_and_exit_2(capsys, make_url, kw, advice):
+    with FakeGlmServer() as url:
+        assert conformance.main(make_url(url), max_tokens=16, **kw) == 2
+    err = capsys.readouterr().err
+    assert advice in err and "pass --model\n" not in err
+    if "nothing is listening" in advice:
+        assert "glm-plugin serve" in err and "--host 0.0.0.0" in err
+
+
+def test_an_api_key_is_asked_for_and_then_used(capsys):
+    with FakeGlmServer(api_key="sekret") as url:
+        assert cli.main(["check", url]) == 2
+        assert "wants an API key (HTTP 401): pass --api-key" in capsys.readouterr().err
+        assert cli.main(["check", url, "--api-key", "sekret"]) == 0
+
+
+def test_a_url_without_a_scheme_is_plain_http(capsys):
+    with FakeGlmServer() as url:
+        assert cli.main(["check", url.removeprefix("http://"), "--max-tokens", "16"]) == 0
+    assert "all 9 checks passed" in capsys.readouterr().out
+
+
+def test_help_lists_every_check_and_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, _ in conformance.Conformance(None).checks():
+        assert " ".join(name.split(", 2 calls")[0].split()) in text
+    assert "0 every check passed" in text and "1 at least one check failed" in text and "2 the server" in text

@@ -1,0 +1,69 @@
+"""`glm-plugin serve --demo --host 0.0.0.0` answers on this machine's non-loopback address, which is what a laptop
+uses to reach a GPU box, and the URL it prints for other machines is one that works. The server is the real
+command (`python -m glm_plugin.cli serve`, exec'ing vLLM); one engine start, about 30 s on 2 cores.
+
+The assertions are plain functions of a base URL, so a shared served fixture can call them too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from typing import NamedTuple
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from glm_plugin.chat_client import ChatEndpoint, reply_from_completion  # noqa: E402
+from glm_plugin.cli import DEMO_MODEL_NAME  # noqa: E402
+from glm_plugin.demo import free_port  # noqa: E402
+from glm_plugin.serve_command import lan_addresses  # noqa: E402
+from glm_plugin.server_process import ServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+class LanServer(NamedTuple):
+    base: str  # http://<non-loopback address>:<port>
+    log: object  # pathlib.Path of what `glm-plugin serve` and the engine printed
+
+
+@pytest.fixture(scope="module")
+def lan_server(tmp_path_factory):
+    addresses = lan_addresses()
+    if not addresses:
+        pytest.skip("this machine has no non-loopback IPv4 address to connect from")
+    port = free_port("0.0.0.0")
+    base = f"http://{addresses[0]}:{port}"
+    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--demo", "--host", "0.0.0.0", "--port", str(port)]
+    log = tmp_path_factory.mktemp("serve-host") / "serve.log"
+    with ServerProcess(cmd, base, log) as process:  # polls /v1/models at the non-loopback address
+        process.wait_ready(timeout=300, progress=None)
+        yield LanServer(base, log)
+
+
+def served_models(base: str) -> list[str]:
+    with urllib.request.urlopen(base + "/v1/models", timeout=10) as reply:
+        return [m["id"] for m in json.load(reply)["data"]]
+
+
+def answers_a_chat(base: str) -> str:
+    endpoint = ChatEndpoint(base, timeout=120)
+    try:
+        body = endpoint.complete([{"role": "user", "content": "Hello!"}], max_tokens=24, temperature=0)
+    finally:
+        endpoint.close()
+    return reply_from_completion(body).content or ""
+
+
+def test_the_demo_server_answers_on_the_non_loopback_address(lan_server):
+    assert served_models(lan_server.base) == [DEMO_MODEL_NAME]
+    assert answers_a_chat(lan_server.base)
+
+
+def test_the_printed_url_for_other_machines_is_the_one_that_answers(lan_server):
+    printed = lan_server.log.read_text(errors="replace")
+    assert f"from another machine: {lan_server.base}" in printed
+    assert "--host 0.0.0.0" in printed.splitlines()[0]
