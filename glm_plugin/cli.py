@@ -8,6 +8,7 @@ engine with exec, so the engine's own signals and logs behave as if the user had
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -112,12 +113,15 @@ def demo_server_command(host: str = "127.0.0.1", port: int = 8000, max_model_len
     max_model_len = max_model_len or DEMO_MAX_MODEL_LEN
     env = cpu_environment(extra=extra)
     env.pop("GLM_PLUGIN_DISABLE", None)
+    longer = []
     if max_model_len > DEMO_MAX_MODEL_LEN:
-        # Clients such as Claude Code need a long context; the tiny model then answers past its trained
-        # positions (its answers degrade, the protocol is what such a run exercises).
-        env.setdefault("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")
+        # Clients such as Claude Code need a long context; the tiny model then answers past its trained positions
+        # (its answers degrade, the protocol is what such a run exercises). The position limit is raised with the
+        # context, not just waived (VLLM_ALLOW_LONG_MAX_MODEL_LEN): vLLM sizes its RoPE table by it, and a prompt
+        # past 4,096 positions read beyond that table and left NaNs in the KV cache that garbled every later answer.
+        longer = ["--hf-overrides", json.dumps({"max_position_embeddings": max_model_len})]
     cmd = vllm_server_command(bundled_model_dir(), host, port, DEMO_MODEL_NAME, max_model_len,
-                              ["--dtype", DEMO_DTYPE, "--enforce-eager", *(extra or [])])
+                              ["--dtype", DEMO_DTYPE, "--enforce-eager", *longer, *(extra or [])])
     return cmd, env
 
 

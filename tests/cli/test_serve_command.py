@@ -120,7 +120,11 @@ def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
     assert flag(cmd, "--served-model-name") == "glm-tiny" and flag(cmd, "--max-model-len") == "4096"
     assert "--enforce-eager" in cmd and "--speculative-config" not in cmd
     _, env = cli.demo_server_command(max_model_len=65536)
-    assert env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] == "1" and env["VLLM_TARGET_DEVICE"] == "cpu"
+    assert env["VLLM_TARGET_DEVICE"] == "cpu" and "VLLM_ALLOW_LONG_MAX_MODEL_LEN" not in env
+    # the RoPE table grows with the context (a longer prompt read past it and poisoned the KV cache)
+    long_cmd, _ = cli.demo_server_command(max_model_len=65536)
+    assert json.loads(flag(long_cmd, "--hf-overrides")) == {"max_position_embeddings": 65536}
+    assert "--hf-overrides" not in cmd
 
 
 def test_one_cpu_worker_runs_inside_the_engine_core(monkeypatch):
