@@ -19,6 +19,7 @@ from glm_plugin.engines import disabled_parts, part_enabled
 
 requires_engine("vllm")
 requires_engine("sglang")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 PROBE = textwrap.dedent(
     """
