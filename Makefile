@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test test-numerics demo serve clean
+.PHONY: venv test test-numerics test-gpu-wheel demo serve clean
 
 $(STAMP): pyproject.toml Makefile
 	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
@@ -40,6 +40,11 @@ test: $(STAMP)
 test-numerics: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m numerics
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m numerics
+
+# The engine tests that run no model, on vLLM's GPU wheel (vllm==0.33.0, imports on a CPU) in its own
+# .venv-gpu-wheel: CI's check that the plugin registers cleanly on the vLLM GPU users install.
+test-gpu-wheel:
+	PY=$(PY) scripts/ci_vllm_gpu_wheel.sh
 
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)

@@ -79,7 +79,7 @@ def _implementations(selected: list[str]):
     if "ours" in selected:
         from glm_plugin.kernels import build_cuda
 
-        if build_cuda.load_cuda_extension():
+        if build_cuda.load_cuda_extension(build=True):
             op = torch.ops.glm_plugin.fp8_moe_experts_cuda
             impls["ours"] = (lambda h, a, sa, b, sb, w, i: op(h, a, sa, b, sb, w, i, "block"), None)
         else:

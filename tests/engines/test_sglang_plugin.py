@@ -13,6 +13,7 @@ from toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart
 
 requires_engine("sglang")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,6 +19,7 @@ import pytest
 from drivers import requires_engine
 
 requires_engine("vllm")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 NAMES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM", "Glm4MoeMTPModel", "Glm4MoeLiteMTPModel")
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 from importlib.metadata import entry_points
 
 import pytest
@@ -13,6 +18,7 @@ from toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart, ToolSchemaError
 
 requires_engine("vllm")
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,7 +80,8 @@ def test_register_again_changes_nothing():
 
 def test_adjust_request_keeps_special_tokens(tokenizer):
     request = vllm_request(TOOLS, {})
-    assert request.skip_special_tokens
+    # vLLM's default: True on 0.32; None on 0.33 (decided later, to True, unless a parser says otherwise).
+    assert request.skip_special_tokens in (True, None)
     parser = vllm_parser_class(tokenizer)(tokenizer, request.tools)
     assert parser.adjust_request(request).skip_special_tokens is False
 
@@ -190,3 +197,50 @@ def test_later_turns_read_only_the_current_turn():
         reasoning.set_prompt_token_ids(prompt)
         assert reasoning.start is start
         assert reasoning.is_reasoning_end(prompt) is ended
+
+
+# What each vLLM process imports first after loading the plugins: the API server its OpenAI protocol module (on
+# vLLM 0.33 that reaches the quantization package while vllm.config is half-initialised), a worker its
+# quantization registry, then each looks names up through vLLM's own registries.
+IMPORT_ORDER = textwrap.dedent(
+    """
+    import json, logging, sys
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.DEBUG)
+    import vllm.plugins
+    vllm.plugins.load_general_plugins()
+    if sys.argv[1] == "api_server":
+        import vllm.entrypoints.openai.chat_completion.protocol
+    else:
+        import vllm.model_executor.layers.quantization
+    from vllm.model_executor.layers.quantization import get_quantization_config
+    from vllm.model_executor.model_loader import weight_utils
+    from vllm.model_executor.models.registry import ModelRegistry
+    from vllm.tool_parsers import ToolParserManager
+    ours = [r for r in records if "glm_plugin" in r.name or "glm_plugin" in r.getMessage()]
+    print("RESULT " + json.dumps({
+        "fp8": get_quantization_config("fp8").__name__,
+        "compressed_tensors": weight_utils.get_quantization_config("compressed-tensors").__name__,
+        "model": ModelRegistry._try_load_model_cls("Glm4MoeForCausalLM").__module__,
+        "tool_parser": ToolParserManager.get_tool_parser("glm47").__name__,
+        "warnings": [f"{r.levelname}: {r.getMessage()}" for r in ours if r.levelno >= logging.WARNING],
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("order", ["api_server", "worker"])
+def test_no_warning_and_our_classes_in_every_import_order(order):
+    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", HF_HUB_OFFLINE="1")  # the GPU wheel picks its CPU platform
+    for name in ("GLM_PLUGIN_DISABLE", "GLM_PLUGIN_GPU_KERNELS", "VLLM_PLUGINS"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ORDER, order], capture_output=True, text=True, env=env,
+                          timeout=300)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    assert json.loads(lines[-1][len("RESULT "):]) == {
+        "fp8": "GlmFp8Config", "compressed_tensors": "GlmCompressedTensorsConfig",  # CPU: the policy gives us
+        "model": "glm_plugin.engines.vllm.model", "tool_parser": "GlmToolParser", "warnings": []}

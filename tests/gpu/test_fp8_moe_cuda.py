@@ -39,7 +39,7 @@ def cuda_op():
         pytest.skip(reason)
     from glm_plugin.kernels import build_cuda
 
-    assert build_cuda.load_cuda_extension(), build_cuda.unavailable_reason()
+    assert build_cuda.load_cuda_extension(build=True), build_cuda.unavailable_reason()
     return torch.ops.glm_plugin.fp8_moe_experts_cuda
 
 

@@ -1,6 +1,7 @@
 """SGLang serving the bundled checkpoint on a CUDA GPU with our parsers and the GLM NextN draft (EAGLE):
 a tool-call round trip, greedy parity with and without speculation, our classes built in every model process, and
-a block-FP8 copy of the checkpoint whose routed experts run on glm_plugin::fp8_moe_experts.
+a block-FP8 copy of the checkpoint whose routed experts run on glm_plugin::fp8_moe_experts when opted in
+(GLM_PLUGIN_GPU_KERNELS=1).
 
 Skipped without a CUDA device, or when SGLang's server cannot be imported (a parser-only install). On an
 H100/H200 with `pip install 'sglang[all]'` it runs unchanged: three servers, started one after the other, each for
@@ -61,7 +62,7 @@ def _post(base: str, path: str, body: dict, timeout: float = 120.0) -> dict:
         return json.load(reply)
 
 
-def _server(tmp_path_factory, name: str, extra: list[str], model: Path = ASSET):
+def _server(tmp_path_factory, name: str, extra: list[str], model: Path = ASSET, **env_extra: str):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -72,7 +73,7 @@ def _server(tmp_path_factory, name: str, extra: list[str], model: Path = ASSET):
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model), "--host", "127.0.0.1",
            "--port", str(port), "--served-model-name", "tiny-glm", "--mem-fraction-static", "0.3",
            "--log-level", "info", *PARSERS, *extra]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **env_extra)
     env.pop("GLM_PLUGIN_DISABLE", None)
     log = tmp_path_factory.mktemp(name) / "sglang.log"
     process = ServerProcess(cmd, f"http://127.0.0.1:{port}", log, env).start()
@@ -194,7 +195,8 @@ def fp8_checkpoint(tmp_path_factory):
 
 def test_fp8_checkpoint_experts_run_on_our_op_with_speculation(tmp_path_factory, fp8_checkpoint, eagle):
     eagle.stop()  # one server at a time
-    process = _server(tmp_path_factory, "fp8", EAGLE, model=fp8_checkpoint)
+    # On a GPU SGLang's own MoE runner is the default; the opt-in hands GLM's routed experts to our kernel.
+    process = _server(tmp_path_factory, "fp8", EAGLE, model=fp8_checkpoint, GLM_PLUGIN_GPU_KERNELS="1")
     try:
         out = _generate(process.base_url, PROMPTS[0])
         assert len(out["tokens"]) == N_TOKENS

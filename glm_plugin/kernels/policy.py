@@ -1,0 +1,100 @@
+"""Whose kernel computes a GLM FP8 layer: the engine's or glm_plugin's. One rule for both engines.
+
+Why a policy at all: our FP8 ops were built and measured on CPUs, where neither engine has a GLM FP8 path. On an
+accelerator the engines have tuned FP8 GEMMs and MoE runners (CUTLASS, DeepGEMM, Triton, aiter) and ours have not
+been measured, so there the engine's stay the default until the user opts in by name. Even then a layer goes to
+us only when a compiled kernel of ours takes it: never the PyTorch reference on an accelerator.
+
+Pure and standard library only: the adapters pass in what they read from the engine (device, layer kind, layout)
+and the environment; the table in docs/kernels.md is this function written out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+ENV_OPT_IN = "GLM_PLUGIN_GPU_KERNELS"
+ENGINES = {"vllm": "vLLM", "sglang": "SGLang"}  # name -> how the log writes it
+LAYERS = ("linear", "experts")
+LAYOUTS = ("block", "channel")
+OURS, ENGINE = "glm_plugin", "engine"
+
+# Our compiled kernels per (device, layer, layout), in dispatch order (glm_plugin.kernels.IMPLEMENTATIONS):
+# csrc/cuda takes block-scaled experts on sm_90a; the Triton kernel takes both layouts' experts. No accelerator
+# fp8_linear exists, and nothing of ours has been built for ROCm, XPU or TPU.
+ACCELERATOR_KERNELS = {
+    ("cuda", "experts", "block"): ("cuda", "triton"),
+    ("cuda", "experts", "channel"): ("triton",),
+}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+logger = logging.getLogger("glm_plugin.kernels")
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Decision:
+    owner: str  # OURS or ENGINE
+    reason: str
+    kernels: tuple[str, ...] = ()  # ours on an accelerator: the compiled kernels that may take the layer
+
+    @property
+    def ours(self) -> bool:
+        return self.owner == OURS
+
+
+def decide(engine: str, device: str, layer: str, layout: str, opted_in: bool) -> Decision:
+    """Who computes a GLM FP8 `layer` ("linear" / "experts") with `layout` scales on `device` ("cpu", "cuda",
+    "rocm", or an engine's other device name) in `engine`, with or without the user's opt-in."""
+    for name, value, allowed in (("engine", engine, ENGINES), ("layer", layer, LAYERS), ("layout", layout, LAYOUTS)):
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+    if engine == "sglang" and layer == "linear":
+        return Decision(ENGINE, "glm_plugin replaces only SGLang's routed-expert compute")
+    if device == "cpu":
+        return Decision(OURS, f"{ENGINES[engine]} has no GLM {layout}-FP8 {layer} path on CPU")
+    if not opted_in:
+        return Decision(ENGINE, f"on {device} the engine's tuned FP8 kernels are the default "
+                                f"({ENV_OPT_IN}=1 tries glm_plugin's)")
+    kernels = ACCELERATOR_KERNELS.get((device, layer, layout), ())
+    if not kernels:
+        return Decision(ENGINE, f"glm_plugin has no compiled {layout}-FP8 {layer} kernel for {device}")
+    return Decision(OURS, f"opted in by {ENV_OPT_IN}", kernels)
+
+
+def opted_in(environ: Mapping[str, str] | None = None) -> bool:
+    """`GLM_PLUGIN_GPU_KERNELS=1`; an unreadable value is warned about once and counts as not opted in."""
+    raw = (os.environ if environ is None else environ).get(ENV_OPT_IN, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value not in _FALSE and raw not in _warned:
+        _warned.add(raw)
+        logger.warning("%s=%r is not 1 or 0; the engines' FP8 kernels stay the default on accelerators "
+                       "(set %s=1 to use glm_plugin's)", ENV_OPT_IN, raw, ENV_OPT_IN)
+    return False
+
+
+_OPS = {"linear": "fp8_linear", "experts": "fp8_moe_experts"}
+_resolved: dict[tuple, Decision] = {}
+
+
+def resolve(engine: str, device: str, layer: str, layout: str, environ: Mapping[str, str] | None = None) -> Decision:
+    """`decide` with this process's opt-in, and on an accelerator the check that one of our compiled kernels can
+    actually run there (building the CUDA one if the user opted in and none is prebuilt); if none can, the layer
+    stays the engine's, never the reference. Cached per process: adapters may ask on every forward."""
+    key = (engine, device, layer, layout, opted_in(environ))
+    if key not in _resolved:
+        decision = decide(*key)
+        if decision.ours and decision.kernels:
+            from glm_plugin import kernels
+
+            missing = {impl: kernels.why_unavailable(impl, _OPS[layer], device, layout) for impl in decision.kernels}
+            if None not in missing.values():
+                decision = Decision(ENGINE, f"opted in by {ENV_OPT_IN}, but no compiled kernel of ours runs here: "
+                                            + "; ".join(f"{impl}: {why}" for impl, why in missing.items()))
+        _resolved[key] = decision
+    return _resolved[key]

@@ -1,0 +1,203 @@
+"""The device policy for GLM FP8 layers (glm_plugin/kernels/policy.py, the table in docs/kernels.md), and vLLM's real
+quantization configs answering by it: on a CPU our methods, on a CUDA platform vLLM's own unless the user opted in,
+and never a layer our compiled kernels cannot take.
+
+The CUDA platform is simulated (vLLM's `current_platform` replaced by a `Platform` whose enum and device type say
+CUDA); the quantization configs, layers and vLLM's FP8 methods they return are vLLM's real classes, built under a
+real `VllmConfig` for the bundled GLM checkpoint. The SGLang side is in test_sglang_model.py.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from glm_plugin.kernels import policy
+
+pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSET = ROOT / "glm_plugin" / "assets" / "tiny-glm"
+
+# engine, device, layer, layout, opted in -> owner. Written out, not derived: this is docs/kernels.md's table.
+OURS, ENGINE = policy.OURS, policy.ENGINE
+TABLE = [
+    *[("vllm", "cpu", layer, layout, opt, OURS)
+      for layer in ("linear", "experts") for layout in ("block", "channel") for opt in (False, True)],
+    *[("sglang", "cpu", "experts", layout, opt, OURS) for layout in ("block", "channel") for opt in (False, True)],
+    *[("sglang", device, "linear", layout, opt, ENGINE)
+      for device in ("cpu", "cuda") for layout in ("block", "channel") for opt in (False, True)],
+    *[(engine, device, layer, layout, False, ENGINE)
+      for engine, layer in (("vllm", "linear"), ("vllm", "experts"), ("sglang", "experts"))
+      for device in ("cuda", "rocm", "xpu", "unknown") for layout in ("block", "channel")],
+    ("vllm", "cuda", "linear", "block", True, ENGINE),  # no fp8_linear of ours on a GPU: never the reference
+    ("vllm", "cuda", "linear", "channel", True, ENGINE),
+    *[(engine, "cuda", "experts", layout, True, OURS) for engine in ("vllm", "sglang") for layout in ("block", "channel")],
+    *[(engine, "rocm", "experts", layout, True, ENGINE) for engine in ("vllm", "sglang") for layout in ("block", "channel")],
+]
+
+
+@pytest.mark.parametrize(("engine", "device", "layer", "layout", "opted_in", "owner"), TABLE)
+def test_policy_table(engine, device, layer, layout, opted_in, owner):
+    decision = policy.decide(engine, device, layer, layout, opted_in)
+    assert decision.owner == owner, decision
+    if owner == OURS and device != "cpu":
+        # Opted in on a GPU: the kernels that may take it, compiled ones only (dispatch order), never "reference".
+        assert decision.kernels == (("cuda", "triton") if layout == "block" else ("triton",))
+    if owner == ENGINE and device != "cpu" and not opted_in and layer == "experts":
+        assert policy.ENV_OPT_IN in decision.reason  # the default says how to opt in
+
+
+def test_unknown_names_are_refused_by_name():
+    with pytest.raises(ValueError, match="unknown layout 'tensor'; expected one of block, channel"):
+        policy.decide("vllm", "cpu", "experts", "tensor", False)
+    with pytest.raises(ValueError, match="unknown engine 'tgi'"):
+        policy.decide("tgi", "cpu", "experts", "block", False)
+
+
+def test_opt_in_values(caplog):
+    assert policy.opted_in({policy.ENV_OPT_IN: "1"}) and policy.opted_in({policy.ENV_OPT_IN: " Yes "})
+    assert not policy.opted_in({}) and not policy.opted_in({policy.ENV_OPT_IN: "0"})
+    with caplog.at_level("WARNING", logger="glm_plugin.kernels"):
+        assert not policy.opted_in({policy.ENV_OPT_IN: "cuda-please"})
+        assert not policy.opted_in({policy.ENV_OPT_IN: "cuda-please"})
+    assert [r.getMessage().count("'cuda-please' is not 1 or 0") for r in caplog.records] == [1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_opted_in_without_a_compiled_kernel_stays_the_engines(monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: our kernels may well run here")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(policy, "_resolved", {})
+    decision = policy.resolve("vllm", "cuda", "experts", "block", {policy.ENV_OPT_IN: "1"})
+    assert decision.owner == ENGINE
+    assert "no compiled kernel of ours runs here: cuda: " in decision.reason and "; triton: " in decision.reason
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# vLLM's real quantization configs, by platform.
+# ---------------------------------------------------------------------------------------------------------------
+def _quantization_config(layout: str) -> dict:
+    spec = importlib.util.spec_from_file_location("quantize_fp8", ROOT / "scripts" / "quantize_fp8.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.quantization_config(layout, [])
+
+
+@pytest.fixture(scope="module")
+def vllm_glm():
+    """vLLM's config for the bundled GLM checkpoint (what `building_glm` reads) and one layer of each kind."""
+    pytest.importorskip("vllm")
+    import torch
+    from vllm.config import ModelConfig, VllmConfig
+    from vllm.model_executor.layers.fused_moe.activation import MoEActivation
+    from vllm.model_executor.layers.fused_moe.config import (
+        FusedMoEConfig,
+        FusedMoEParallelConfig,
+        RoutingMethodType,
+    )
+    from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
+    from vllm.model_executor.layers.linear import ReplicatedLinear
+
+    config = VllmConfig(model_config=ModelConfig(model=str(ASSET), dtype="bfloat16"))
+    # The layers as vLLM's model code hands them to get_quant_method: before their weights exist (their own
+    # constructors need a distributed runtime, and ask the quant config first).
+    linear = ReplicatedLinear.__new__(ReplicatedLinear)
+    experts = RoutedExperts.__new__(RoutedExperts)
+    torch.nn.Module.__init__(experts)
+    experts.ckpt_gate_proj_name, experts.ckpt_up_proj_name, experts.ckpt_down_proj_name = "gate_proj", "up_proj", "down_proj"
+    experts.moe_config = FusedMoEConfig(
+        num_experts=8, experts_per_token=2, hidden_dim=256, intermediate_size=128, num_local_experts=8,
+        num_logical_experts=8, activation=MoEActivation.SILU, device="cpu", routing_method=RoutingMethodType.DeepSeekV3,
+        moe_parallel_config=FusedMoEParallelConfig.make_no_parallel(), in_dtype=torch.bfloat16)
+    return config, {"linear": linear, "experts": experts}
+
+
+def _simulated_cuda():
+    from vllm.platforms.interface import Platform, PlatformEnum
+
+    class SimulatedCuda(Platform):
+        _enum = PlatformEnum.CUDA
+        device_name = device_type = "cuda"
+        dispatch_key = "CUDA"
+
+    return SimulatedCuda()
+
+
+# What vLLM's own configs return for GLM's FP8 layers, per layout and layer kind (vLLM's class names).
+VLLMS = {("block", "linear"): "Fp8LinearMethod", ("block", "experts"): "Fp8MoEMethod",
+         ("channel", "linear"): "CompressedTensorsLinearMethod",
+         ("channel", "experts"): "CompressedTensorsW8A8Fp8MoEMethod"}
+GLMS = {("block", "linear"): "GlmFp8LinearMethod", ("block", "experts"): "GlmFp8BlockMoEMethod",
+        ("channel", "linear"): "GlmFp8LinearMethod", ("channel", "experts"): "GlmFp8ChannelMoEMethod"}
+
+
+def _methods(vllm_glm, layout: str) -> dict[str, str]:
+    from vllm.config import set_current_vllm_config
+
+    from glm_plugin.engines.vllm import fp8
+
+    config, layers = vllm_glm
+    cls = fp8.GlmFp8Config if layout == "block" else fp8.GlmCompressedTensorsConfig
+    quant_config = cls.from_config(_quantization_config(layout))
+    with set_current_vllm_config(config):
+        return {kind: type(quant_config.get_quant_method(layer, f"model.layers.1.mlp.{kind}")).__name__
+                for kind, layer in layers.items()}
+
+
+@pytest.fixture
+def fresh_policy(monkeypatch):
+    monkeypatch.setattr(policy, "_resolved", {})
+    monkeypatch.delenv(policy.ENV_OPT_IN, raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_vllm_cpu_glm_layers_are_ours(vllm_glm, fresh_policy, layout):
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip(f"vLLM's platform here is {type(current_platform).__name__} (the GPU wheel needs "
+                    "VLLM_TARGET_DEVICE=cpu to pick its CPU platform)")
+    assert _methods(vllm_glm, layout) == {kind: GLMS[layout, kind] for kind in ("linear", "experts")}
+
+
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_vllm_cuda_keeps_vllms_methods_by_default(vllm_glm, fresh_policy, caplog, layout):
+    import vllm.platforms
+
+    fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
+    with caplog.at_level("INFO", logger="vllm.glm_plugin"):
+        assert _methods(vllm_glm, layout) == {kind: VLLMS[layout, kind] for kind in ("linear", "experts")}
+    said = [r.getMessage() for r in caplog.records if f"GLM {layout}-FP8" in r.getMessage()]
+    assert any("experts on cuda keep vLLM's FP8 method" in m and policy.ENV_OPT_IN in m for m in said), said
+
+
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_vllm_cuda_opted_in_takes_experts_our_compiled_kernels_run(vllm_glm, fresh_policy, layout):
+    """Opted in, the experts are ours where a compiled kernel of ours runs (Triton, here through its interpreter,
+    standing in for the GPU); dense linears stay vLLM's (no GPU fp8_linear of ours: never the reference)."""
+    import vllm.platforms
+
+    pytest.importorskip("triton")
+    fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
+    fresh_policy.setenv(policy.ENV_OPT_IN, "1")
+    fresh_policy.setenv("TRITON_INTERPRET", "1")
+    assert _methods(vllm_glm, layout) == {"linear": VLLMS[layout, "linear"], "experts": GLMS[layout, "experts"]}
+
+
+def test_vllm_cuda_opted_in_without_a_compiled_kernel_keeps_vllms(vllm_glm, fresh_policy):
+    import torch
+    import vllm.platforms
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
+    fresh_policy.setenv(policy.ENV_OPT_IN, "1")
+    assert _methods(vllm_glm, "block") == {kind: VLLMS["block", kind] for kind in ("linear", "experts")}
