@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The float-comparing tests again on torch's AVX2 and generic code paths, as on an older CPU than this one (CI).
 test-numerics: $(STAMP)
@@ -55,4 +55,4 @@ serve: $(STAMP)
 	$(BIN)/python -m glm_plugin.cli serve --demo
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) .venv-gpu-wheel build dist *.egg-info

@@ -26,10 +26,12 @@ class Served(NamedTuple):
 
 
 @contextmanager
-def serve_demo(log_dir: Path, *options: str, engine_args: tuple[str, ...] = (), tp: int = 1) -> Iterator[Served]:
-    """`glm-plugin serve --demo OPTIONS -- ENGINE_ARGS` (the real command, which execs vLLM) until the block ends."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--demo", "--port", str(port), *options,
+def serve_demo(log_dir: Path, *options: str, engine_args: tuple[str, ...] = (), tp: int = 1,
+               host: str = "127.0.0.1") -> Iterator[Served]:
+    """`glm-plugin serve --demo --host HOST OPTIONS -- ENGINE_ARGS` (the real command, which execs vLLM) until the
+    block ends; reached through loopback either way."""
+    port = free_port(host)
+    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--demo", "--host", host, "--port", str(port), *options,
            "--", *engine_args]
     env = {k: v for k, v in os.environ.items() if k != "GLM_PLUGIN_DISABLE"}
     base = f"http://127.0.0.1:{port}"

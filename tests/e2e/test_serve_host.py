@@ -1,16 +1,14 @@
 """`glm-plugin serve --demo --host 0.0.0.0` answers on this machine's non-loopback address, which is what a laptop
 uses to reach a GPU box, and the URL it prints for other machines is one that works. The server is the real
-command (`python -m glm_plugin.cli serve`, exec'ing vLLM); one engine start, about 30 s on 2 cores.
-
-The assertions are plain functions of a base URL, so a shared served fixture can call them too.
+command (`python -m glm_plugin.cli serve`, exec'ing vLLM), the one the end-to-end modules share (conftest.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import urllib.request
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,9 +16,7 @@ pytest.importorskip("vllm")
 
 from glm_plugin.chat_client import ChatEndpoint, reply_from_completion  # noqa: E402
 from glm_plugin.cli import DEMO_MODEL_NAME  # noqa: E402
-from glm_plugin.demo import free_port  # noqa: E402
 from glm_plugin.serve_command import lan_addresses  # noqa: E402
-from glm_plugin.server_process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -31,17 +27,13 @@ class LanServer(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def lan_server(tmp_path_factory):
+def lan_server(demo_server):
+    """The shared demo server (conftest.py: `glm-plugin serve --demo --host 0.0.0.0`), seen from the LAN side."""
     addresses = lan_addresses()
     if not addresses:
         pytest.skip("this machine has no non-loopback IPv4 address to connect from")
-    port = free_port("0.0.0.0")
-    base = f"http://{addresses[0]}:{port}"
-    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--demo", "--host", "0.0.0.0", "--port", str(port)]
-    log = tmp_path_factory.mktemp("serve-host") / "serve.log"
-    with ServerProcess(cmd, base, log) as process:  # polls /v1/models at the non-loopback address
-        process.wait_ready(timeout=300, progress=None)
-        yield LanServer(base, log)
+    port = urlsplit(demo_server.base).port
+    return LanServer(f"http://{addresses[0]}:{port}", demo_server.log)
 
 
 def served_models(base: str) -> list[str]:
