@@ -22,7 +22,7 @@ def test_demo_runs_an_agent_round_trip_and_exits_0(tmp_path):
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]
     assert re.search(r"glm-plugin: server ready in \d+ s \(glm-tiny\)", text), text[-2000:]
-    stages = re.findall(r"glm-plugin: starting the server: ([a-zA-Z ]+) \(", text)
+    stages = re.findall(r"glm-plugin: starting the server: ([a-zA-Z ]+), \d+ s\n", text)
     assert stages and len(stages) == len(set(stages)), stages  # one line per stage (polled each second), not the log
     assert "Loading safetensors" not in text and (tmp_path / "server.log").stat().st_size > 0
 
