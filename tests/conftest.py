@@ -2,6 +2,7 @@
 `numerics` marker on every test whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic
 code paths, `make test-numerics`, so a CPU unlike the submitter's shows up before a user meets it)."""
 
+import collections
 import os
 import pathlib
 import sys
@@ -23,6 +24,21 @@ sys.path.insert(0, str(HERE / "support"))  # test fixtures shared by several gro
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "numerics: compares floating-point results (re-run under ATEN_CPU_CAPABILITY)")
+
+
+_SECONDS_PER_GROUP: collections.Counter = collections.Counter()
+
+
+def pytest_runtest_logreport(report):
+    parts = pathlib.Path(report.nodeid.split("::")[0]).parts
+    _SECONDS_PER_GROUP[parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the suite's time goes, per test directory (setup, call and teardown): CI prints it after the run."""
+    if _SECONDS_PER_GROUP:
+        rows = ", ".join(f"{group} {seconds:.0f} s" for group, seconds in _SECONDS_PER_GROUP.most_common())
+        terminalreporter.write_line(f"time per directory: {rows}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -291,9 +291,10 @@ void fp8_moe_experts(const MoeArgs& a) {
                      return pending[down_tiles[item].expert].load(std::memory_order_acquire) == 0;
                    });
 
-    // 3. out[t, h] = sum_k w[t, k] * y[pos(t, k), h], written once per element (no atomics, no zero-fill).
+    // 3. out[t, h] = sum_k w[t, k] * y[pos(t, k), h], written once per element (no atomics, no zero-fill); with no
+    //    routed slot (K = 0) the sum is empty and out is zero.
     // Decode-sized combines run inline: a parallel region costs more than 8 x 4096 multiply-adds.
-    const int64_t hchunk = 256, nh = cdiv(H, hchunk), grain = std::max<int64_t>(1, (1 << 16) / (hchunk * K));
+    const int64_t hchunk = 256, nh = cdiv(H, hchunk), grain = std::max<int64_t>(1, (1 << 16) / (hchunk * std::max<int64_t>(K, 1)));
     at::parallel_for(0, T * nh, grain, [&](int64_t b, int64_t end) {
       for (int64_t it = b; it < end; ++it) {
         const int64_t t = it / nh, h0 = (it % nh) * hchunk, h1 = std::min(H, h0 + hchunk);

@@ -181,8 +181,9 @@ def test_anthropic_messages_give_thinking_and_tool_use(server):
     assert "4821" in text and answer.stop_reason == "end_turn", answer.content
 
 
-def test_server_runs_our_parsers(server):
-    """The round trip above must have gone through glm_plugin, not the engine's built-in parsers."""
+def test_server_runs_our_parsers():
+    """The round trip above must have gone through glm_plugin, not the engine's built-in parsers: the parser names
+    resolve to ours in a process set up as the server's is (the same probe for both sizes, so it runs once)."""
     env = cpu_environment()
     env.pop("GLM_PLUGIN_DISABLE", None)
     probe = (

@@ -68,6 +68,17 @@ def test_fp8_ops_mutate_and_alias_nothing(layout, dispatch_mode):
                 assert out.untyped_storage().data_ptr() != a.untyped_storage().data_ptr()
 
 
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_empty_routing_gives_zeros(layout, dispatch_mode, cpu_kernels):
+    """top-k 0 (`topk_ids` of shape [T, 0]) adds no expert: zeros, as the reference sums, in every implementation
+    (the C++ driver once divided by top-k and died with SIGFPE)."""
+    p = make_moe(5, 160, 96, 8, 2, layout)
+    args = list(p.args())
+    args[5], args[6] = p.topk_weights[:, :0].contiguous(), p.topk_ids[:, :0].contiguous()
+    for out in (OPS.fp8_moe_experts(*args), reference.fp8_moe_experts(*args), OPS.fp8_moe_experts_cpu(*args)):
+        assert out.shape == p.hidden.shape and out.dtype == p.hidden.dtype and not out.any()
+
+
 def test_opcheck_glm_route():
     torch.library.opcheck(OPS.glm_route.default, (torch.randn(6, 32), torch.randn(32), 4, 4, 2, True, 2.5))
 
