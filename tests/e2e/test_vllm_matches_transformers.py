@@ -79,19 +79,8 @@ def reference(prompts):
     return greedy_with_margins(model, prompts, N_TOKENS)
 
 
-_RUNS: dict[str, dict] = {}  # request -> result, so that test_vllm_speculative's built-in run is this module's
-
-
 def run_vllm(prompts, mtp=0, **extra):
-    """vLLM's own GLM model (every plugin part off), greedy, optionally with MTP drafts; one engine per distinct
-    request in the session."""
-    key = json.dumps([prompts, mtp, extra], sort_keys=True)
-    if key not in _RUNS:
-        _RUNS[key] = _run_vllm(prompts, mtp, **extra)
-    return _RUNS[key]
-
-
-def _run_vllm(prompts, mtp=0, **extra):
+    """vLLM's own GLM model (every plugin part off), greedy, optionally with MTP drafts."""
     if mtp:
         extra["llm"] = {"speculative_config": {"method": "mtp", "num_speculative_tokens": mtp}}
     env = dict(os.environ)
@@ -107,12 +96,9 @@ def _run_vllm(prompts, mtp=0, **extra):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-TOP_K = 5  # raw logits per position: test_vllm_speculative compares ours with this run's
-
-
 def test_vllm_greedy_equals_transformers(prompts, reference, tokenizer):
     tokens, margins = reference
-    got = run_vllm(prompts, logprobs=TOP_K)["tokens"]
+    got = run_vllm(prompts)["tokens"]
     for i, (ref, gaps, out) in enumerate(zip(tokens, margins, got)):
         assert_greedy_parity(ref, gaps, out, tokenizer.decode, f"prompt {i}: vLLM vs transformers")
 

@@ -26,7 +26,6 @@ import sys
 
 import pytest
 from greedy_parity import assert_greedy_parity, assert_same_within_noise
-from test_vllm_matches_transformers import TOP_K, run_vllm  # the built-in run, shared with that module
 from test_vllm_matches_transformers import ASSET, N_TOKENS, prompts, reference, tokenizer  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +35,7 @@ EAGLE3_HEAD = ASSET.parent / "tiny-glm-eagle3"
 OURS = "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM"
 VLLMS = "vllm.model_executor.models.glm4_moe:Glm4MoeForCausalLM"
 EOS = set(json.loads((ASSET / "generation_config.json").read_text())["eos_token_id"])
+TOP_K = 5
 LOGIT_RTOL = 1e-4  # fp32: our model runs vLLM's kernels in the same order, so only a real change moves logits
 
 
@@ -91,8 +91,7 @@ def ours(prompts, domain_prompts):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def builtin(prompts):  # noqa: F811
-    """vLLM's own model (every part off): the same engine run as test_vllm_matches_transformers' parity test."""
-    return run_vllm(prompts, logprobs=TOP_K)
+    return run_engine(prompts, disable="model,parsers,kernels", logprobs=TOP_K)
 
 
 def test_our_class_serves_and_vllms_is_restored_by_the_switch(ours, builtin):
