@@ -158,7 +158,9 @@ def _align(topk_ids, num_experts: int, block_m: int):
     valid = (flat >= 0) & (flat < num_experts)
     key = torch.where(valid, flat, torch.full_like(flat, num_experts))  # invalid pairs sort last
     order = torch.argsort(key, stable=True)
-    counts = torch.bincount(key, minlength=num_experts + 1)[:num_experts]
+    # not torch.bincount: it reads the ids' maximum back to the host, which CUDA-graph capture refuses
+    counts = torch.zeros(num_experts + 1, dtype=torch.int64, device=dev).index_add_(
+        0, key, torch.ones_like(key))[:num_experts]
     padded = (counts + block_m - 1) // block_m * block_m
     start = torch.cumsum(counts, 0) - counts
     padded_end = torch.cumsum(padded, 0)
