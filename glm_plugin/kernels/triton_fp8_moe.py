@@ -16,8 +16,8 @@ Structure (the usual fused-MoE one):
 4. Combine: a sum over the k slots of each token (deterministic, no atomics), cast to the activation dtype.
 
 Checked on CPU under `TRITON_INTERPRET=1` with fp16/fp32 activations only: the interpreter computes bf16
-`tl.dot` wrongly, so the bf16 path (the one engines use) is the same code but unchecked here; see
-docs/kernels.md, "Triton kernel".
+`tl.dot` wrongly, so the bf16 path (the one engines use) is checked on a GPU only, by
+tests/gpu/test_fp8_moe_triton.py; see docs/kernels.md, "Triton kernel".
 """
 
 from __future__ import annotations
