@@ -319,8 +319,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{device['fp8_peak_tflops']} TFLOPS; columns per implementation: us, % copy, % FP8 peak, "
           f"relative distance from the reference (! = over its tolerance)", flush=True)
     timer = Timer()
+
+    def out_of_time(what: str) -> bool:
+        if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
+            result["stopped"] = f"time budget ({args.deadline_s:.0f} s) spent before {what}"
+        return bool(result["stopped"])
+
     for key in args.shapes:
         shape = SHAPES[key]
+        if out_of_time(shape["name"]):
+            break
         w13, s13, w2, s2 = _weights(shape, seed=0)
         runners = _runners(args.impls, w13, s13, w2, s2)
         for impl, (fn, why) in runners.items():
@@ -331,8 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{shape['name']:14} {'tokens':>6} {'experts':>7} {'MB':>7} | "
               + " | ".join(f"{impl:>34}" for impl in runnable), flush=True)
         for T in args.batches:
-            if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
-                result["stopped"] = f"time budget ({args.deadline_s:.0f} s) spent before {shape['name']} T={T}"
+            if out_of_time(f"{shape['name']} T={T}"):
                 break
             g = torch.Generator(device="cuda").manual_seed(T)
             hidden = torch.randn(T, shape["H"], device="cuda", generator=g).to(torch.bfloat16)
@@ -354,8 +361,6 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
         del w13, s13, w2, s2, runners, runnable
         torch.cuda.empty_cache()
-        if result["stopped"]:
-            break
     failed = [f"{p['shape']} T={p['tokens']} {impl}" for p in result["points"] for impl, r in p["impls"].items()
               if impl in OURS and not r.get("ok")]
     result["correct"] = not failed

@@ -57,13 +57,14 @@ import gpu_report  # noqa: E402
 
 # ---- what the machine has --------------------------------------------------------------------------------------
 
-def _version(cmd: list[str]) -> str | None:
+def _version(cmd: list[str], line: int = -1) -> str | None:
+    """One line of a tool's version output (nvcc and ncu end with the version, compilers begin with it)."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[-1].strip() if out.returncode == 0 and lines else None
+    lines = [text.strip() for text in (out.stdout or out.stderr).splitlines() if text.strip()]
+    return lines[line] if out.returncode == 0 and lines else None
 
 
 def modules() -> dict[str, str | None]:
@@ -82,7 +83,8 @@ def carried_wheels(carry: Path) -> list[Path]:
 
 def install_wheels(carry: Path) -> Path | None:
     """pip-installs the carried wheels (no index, no dependencies) into .gpu-build/site, once per set of wheels;
-    returns that folder for PYTHONPATH, or None when nothing is carried."""
+    returns that folder for PYTHONPATH, or None when nothing is carried or pip fails (the report then shows
+    what is missing)."""
     wheels = carried_wheels(carry)
     if not wheels:
         return None
@@ -90,9 +92,12 @@ def install_wheels(carry: Path) -> Path | None:
     stamp = site / ".wheels"
     names = "\n".join(w.name for w in wheels)
     if not (stamp.exists() and stamp.read_text() == names):
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, wheels)],
-                       check=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
+                               "--no-compile", "--disable-pip-version-check", "--upgrade", "--target", str(site),
+                               *map(str, wheels)], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            print(f"gpu_check: installing the carried wheels failed:\n{proc.stdout}{proc.stderr}", flush=True)
+            return None
         stamp.write_text(names)
     return site
 
@@ -132,9 +137,9 @@ def tools(site: Path | None) -> dict[str, str]:
     found["CUTLASS headers"] = f"{include} ({where})" if include else where
     for name, locate in (("cuobjdump", build_cuda.cuobjdump_path), ("nvdisasm", build_cuda.nvdisasm_path)):
         found[name] = locate() or "MISSING"
-    for name in ("ncu", "ninja", os.environ.get("CXX", "c++")):
+    for name, line in (("ncu", -1), ("ninja", -1), (os.environ.get("CXX", "c++"), 0)):
         path = shutil.which(name)
-        found[name] = f"{path} ({_version([path, '--version'])})" if path else "MISSING"
+        found[name] = f"{path} ({_version([path, '--version'], line)})" if path else "MISSING"
     return found
 
 
@@ -237,15 +242,19 @@ def junit_summary(path: Path) -> dict:
 def check(out: Path, carry: Path, budget_s: float) -> int:
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("tests.xml", "bench.json", "gpu-report.md", "gpu-report.json"):  # from a run into the same folder
+        (out / stale).unlink(missing_ok=True)
     BUILD.mkdir(exist_ok=True)
     result: dict = {"started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "steps": {}}
 
     def left(cap: float = float("inf")) -> float:
         return min(cap, budget_s - (time.monotonic() - started) - REPORT_RESERVE_S)
 
-    def report() -> int:
+    def report(final: bool = False) -> int:
         result["seconds"] = round(time.monotonic() - started, 1)
         verdict = gpu_report.write(out, result)
+        if final:
+            print((out / "gpu-report.md").read_text(), flush=True)
         return verdict["exit_code"]
 
     site = install_wheels(carry)
@@ -257,7 +266,7 @@ def check(out: Path, carry: Path, budget_s: float) -> int:
     print(json.dumps(result["environment"], indent=1), flush=True)
     if not gpu:
         print("gpu_check: no CUDA GPU visible to torch: nothing to check (gpu_check.py --plan runs without one)")
-        return report()
+        return report(final=True)
     with open(out / "gpu-check.log", "w") as log:
         build = run_step("1. build", [sys.executable, "-m", "glm_plugin.kernels.build_cuda"], env,
                          left(STEP_CAPS["build"]), log)
@@ -278,9 +287,7 @@ def check(out: Path, carry: Path, budget_s: float) -> int:
         if bench_json.exists():
             bench["data"] = json.loads(bench_json.read_text())
         result["steps"]["bench"] = bench
-    code = report()
-    print((out / "gpu-report.md").read_text())
-    return code
+    return report(final=True)
 
 
 # ---- --plan ----------------------------------------------------------------------------------------------------
