@@ -45,8 +45,6 @@ BUDGET_S = 480                       # the issue's bound for the whole check on 
 STEP_CAPS = {"build": 300, "tests": 240}  # the bench gets what is left
 REPORT_RESERVE_S = 20
 MODULES = ("torch", "triton", "pytest", "hypothesis", "numpy")
-CUTLASS_WHEEL = "nvidia-cutlass==4.2.0.0"
-FETCH_CUTLASS = (f"python3 -m pip download --no-deps --only-binary=:all: {CUTLASS_WHEEL} -d .gpu-carry")
 TEST_ARGS = ["-q", "--noconftest", "-p", "no:cacheprovider", "-rs"]  # tests/conftest.py needs hypothesis
 HOST_TESTS = ["tests/kernels/test_triton_moe.py::test_align_groups_pairs_by_expert"]
 
@@ -54,11 +52,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_report  # noqa: E402
 
+from glm_plugin.kernels import build_cuda  # noqa: E402  (standard library only at import)
+
+FETCH_CUTLASS = f"python3 -m pip download --no-deps --only-binary=:all: {build_cuda.CUTLASS_PACKAGE} -d .gpu-carry"
+
 
 # ---- what the machine has --------------------------------------------------------------------------------------
 
 def _version(cmd: list[str], line: int = -1) -> str | None:
-    """One line of a tool's version output (nvcc and ncu end with the version, compilers begin with it)."""
+    """One line of a tool's version output (ncu ends with the version, nvcc has it second to last, compilers
+    begin with it)."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
@@ -114,8 +117,6 @@ def cutlass_source(site: Path | None) -> tuple[str | None, str]:
     """(include folder or None, where it comes from / how to get it)."""
     if site and str(site) not in sys.path:
         sys.path.insert(0, str(site))
-    from glm_plugin.kernels import build_cuda
-
     include = build_cuda.cutlass_include()
     if include is None:
         return None, f"missing: {FETCH_CUTLASS} (or set $CUTLASS_INCLUDE)"
@@ -127,12 +128,10 @@ def cutlass_source(site: Path | None) -> tuple[str | None, str]:
 
 
 def tools(site: Path | None) -> dict[str, str]:
-    from glm_plugin.kernels import build_cuda
-
     found = {"python3": f"{sys.executable} {sys.version.split()[0]}"}
     found.update({name: version or "MISSING" for name, version in modules().items()})
     nvcc = build_cuda.nvcc_path()
-    found["nvcc"] = f"{nvcc} ({_version([nvcc, '--version'])})" if nvcc else "MISSING (set $NVCC or $CUDA_HOME)"
+    found["nvcc"] = f"{nvcc} ({_version([nvcc, '--version'], -2)})" if nvcc else "MISSING (set $NVCC or $CUDA_HOME)"
     include, where = cutlass_source(site)
     found["CUTLASS headers"] = f"{include} ({where})" if include else where
     for name, locate in (("cuobjdump", build_cuda.cuobjdump_path), ("nvdisasm", build_cuda.nvdisasm_path)):
