@@ -124,7 +124,7 @@ def cutlass_source(site: Path | None) -> tuple[str | None, str]:
         return str(include), "$CUTLASS_INCLUDE"
     if site and site in include.parents:
         return str(include), "the carried nvidia-cutlass wheel"
-    return str(include), "an installed nvidia-cutlass wheel (the GPU machine has none: carry it, docs/kernels-cuda.md)"
+    return str(include), "an installed nvidia-cutlass wheel, which the GPU machine lacks: carry it, docs/kernels-cuda.md"
 
 
 def tools(site: Path | None) -> dict[str, str]:
@@ -367,9 +367,12 @@ def _check_gpu_tests(env: dict[str, str]) -> str:
         summary = junit_summary(junit)
     assert proc.returncode == 0 and not summary["failed"] and not summary["errors"], summary["failures"]
     assert summary["passed"] == len(HOST_TESTS), summary
-    reasons = sorted({s["reason"].split(":")[0][:70] for s in summary["skips"]})
-    return (f"tests/gpu with the GPU hidden: {summary['skipped']} collected and skipped ({'; '.join(reasons)}); "
-            f"host logic: {summary['passed']} passed")
+    unclear = [s for s in summary["skips"] if "GPU" not in s["reason"]]
+    assert summary["skipped"] and not unclear, f"skipped without naming the GPU: {unclear}"
+    per_file = collections.Counter(s["test"].split("::")[0].rsplit(".", 1)[-1] for s in summary["skips"])
+    return (f"tests/gpu with the GPU hidden: {summary['skipped']} collected and skipped, each naming the GPU it "
+            f"needs ({', '.join(f'{name} {n}' for name, n in sorted(per_file.items()))}); host logic: "
+            f"{summary['passed']} passed")
 
 
 def plan(carry: Path) -> int:
