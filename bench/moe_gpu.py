@@ -44,8 +44,9 @@ OURS = ("cuda", "triton")
 # reference's maths in bf16 (the SiLU-and-mul intermediate and the output rounded to 8 bits: ~0.3 %); torch
 # rounds the dequantised weights and both GEMM outputs to bf16 (~0.6 %).
 TOLERANCE = {"cuda": 0.08, "vllm": 0.08, "triton": 0.02, "torch": 0.02, "reference": 0.0}
-# Dense FP8 TFLOPS (no sparsity) by device-name substring, from NVIDIA's data sheets; twice the bf16 figure.
-FP8_PEAKS = (("H100 PCIe", 1513.0), ("H20", 296.0), ("H100", 1979.0), ("H200", 1979.0), ("H800", 1979.0))
+# Dense FP8 TFLOPS (no sparsity) by device-name substring, from NVIDIA's data sheets; twice the bf16 figure. The
+# first match counts: "H200" before "H20", "H100 PCIe" before "H100".
+FP8_PEAKS = (("H100 PCIe", 1513.0), ("H200", 1979.0), ("H20", 296.0), ("H100", 1979.0), ("H800", 1979.0))
 
 
 def fp8_peak_tflops(device_name: str) -> float:
@@ -261,14 +262,45 @@ def _measure(impl, fn, args, expected, timer, size, device, budget_s, iters) -> 
         out = fn(*args)
         rel = 0.0 if expected is None else float((out.float() - expected.float()).norm()
                                                  / expected.float().norm().clamp(min=1e-30))
-        call, mode = (fn, "eager: syncs with the host") if impl == "reference" else _graphed(lambda: fn(*args))
+        call, mode = ((lambda: fn(*args)), "eager: syncs with the host") if impl == "reference" else \
+            _graphed(lambda: fn(*args))
         us = timer(call, iters, budget_s)
     except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
-        torch.cuda.synchronize()
-        return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "ok": False}
+        record = {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "ok": False}
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001  (a sticky error, e.g. an illegal address: this process can run no more)
+            record["fatal"] = True
+        return record
     record = rates(us, size, device["copy_tb_s"], device["fp8_peak_tflops"])
     record.update(mode=mode, rel_err=round(rel, 5), tolerance=TOLERANCE[impl], ok=rel <= TOLERANCE[impl])
     return record
+
+
+def _point(key: str, T: int, fp8_weights, runnable: dict, timer, device: dict, args) -> dict:
+    """One shape at T tokens: uniform random routing, every runnable implementation measured against the
+    reference's output (after the first implementation that loses the CUDA context, none more)."""
+    import torch
+
+    from glm_plugin.kernels import reference
+
+    shape = SHAPES[key]
+    g = torch.Generator(device="cuda").manual_seed(T)
+    hidden = torch.randn(T, shape["H"], device="cuda", generator=g).to(torch.bfloat16)
+    ids = torch.rand(T, shape["E"], device="cuda", generator=g).topk(shape["topk"], -1).indices.int()
+    weights = torch.softmax(torch.rand(T, shape["topk"], device="cuda", generator=g), -1)
+    touched = int(ids.unique().numel())
+    size = problem_size(shape, T, touched)
+    point = {"shape": shape["name"], "key": key, **{k: shape[k] for k in ("H", "I", "E", "topk")}, "tokens": T,
+             "experts_touched": touched, **size, "impls": {}}
+    expected = reference.fp8_moe_experts(hidden, *fp8_weights, weights, ids, "block")
+    for impl, fn in runnable.items():
+        record = point["impls"][impl] = _measure(impl, fn, (hidden, weights, ids),
+                                                 None if impl == "reference" else expected, timer, size, device,
+                                                 args.point_budget_s, args.iters)
+        if record.get("fatal"):
+            break
+    return point
 
 
 def _fmt(record: dict | None) -> str:
@@ -305,8 +337,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from glm_plugin.kernels import reference
-
     if not torch.cuda.is_available():
         why = "is CPU-only" if torch.version.cuda is None else "sees no CUDA device"
         print(f"moe_gpu: nothing to measure: torch {torch.__version__} {why} (needs an sm_90 GPU)")
@@ -341,24 +371,19 @@ def main(argv: list[str] | None = None) -> int:
         for T in args.batches:
             if out_of_time(f"{shape['name']} T={T}"):
                 break
-            g = torch.Generator(device="cuda").manual_seed(T)
-            hidden = torch.randn(T, shape["H"], device="cuda", generator=g).to(torch.bfloat16)
-            ids = torch.rand(T, shape["E"], device="cuda", generator=g).topk(shape["topk"], -1).indices.int()
-            weights = torch.softmax(torch.rand(T, shape["topk"], device="cuda", generator=g), -1)
-            touched = int(ids.unique().numel())
-            size = problem_size(shape, T, touched)
-            point = {"shape": shape["name"], "key": key, **{k: shape[k] for k in ("H", "I", "E", "topk")},
-                     "tokens": T, "experts_touched": touched, **size, "impls": {}}
-            expected = reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "block")
-            for impl, fn in runnable.items():
-                point["impls"][impl] = _measure(impl, fn, (hidden, weights, ids),
-                                                None if impl == "reference" else expected, timer, size, device,
-                                                args.point_budget_s, args.iters)
+            point = _point(key, T, (w13, s13, w2, s2), runnable, timer, device, args)
+            lost = [impl for impl, record in point["impls"].items() if record.get("fatal")]
+            if lost:
+                result["stopped"] = f"the CUDA context was lost at {shape['name']} T={T} {lost[0]}"
             result["points"].append(point)
             _write(args.json, result)
-            print(f"{'':14} {T:6d} {touched:7d} {size['bytes'] / 1e6:7.1f} | "
+            print(f"{'':14} {T:6d} {point['experts_touched']:7d} {point['bytes'] / 1e6:7.1f} | "
                   + " | ".join(_fmt(point["impls"].get(impl)) for impl in runnable), flush=True)
+            if result["stopped"]:
+                break
             torch.cuda.empty_cache()
+        if result["stopped"]:
+            break
         del w13, s13, w2, s2, runners, runnable
         torch.cuda.empty_cache()
     failed = [f"{p['shape']} T={p['tokens']} {impl}" for p in result["points"] for impl, r in p["impls"].items()

@@ -167,6 +167,9 @@ def _bench_tables(bench: dict) -> list[str]:
                                  f"{r['rel_err']:.1e}{flag}{graph}")
             lines.append(f"| {p['tokens']} | {p['experts_touched']} | {p['bytes'] / 1e6:.1f} | " + " | ".join(cells)
                          + " |")
+    eager = {(impl, r["mode"]) for p in bench.get("points", []) for impl, r in p["impls"].items()
+             if r.get("mode", "graph") != "graph"}
+    lines += [""] + [f"- {impl} timed {mode}" for impl, mode in sorted(eager)] if eager else []
     return lines
 
 

@@ -1,6 +1,6 @@
 """scripts/gpu_check.py, the prepared H200 check, on a machine without a GPU: `--plan` (what CI can run) prints the
 steps, the tools and the travel size and passes its CPU-side checks; the report judges results into the exit
-status and the issue's goals (gpu_report.py) on made-up runs."""
+status and the issue's goals (gpu_report.py) on made-up runs; the bench's device peaks and byte counts."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-gpu_check = _load("gpu_check")
-gpu_report = _load("gpu_report")
+gpu_check = _load("scripts/gpu_check.py")
+gpu_report = _load("scripts/gpu_report.py")
+moe_gpu = _load("bench/moe_gpu.py")
 
 
 def test_plan_prints_steps_tools_travel_and_passes_its_checks():
@@ -100,3 +101,16 @@ def test_junit_summary_counts_outcomes(tmp_path):
         {"passed": 1, "failed": 1, "errors": 1, "skipped": 1}
     assert summary["failures"][0] == {"test": "a::bad", "message": "assert 1 == 2"}
     assert summary["skips"] == [{"test": "b::gpu", "reason": "needs a CUDA GPU"}]
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H200", 1979.0), ("NVIDIA H20", 296.0), ("NVIDIA H800", 1979.0),
+                                          ("NVIDIA H100 80GB HBM3", 1979.0), ("NVIDIA H100 PCIe", 1513.0)])
+def test_bench_fp8_peak_by_device_name(name, tflops):
+    assert moe_gpu.fp8_peak_tflops(name) == tflops
+
+
+def test_bench_counts_the_bytes_and_flops_of_docs_roofline():
+    """docs/kernels-cuda.md: GLM-4.5-Air at one token reads 8 experts x 17.3 MB = 138 MB."""
+    size = moe_gpu.problem_size(moe_gpu.SHAPES["air"], tokens=1, experts_touched=8)
+    assert round(size["weight_bytes"] / 1e6) == 138
+    assert size["flops"] == 2 * 8 * 3 * 4096 * 1408
