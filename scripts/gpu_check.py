@@ -124,7 +124,7 @@ def cutlass_source(site: Path | None) -> tuple[str | None, str]:
         return str(include), "$CUTLASS_INCLUDE"
     if site and site in include.parents:
         return str(include), "the carried nvidia-cutlass wheel"
-    return str(include), "an installed nvidia-cutlass wheel, which the GPU machine lacks: carry it, docs/kernels-cuda.md"
+    return str(include), "an installed nvidia-cutlass wheel; the GPU machine lacks it: carry it (docs/kernels-cuda.md)"
 
 
 def tools(site: Path | None) -> dict[str, str]:
