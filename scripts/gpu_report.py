@@ -56,6 +56,8 @@ def correctness(result: dict) -> tuple[bool | None, list[str]]:
                      f"{tests['skipped']} skipped")
         if tests["failed"] or tests["errors"]:
             failures.append(f"{tests['failed'] + tests['errors']} GPU tests failed")
+        elif tests.get("timed_out"):
+            unknown.append("the GPU tests were cut at their time limit")
         elif not tests["passed"]:
             unknown.append("every GPU test was skipped")
     bench = (steps.get("bench") or {}).get("data")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +64,11 @@ def test_a_clean_run_exits_0_and_judges_each_goal():
                                                                              "ok": False}), 1),
     (lambda r: r["steps"]["build"].update(ok=False, rc=1, tail="nvcc: error"), 1),
     (lambda r: r["steps"]["tests"].update(passed=0, skipped=46), 2),
+    (lambda r: r["steps"]["tests"].update(ok=False, rc=None, timed_out=True), 2),
     (lambda r: r["steps"]["bench"].update(data=None, ok=False, rc=None, timed_out=True), 2),
     (lambda r: r.update(steps={}), 2),
-], ids=["test-fails", "bench-over-tolerance", "bench-error", "build-fails", "all-skipped", "bench-timed-out",
-        "no-gpu"])
+], ids=["test-fails", "bench-over-tolerance", "bench-error", "build-fails", "all-skipped", "tests-cut",
+        "bench-timed-out", "no-gpu"])
 def test_exit_status_is_decided_by_correctness_alone(spoil, code):
     result = copy.deepcopy(gpu_check.made_up_result())
     spoil(result)
@@ -114,3 +116,15 @@ def test_bench_counts_the_bytes_and_flops_of_docs_roofline():
     size = moe_gpu.problem_size(moe_gpu.SHAPES["air"], tokens=1, experts_touched=8)
     assert round(size["weight_bytes"] / 1e6) == 138
     assert size["flops"] == 2 * 8 * 3 * 4096 * 1408
+
+
+def test_a_step_past_its_limit_is_interrupted_and_its_output_kept(tmp_path):
+    """SIGINT first (pytest then still writes its JUnit XML), so the step ends in about its limit, not later."""
+    child = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n" \
+            "    print('interrupted', flush=True)\n    raise SystemExit(2)\n"
+    with open(tmp_path / "log", "w") as log:
+        step = gpu_check.run_step("sleep", [sys.executable, "-c", child], dict(os.environ), 2, log)
+    assert step["timed_out"] and step["rc"] is None and not step["ok"]
+    assert step["seconds"] < 15
+    assert "started" in step["tail"] and "interrupted" in step["tail"]
+    assert "interrupted" in (tmp_path / "log").read_text()
