@@ -113,7 +113,7 @@ def child_env(site: Path | None) -> dict[str, str]:
                 MAX_JOBS=str(os.cpu_count() or 1))
 
 
-def cutlass_source(site: Path | None) -> tuple[str | None, str]:
+def cutlass_source(site: Path | None, carry: Path) -> tuple[str | None, str]:
     """(include folder or None, where it comes from / how to get it)."""
     if site and str(site) not in sys.path:
         sys.path.insert(0, str(site))
@@ -124,15 +124,17 @@ def cutlass_source(site: Path | None) -> tuple[str | None, str]:
         return str(include), "$CUTLASS_INCLUDE"
     if site and site in include.parents:
         return str(include), "the carried nvidia-cutlass wheel"
+    if any(w.name.startswith("nvidia_cutlass-") for w in carried_wheels(carry)):
+        return str(include), "an installed nvidia-cutlass wheel; the GPU machine gets the carried one"
     return str(include), "an installed nvidia-cutlass wheel; the GPU machine lacks it: carry it (docs/kernels-cuda.md)"
 
 
-def tools(site: Path | None) -> dict[str, str]:
+def tools(site: Path | None, carry: Path) -> dict[str, str]:
     found = {"python3": f"{sys.executable} {sys.version.split()[0]}"}
     found.update({name: version or "MISSING" for name, version in modules().items()})
     nvcc = build_cuda.nvcc_path()
     found["nvcc"] = f"{nvcc} ({_version([nvcc, '--version'], -2)})" if nvcc else "MISSING (set $NVCC or $CUDA_HOME)"
-    include, where = cutlass_source(site)
+    include, where = cutlass_source(site, carry)
     found["CUTLASS headers"] = f"{include} ({where})" if include else where
     for name, locate in (("cuobjdump", build_cuda.cuobjdump_path), ("nvdisasm", build_cuda.nvdisasm_path)):
         found[name] = locate() or "MISSING"
@@ -264,7 +266,7 @@ def check(out: Path, carry: Path, budget_s: float) -> int:
     site = install_wheels(carry)
     env = child_env(site)
     facts = gpu_facts(env)
-    result["environment"] = {**tools(site), **{k: v for k, v in facts.items() if k != "gpu"},
+    result["environment"] = {**tools(site, carry), **{k: v for k, v in facts.items() if k != "gpu"},
                              "gpu": facts.get("gpu"), "budget": f"{budget_s:.0f} s"}
     gpu = facts.get("gpu")
     print(json.dumps(result["environment"], indent=1), flush=True)
@@ -385,7 +387,7 @@ def plan(carry: Path) -> int:
     print(__doc__.split("\n\n")[1].rstrip())
     site = BUILD / "site" if (BUILD / "site" / ".wheels").exists() else None
     print("\ntools on this machine:")
-    for name, value in tools(site).items():
+    for name, value in tools(site, carry).items():
         print(f"  {name:16} {value}")
     env = child_env(site)
     facts = gpu_facts(env)
