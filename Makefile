@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test test-numerics test-gpu-wheel demo serve clean
+.PHONY: venv test test-numerics test-gpu-wheel demo serve clean gpu-check gpu-check-plan
 
 $(STAMP): pyproject.toml Makefile
 	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
@@ -53,6 +53,17 @@ demo: $(STAMP)
 # The same server in the foreground, kept up for your own client (examples/, `glm-plugin chat`, Claude Code).
 serve: $(STAMP)
 	$(BIN)/python -m glm_plugin.cli serve --demo
+
+# The prepared check of the FP8 MoE kernels on a lent H200 (docs/kernels-cuda.md, "The GPU check"): build, GPU
+# tests, bench, report into $(GPU_OUT)/. Runs with the GPU machine's own python3 (no venv there, no network).
+GPU_PY  ?= python3
+GPU_OUT ?= gpu-report
+gpu-check:
+	$(GPU_PY) scripts/gpu_check.py --out $(GPU_OUT)
+
+# What gpu-check would do, the tools and travel size, and its CPU-side checks; any machine, well under a minute.
+gpu-check-plan:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --plan
 
 clean:
 	rm -rf $(VENV) .venv-gpu-wheel build dist *.egg-info

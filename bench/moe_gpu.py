@@ -1,58 +1,173 @@
-"""GPU FP8 MoE benchmark (Hopper): our sm_90a CUTLASS kernel vs the Triton kernel (if present) vs vLLM's fused MoE
-(if importable), at GLM-4.5-Air and GLM-4.5 expert shapes and batch 1-256, with microseconds, achieved weight
-bandwidth (TB/s), achieved TFLOPS and the roofline time of each point.
+"""GPU FP8 MoE benchmark (Hopper): glm_plugin's CUDA kernel (csrc/cuda) and Triton kernel against torch's bf16
+grouped GEMM, the PyTorch reference and (where importable) vLLM's fused MoE, at GLM-4.5, GLM-4.5-Air and
+GLM-4.7-Flash expert shapes, with microseconds, % of the measured copy bandwidth, % of the dense FP8 peak, and
+each result's distance from the reference.
 
-Roofline of one call: max(bytes / HBM bandwidth, FLOPs / FP8 peak). Bytes = the FP8 weights (and block scales)
-of the experts the routing touches, each read once, plus activations in and out; FLOPs = 2 x routed rows x
-(2I x H + H x I). Decode is memory-bound: at batch 1 GLM-4.5-Air reads 8 experts x 17.3 MB = 138 MB, 41 us at
-H100 SXM's 3.35 TB/s (47 us for the whole MoE layer with its shared expert; docs/kernels-cuda.md).
+Bytes of one call: the FP8 weights and block scales of the experts the routing touches, each read once, plus the
+activations in and out (the least any implementation must move); FLOPs: 2 x routed rows x (2I x H + H x I).
+"% copy" is bytes / time against a device-to-device copy measured at start (bytes read plus written, as a copy
+kernel moves them: about 4.3 TB/s on an H200); "% FP8" is FLOPs / time against the dense FP8 peak (1,979 TFLOPS
+on H100/H200/H800 SXM; the 989 figure is bf16). torch's baseline runs bf16 weights, twice the bytes: its % copy
+still counts the FP8 bytes, so it reads as a speed, not as its own efficiency.
 
-    python bench/moe_gpu.py                               # both shapes, batch 1 2 4 8 16 32 64 128 256
-    python bench/moe_gpu.py --shapes air --batches 1 8 64 --impls ours vllm
-    python bench/moe_gpu.py --bandwidth 4.8 --fp8-tflops 1979  # H200 (defaults from the device name)
+Timing: every call is captured in a CUDA graph where it can be (engines replay decode steps so; launch overhead
+would otherwise dominate at one token), else run eagerly (the reference, which syncs with the host); L2 is
+flushed before each timed call (a GLM-4.7-Flash decode touches 38 MB of weights, less than the H200's L2);
+median of up to --iters calls, fewer for slow points.
+
+    python bench/moe_gpu.py                                   # 3 shapes x 1 8 64 512 4096 tokens, every impl
+    python bench/moe_gpu.py --shapes air --batches 1 8 --impls cuda triton
+    python bench/moe_gpu.py --json bench.json --deadline-s 200  # what scripts/gpu_check.py runs
 
 Needs CUDA torch on an sm_90 GPU; elsewhere it says so and exits 0 (nothing to measure). Weights and routing are
 random (seeded; routing uniform over experts, as a balanced router tends to be): speed does not depend on values.
+Exit status 1 when one of glm_plugin's kernels is further from the reference than its tolerance, or fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
+import time
 
 SHAPES = {"air": dict(name="GLM-4.5-Air", H=4096, I=1408, E=128, topk=8),
-          "full": dict(name="GLM-4.5", H=5120, I=1536, E=160, topk=8)}
-# (HBM TB/s, dense FP8 TFLOPS) by device-name substring; the SXM figures from NVIDIA's data sheets.
-# Dense FP8 (no sparsity): 1,979 TFLOPS on H100/H200/H800 SXM, twice their 989 bf16 figure; H100 PCIe 1,513.
-DEVICES = (("H200", 4.8, 1979.0), ("H100 PCIe", 2.0, 1513.0), ("H100", 3.35, 1979.0), ("H800", 3.35, 1979.0),
-           ("H20", 4.0, 296.0))
+          "full": dict(name="GLM-4.5", H=5120, I=1536, E=160, topk=8),   # also GLM-4.6 / 4.7
+          "flash": dict(name="GLM-4.7-Flash", H=2048, I=1536, E=64, topk=4)}
+BATCHES = (1, 8, 64, 512, 4096)
+IMPLS = ("cuda", "triton", "torch", "reference", "vllm")
+OURS = ("cuda", "triton")
+# Relative (Frobenius) distance from the W8A16 reference allowed per implementation. cuda and vllm quantise
+# activations to e4m3 per 1x128 group (~sqrt(2) x 3 % for two GEMM inputs; docs/kernels-cuda.md); triton is the
+# reference's maths in bf16 (the SiLU-and-mul intermediate and the output rounded to 8 bits: ~0.3 %); torch
+# rounds the dequantised weights and both GEMM outputs to bf16 (~0.6 %).
+TOLERANCE = {"cuda": 0.08, "vllm": 0.08, "triton": 0.02, "torch": 0.02, "reference": 0.0}
+# Dense FP8 TFLOPS (no sparsity) by device-name substring, from NVIDIA's data sheets; twice the bf16 figure. The
+# first match counts: "H200" before "H20", "H100 PCIe" before "H100".
+FP8_PEAKS = (("H100 PCIe", 1513.0), ("H200", 1979.0), ("H20", 296.0), ("H100", 1979.0), ("H800", 1979.0))
 
 
-def _device_peaks(name: str) -> tuple[float, float]:
-    for key, bw, tflops in DEVICES:
-        if key in name:
-            return bw, tflops
-    return 3.35, 1979.0
+def fp8_peak_tflops(device_name: str) -> float:
+    for key, tflops in FP8_PEAKS:
+        if key in device_name:
+            return tflops
+    return 1979.0
 
 
-def _time_us(fn, iters: int) -> float:
-    """Median of `iters` CUDA-event timings after warm-up (L2 is not flushed: the active experts' weights,
-    >= 138 MB, do not fit the 50 MB L2 anyway)."""
+def problem_size(shape: dict, tokens: int, experts_touched: int) -> dict:
+    """The least bytes any implementation moves and the FLOPs of one call (FP8 weights, bf16 activations)."""
+    H, I = shape["H"], shape["I"]
+    per_expert = 2 * I * H + H * I
+    scale_bytes = 4 * (-(-2 * I // 128) * (H // 128) + (H // 128) * -(-I // 128))
+    weight_bytes = experts_touched * (per_expert + scale_bytes)
+    return {"weight_bytes": weight_bytes,
+            "bytes": weight_bytes + tokens * H * 2 * 2 + tokens * shape["topk"] * 8,
+            "flops": 2 * tokens * shape["topk"] * per_expert}
+
+
+def rates(us: float, size: dict, copy_tb_s: float, peak_tflops: float) -> dict:
+    tb_s = size["bytes"] / us / 1e6
+    tflops = size["flops"] / us / 1e6
+    return {"us": round(us, 2), "tb_s": round(tb_s, 3), "copy_pct": round(100 * tb_s / copy_tb_s, 1),
+            "tflops": round(tflops, 1), "peak_pct": round(100 * tflops / peak_tflops, 1)}
+
+
+def torch_bf16_moe(hidden, w13t, w2t, topk_weights, topk_ids):
+    """The MoE layer as torch alone computes it with bf16 weights, the baseline an FP8 kernel must beat.
+
+    w13t [E, H, 2I] and w2t [E, I, H] are transposed views of the checkpoint's [E, 2I, H] / [E, H, I]. Pairs are
+    sorted by expert, both GEMMs are one `torch._grouped_mm` each, silu(gate) * up is taken in the activation
+    dtype and a weighted scatter-add sums the pairs. No host synchronisation, so it can be graph-captured."""
+    import torch
+    import torch.nn.functional as F
+
+    tokens, k = topk_ids.shape
+    inter = w2t.shape[1]
+    flat = topk_ids.reshape(-1).long()
+    order = torch.argsort(flat, stable=True)
+    counts = torch.zeros(w13t.shape[0], dtype=torch.int64, device=flat.device).index_add_(
+        0, flat, torch.ones_like(flat))  # bincount would read its maximum back to the host
+    offs = counts.cumsum(0).to(torch.int32)
+    token = order // k
+    gate_up = torch._grouped_mm(hidden[token], w13t, offs=offs)
+    down = torch._grouped_mm(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], w2t, offs=offs)
+    out = torch.zeros(tokens, hidden.shape[1], dtype=torch.float32, device=hidden.device)
+    out.index_add_(0, token, down.float() * topk_weights.reshape(-1)[order].float().unsqueeze(1))
+    return out.to(hidden.dtype)
+
+
+# ---- on the GPU ------------------------------------------------------------------------------------------------
+
+class Timer:
+    """Median CUDA-event time of a call, with L2 flushed (a buffer four times the L2 zeroed) before each."""
+
+    def __init__(self):
+        import torch
+
+        l2 = torch.cuda.get_device_properties(0).L2_cache_size
+        self.flush = torch.empty(max(4 * l2, 256 << 20), dtype=torch.uint8, device="cuda")
+
+    def __call__(self, fn, iters: int, budget_s: float) -> float:
+        import torch
+
+        fn()
+        torch.cuda.synchronize()
+        first = self._times(fn, 1)[0]
+        reps = max(3, min(iters, int(budget_s * 1e6 / max(first, 1.0))))
+        return statistics.median(self._times(fn, reps))
+
+    def _times(self, fn, reps: int) -> list[float]:
+        import torch
+
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+        for start, end in events:
+            self.flush.zero_()
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) * 1e3 for start, end in events]
+
+
+def measure_copy_tb_s() -> float:
+    """Device-to-device copy of 1 GiB, bytes read plus bytes written per second (far above the L2)."""
     import torch
 
-    for _ in range(3):
-        fn()
+    n = 1 << 30
+    src = torch.empty(n, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    dst.copy_(src)
     torch.cuda.synchronize()
     times = []
-    for _ in range(iters):
+    for _ in range(10):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        dst.copy_(src)
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times)
+        times.append(start.elapsed_time(end) * 1e-3)
+    return 2 * n / statistics.median(times) / 1e12
+
+
+def _graphed(fn):
+    """(replay, "graph") for a capturable call, else (fn, "eager: why")."""
+    import torch
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph.replay, "graph"
+    except Exception as exc:  # noqa: BLE001  (a call that cannot be captured is timed eagerly, and says why)
+        torch.cuda.synchronize()
+        return fn, f"eager: capture failed ({type(exc).__name__}: {str(exc)[:160]})"
 
 
 def _weights(shape: dict, seed: int):
@@ -63,7 +178,7 @@ def _weights(shape: dict, seed: int):
     g = torch.Generator(device="cuda").manual_seed(seed)
     E, H, I = shape["E"], shape["H"], shape["I"]
     parts = [[], [], [], []]
-    for start in range(0, E, 16):
+    for start in range(0, E, 16):  # a few experts at a time: the float copies of GLM-4.5's are 12 GB
         n = min(16, E - start)
         for i, (rows, cols) in enumerate(((2 * I, H), (H, I))):
             q, s = reference.quantize_fp8_block(torch.randn(n, rows, cols, generator=g, device="cuda") * 0.05)
@@ -72,38 +187,61 @@ def _weights(shape: dict, seed: int):
     return [torch.cat(p) for p in parts]  # w13, s13, w2, s2
 
 
-def _implementations(selected: list[str]):
-    """name -> (callable(hidden, w13, s13, w2, s2, weights, ids) or None, why not)."""
+def _bf16_weights(w, s):
+    """Dequantised to bf16 in chunks, transposed to [E, K, N] (a view) as torch._grouped_mm takes them."""
     import torch
 
-    impls = {}
-    if "ours" in selected:
+    from glm_plugin.kernels import reference
+
+    out = torch.empty(w.shape, dtype=torch.bfloat16, device=w.device)
+    for start in range(0, w.shape[0], 16):
+        out[start:start + 16] = reference.dequantize_fp8(w[start:start + 16], s[start:start + 16], "block")
+    return out.transpose(1, 2)
+
+
+def _runners(selected, w13, s13, w2, s2) -> dict:
+    """impl -> (fn(hidden, topk_weights, topk_ids) or None, why not) for one shape's block-FP8 weights."""
+    import torch
+
+    from glm_plugin.kernels import reference
+
+    runners = {}
+    if "cuda" in selected:
         from glm_plugin.kernels import build_cuda
 
         if build_cuda.load_cuda_extension(build=True):
             op = torch.ops.glm_plugin.fp8_moe_experts_cuda
-            impls["ours"] = (lambda h, a, sa, b, sb, w, i: op(h, a, sa, b, sb, w, i, "block"), None)
+            runners["cuda"] = (lambda h, w, i: op(h, w13, s13, w2, s2, w, i, "block"), None)
         else:
-            impls["ours"] = (None, build_cuda.unavailable_reason())
+            runners["cuda"] = (None, build_cuda.unavailable_reason())
     if "triton" in selected:
         try:
-            from glm_plugin.kernels import triton_fp8_moe
-
-            ok = triton_fp8_moe.available()
-            impls["triton"] = ((lambda h, a, sa, b, sb, w, i: triton_fp8_moe.fp8_moe_experts(
-                h, a, sa, b, sb, w, i, "block")) if ok else None, None if ok else "available() is False")
+            from glm_plugin.kernels import triton_fp8_moe as tm
         except ImportError as exc:
-            impls["triton"] = (None, f"glm_plugin.kernels.triton_fp8_moe not importable ({exc})")
+            runners["triton"] = (None, f"glm_plugin.kernels.triton_fp8_moe not importable ({exc})")
+        else:
+            ok = tm.available()
+            runners["triton"] = ((lambda h, w, i: tm.fp8_moe_experts(h, w13, s13, w2, s2, w, i, "block"))
+                                 if ok else None, None if ok else "available() is False")
+    if "torch" in selected:
+        if hasattr(torch, "_grouped_mm"):
+            w13t, w2t = _bf16_weights(w13, s13), _bf16_weights(w2, s2)
+            runners["torch"] = (lambda h, w, i: torch_bf16_moe(h, w13t, w2t, w, i), None)
+        else:
+            runners["torch"] = (None, f"torch {torch.__version__} has no torch._grouped_mm")
+    if "reference" in selected:
+        runners["reference"] = (lambda h, w, i: reference.fp8_moe_experts(h, w13, s13, w2, s2, w, i, "block"), None)
     if "vllm" in selected:
-        impls["vllm"] = _vllm_fused_moe()
-    return impls
+        fused, why = _vllm_fused_moe()
+        runners["vllm"] = ((lambda h, w, i: fused(h, w13, s13, w2, s2, w, i)) if fused else None, why)
+    return runners
 
 
 def _vllm_fused_moe():
     """vLLM's Triton fused MoE with 128x128 block FP8 (its default path for these checkpoints on Hopper)."""
     try:
         from vllm.model_executor.layers.fused_moe import fused_experts
-    except Exception as exc:  # CPU builds, missing extensions, version skew
+    except Exception as exc:  # noqa: BLE001  (CPU builds, missing extensions, version skew)
         return None, f"vllm fused_experts not importable ({type(exc).__name__}: {exc})"
     try:
         from vllm.model_executor.layers.fused_moe.config import fp8_w8a8_moe_quant_config
@@ -117,17 +255,85 @@ def _vllm_fused_moe():
     return run, None
 
 
+def _measure(impl, fn, args, expected, timer, size, device, budget_s, iters) -> dict:
+    import torch
+
+    try:
+        out = fn(*args)
+        rel = 0.0 if expected is None else float((out.float() - expected.float()).norm()
+                                                 / expected.float().norm().clamp(min=1e-30))
+        call, mode = ((lambda: fn(*args)), "eager: syncs with the host") if impl == "reference" else \
+            _graphed(lambda: fn(*args))
+        us = timer(call, iters, budget_s)
+    except Exception as exc:  # noqa: BLE001  (one failing implementation must not end the run)
+        record = {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "ok": False}
+        try:
+            torch.cuda.synchronize()
+        except Exception:  # noqa: BLE001  (a sticky error, e.g. an illegal address: this process can run no more)
+            record["fatal"] = True
+        return record
+    record = rates(us, size, device["copy_tb_s"], device["fp8_peak_tflops"])
+    record.update(mode=mode, rel_err=round(rel, 5), tolerance=TOLERANCE[impl], ok=rel <= TOLERANCE[impl])
+    return record
+
+
+def _point(key: str, T: int, fp8_weights, runnable: dict, timer, device: dict, args) -> dict:
+    """One shape at T tokens: uniform random routing, every runnable implementation measured against the
+    reference's output (after the first implementation that loses the CUDA context, none more)."""
+    import torch
+
+    from glm_plugin.kernels import reference
+
+    shape = SHAPES[key]
+    g = torch.Generator(device="cuda").manual_seed(T)
+    hidden = torch.randn(T, shape["H"], device="cuda", generator=g).to(torch.bfloat16)
+    ids = torch.rand(T, shape["E"], device="cuda", generator=g).topk(shape["topk"], -1).indices.int()
+    weights = torch.softmax(torch.rand(T, shape["topk"], device="cuda", generator=g), -1)
+    touched = int(ids.unique().numel())
+    size = problem_size(shape, T, touched)
+    point = {"shape": shape["name"], "key": key, **{k: shape[k] for k in ("H", "I", "E", "topk")}, "tokens": T,
+             "experts_touched": touched, **size, "impls": {}}
+    expected = reference.fp8_moe_experts(hidden, *fp8_weights, weights, ids, "block")
+    for impl, fn in runnable.items():
+        record = point["impls"][impl] = _measure(impl, fn, (hidden, weights, ids),
+                                                 None if impl == "reference" else expected, timer, size, device,
+                                                 args.point_budget_s, args.iters)
+        if record.get("fatal"):
+            break
+    return point
+
+
+def _fmt(record: dict | None) -> str:
+    if record is None:
+        return f"{'-':>34}"
+    if "error" in record:
+        return f"{'ERROR':>34}"
+    flag = "" if record["ok"] else "!"
+    return (f"{record['us']:10.1f} {record['copy_pct']:6.1f}% {record['peak_pct']:5.1f}% "
+            f"{record['rel_err']:8.1e}{flag:1}")
+
+
+def _write(path: str | None, result: dict) -> None:
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["air", "full"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
-    parser.add_argument("--impls", nargs="+", choices=["ours", "triton", "vllm"], default=["ours", "triton", "vllm"])
-    parser.add_argument("--iters", type=int, default=50)
-    parser.add_argument("--bandwidth", type=float, help="HBM TB/s for the roofline (default: by device name)")
-    parser.add_argument("--fp8-tflops", type=float, help="dense FP8 TFLOPS for the roofline (default: by name)")
-    parser.add_argument("--check", action="store_true", help="also compare each implementation with ours")
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--iters", type=int, default=50, help="most timed calls per point")
+    parser.add_argument("--point-budget-s", type=float, default=0.2, help="timed seconds per point, at most")
+    parser.add_argument("--fp8-tflops", type=float, help="dense FP8 TFLOPS (default: by device name)")
+    parser.add_argument("--json", help="write the results here (rewritten after every point)")
+    parser.add_argument("--deadline-s", type=float, help="start no point after this many seconds")
     args = parser.parse_args(argv)
+    started = time.monotonic()
 
     import torch
 
@@ -136,55 +342,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"moe_gpu: nothing to measure: torch {torch.__version__} {why} (needs an sm_90 GPU)")
         return 0
     name = torch.cuda.get_device_name()
-    bw, tflops = _device_peaks(name)
-    bw, tflops = args.bandwidth or bw, args.fp8_tflops or tflops
-    print(f"# {name}: roofline {bw} TB/s, {tflops} FP8 TFLOPS; median of {args.iters} CUDA-event timings")
-    impls = _implementations(args.impls)
-    for impl, (fn, why) in impls.items():
-        if fn is None:
-            print(f"# {impl}: skipped: {why}")
-    runnable = {k: fn for k, (fn, _) in impls.items() if fn is not None}
-    if not runnable:
-        print("moe_gpu: no implementation available")
-        return 1
+    device = {"name": name, "copy_tb_s": round(measure_copy_tb_s(), 3),
+              "fp8_peak_tflops": args.fp8_tflops or fp8_peak_tflops(name)}
+    result = {"device": device, "tolerance": TOLERANCE, "skipped": {}, "points": [], "stopped": None}
+    print(f"# {name}: copy {device['copy_tb_s']} TB/s (measured, read + write), dense FP8 peak "
+          f"{device['fp8_peak_tflops']} TFLOPS; columns per implementation: us, % copy, % FP8 peak, "
+          f"relative distance from the reference (! = over its tolerance)", flush=True)
+    timer = Timer()
 
-    header = f"{'shape':12} {'batch':>5} {'experts':>7} {'MB read':>8} {'roof us':>8}"
-    for impl in runnable:
-        header += f" | {impl + ' us':>10} {'TB/s':>6} {'TFLOPS':>7} {'%roof':>6}"
-    print(header)
+    def out_of_time(what: str) -> bool:
+        if args.deadline_s is not None and time.monotonic() - started > args.deadline_s:
+            result["stopped"] = f"time budget ({args.deadline_s:.0f} s) spent before {what}"
+        return bool(result["stopped"])
+
     for key in args.shapes:
         shape = SHAPES[key]
-        H, I, E, topk = shape["H"], shape["I"], shape["E"], shape["topk"]
+        if out_of_time(shape["name"]):
+            break
         w13, s13, w2, s2 = _weights(shape, seed=0)
+        runners = _runners(args.impls, w13, s13, w2, s2)
+        for impl, (fn, why) in runners.items():
+            if fn is None and impl not in result["skipped"]:
+                result["skipped"][impl] = why
+                print(f"# {impl}: skipped: {why}", flush=True)
+        runnable = {impl: fn for impl, (fn, _) in runners.items() if fn is not None}
+        print(f"{shape['name']:14} {'tokens':>6} {'experts':>7} {'MB':>7} | "
+              + " | ".join(f"{impl:>34}" for impl in runnable), flush=True)
         for T in args.batches:
-            g = torch.Generator(device="cuda").manual_seed(T)
-            hidden = torch.randn(T, H, device="cuda", generator=g).to(torch.bfloat16)
-            ids = torch.rand(T, E, device="cuda", generator=g).topk(topk, dim=-1).indices.to(torch.int32)
-            weights = torch.softmax(torch.rand(T, topk, device="cuda", generator=g), -1)
-            active = int(ids.unique().numel())
-            per_expert = 2 * I * H + H * I
-            scale_bytes = 4 * (-(-2 * I // 128) * (H // 128) + (H // 128) * -(-I // 128))
-            nbytes = active * (per_expert + scale_bytes) + T * H * 2 * 2 + T * topk * 8
-            flops = 2 * T * topk * per_expert
-            roof_us = max(nbytes / (bw * 1e12), flops / (tflops * 1e12)) * 1e6
-            row = f"{shape['name']:12} {T:5d} {active:7d} {nbytes / 1e6:8.1f} {roof_us:8.1f}"
-            ours_out = None
-            for impl, fn in runnable.items():
-                args_ = (hidden, w13, s13, w2, s2, weights, ids)
-                us = _time_us(lambda: fn(*args_), args.iters)
-                row += (f" | {us:10.1f} {nbytes / us / 1e6:6.2f} {flops / us / 1e6:7.1f} "
-                        f"{100 * roof_us / us:5.0f}%")
-                if args.check:
-                    out = fn(*args_).float()
-                    if ours_out is None:
-                        ours_out = out
-                    else:
-                        rel = float((out - ours_out).norm() / ours_out.norm())
-                        row += f" (vs first {rel:.1e})"
-            print(row, flush=True)
-        del w13, s13, w2, s2
+            if out_of_time(f"{shape['name']} T={T}"):
+                break
+            point = _point(key, T, (w13, s13, w2, s2), runnable, timer, device, args)
+            lost = [impl for impl, record in point["impls"].items() if record.get("fatal")]
+            if lost:
+                result["stopped"] = f"the CUDA context was lost at {shape['name']} T={T} {lost[0]}"
+            result["points"].append(point)
+            _write(args.json, result)
+            print(f"{'':14} {T:6d} {point['experts_touched']:7d} {point['bytes'] / 1e6:7.1f} | "
+                  + " | ".join(_fmt(point["impls"].get(impl)) for impl in runnable), flush=True)
+            if result["stopped"]:
+                break
+            torch.cuda.empty_cache()
+        if result["stopped"]:
+            break
+        del w13, s13, w2, s2, runners, runnable
         torch.cuda.empty_cache()
-    return 0
+    failed = [f"{p['shape']} T={p['tokens']} {impl}" for p in result["points"] for impl, r in p["impls"].items()
+              if impl in OURS and not r.get("ok")]
+    result["correct"] = not failed
+    _write(args.json, result)
+    if result["stopped"]:
+        print(f"# stopped: {result['stopped']}")
+    if failed:
+        print(f"# NOT within tolerance of the reference: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

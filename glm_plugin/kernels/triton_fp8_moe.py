@@ -16,8 +16,8 @@ Structure (the usual fused-MoE one):
 4. Combine: a sum over the k slots of each token (deterministic, no atomics), cast to the activation dtype.
 
 Checked on CPU under `TRITON_INTERPRET=1` with fp16/fp32 activations only: the interpreter computes bf16
-`tl.dot` wrongly, so the bf16 path (the one engines use) is the same code but unchecked here; see
-docs/kernels.md, "Triton kernel".
+`tl.dot` wrongly, so the bf16 path (the one engines use) is checked on a GPU only, by
+tests/gpu/test_fp8_moe_triton.py; see docs/kernels.md, "Triton kernel".
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def _align(topk_ids, num_experts: int, block_m: int):
     valid = (flat >= 0) & (flat < num_experts)
     key = torch.where(valid, flat, torch.full_like(flat, num_experts))  # invalid pairs sort last
     order = torch.argsort(key, stable=True)
-    counts = torch.bincount(key, minlength=num_experts + 1)[:num_experts]
+    # not torch.bincount: it reads the ids' maximum back to the host, which CUDA-graph capture refuses
+    counts = torch.zeros(num_experts + 1, dtype=torch.int64, device=dev).index_add_(
+        0, key, torch.ones_like(key))[:num_experts]
     padded = (counts + block_m - 1) // block_m * block_m
     start = torch.cumsum(counts, 0) - counts
     padded_end = torch.cumsum(padded, 0)

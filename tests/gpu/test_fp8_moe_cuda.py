@@ -12,6 +12,8 @@ GEMM inputs, measured 4.3-4.9% by the host emulation in tests/cuda_build; we all
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -96,8 +98,9 @@ def _rel(a, b) -> float:
     return float((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-30))
 
 
-# T = 1, 7, 64 pick the 16-row tiles, 256 the 64-row tiles, 1024 the 128-row tiles (moe_plan.h choose_config).
-@pytest.mark.parametrize("T", [1, 7, 64, 256, 1024])
+# T = 1, 7, 64 pick the 16-row tiles, 256 the 64-row tiles, 1024 and 4096 the 128-row tiles (moe_plan.h
+# choose_config).
+@pytest.mark.parametrize("T", [1, 7, 64, 256, 1024, 4096])
 def test_glm45_air_shapes_match_reference(cuda_op, air_weights, T):
     w13, s13, w2, s2 = air_weights
     hidden = torch.randn(T, AIR["H"], device="cuda").to(torch.bfloat16)
@@ -109,6 +112,28 @@ def test_glm45_air_shapes_match_reference(cuda_op, air_weights, T):
     if T <= 64:  # the W8A16 oracle is slow at large T; the W8A8 check above covers those
         oracle = reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "block")
         assert _rel(out, oracle) < 0.08
+
+
+def _random_case(seed: int) -> dict:
+    """Sizes the kernel takes (hidden and intermediate multiples of 128), 1-64 experts with a quarter of them
+    left without tokens, top-k 1-8, 1 to 4,096 tokens, bf16 activations twice as often as fp16 or fp32."""
+    rng = random.Random(seed)
+    E = rng.choice((1, 4, 16, 64))
+    return dict(T=(1, 3, 16, 100, 640, 4096)[seed % 6], H=128 * rng.randint(1, 24), I=128 * rng.randint(1, 12), E=E,
+                topk=min(E, rng.choice((1, 2, 4, 8))), empty=tuple(rng.sample(range(E), E // 4)),
+                dtype=(torch.bfloat16, torch.float16, torch.bfloat16, torch.float32)[seed % 4])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_shapes_match_reference(cuda_op, seed):
+    c = _random_case(seed)
+    w13, s13, w2, s2 = _weights(c["E"], c["H"], c["I"], seed)
+    hidden = torch.randn(c["T"], c["H"], device="cuda").to(c["dtype"])
+    weights, ids = _routing(c["T"], c["E"], c["topk"], seed=seed, empty=c["empty"])
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "block")
+    assert out.dtype == c["dtype"] and torch.isfinite(out).all(), c
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids)) < 1e-2, c
+    assert _rel(out, reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "block")) < 0.08, c
 
 
 def test_glm45_full_shape_matches_reference(cuda_op):

@@ -1,0 +1,130 @@
+"""scripts/gpu_check.py, the prepared H200 check, on a machine without a GPU: `--plan` (what CI can run) prints the
+steps, the tools and the travel size and passes its CPU-side checks; the report judges results into the exit
+status and the issue's goals (gpu_report.py) on made-up runs; the bench's device peaks and byte counts."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(path: str):
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = _load("scripts/gpu_check.py")
+gpu_report = _load("scripts/gpu_report.py")
+moe_gpu = _load("bench/moe_gpu.py")
+
+
+def test_plan_prints_steps_tools_travel_and_passes_its_checks():
+    proc = subprocess.run([sys.executable, "scripts/gpu_check.py", "--plan"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    for step in ("1. build", "2. tests", "3. bench", "4. report"):
+        assert f"  {step}" in out
+    for tool in ("python3", "torch", "triton", "pytest", "nvcc", "CUTLASS headers", "cuobjdump", "ncu", "GPU",
+                 "carried wheels"):
+        assert f"\n  {tool} " in out, tool
+    assert "travel: working tree " in out and " MiB of 64 MiB" in out and "TOO LARGE" not in out
+    checks = [line for line in out.splitlines() if line.startswith("  ok    ")]
+    assert [c.split()[1] for c in checks] == ["report", "torch", "tests/gpu"], out
+    assert "host logic: 1 passed" in out
+    assert out.rstrip().splitlines()[-1].startswith("plan: ready")
+
+
+def _verdict(result):
+    verdict = gpu_report.judge(result)
+    return verdict["exit_code"], {name: g["status"] for name, g in zip(gpu_report.GOALS, verdict["goals"])}
+
+
+def test_a_clean_run_exits_0_and_judges_each_goal():
+    code, status = _verdict(gpu_check.made_up_result())
+    # made up: CUDA streams 80 % of the copy bandwidth at 1 token, 567.5 TFLOPS at 4,096, slower than Triton there
+    assert code == 0
+    assert status == {"correct": "met", "decode": "met", "prefill": "missed", "fastest": "missed"}
+
+
+@pytest.mark.parametrize("spoil, code", [
+    (lambda r: r["steps"]["tests"].update(failed=1, failures=[{"test": "t::x", "message": "boom"}]), 1),
+    (lambda r: r["steps"]["bench"]["data"]["points"][0]["impls"]["triton"].update(rel_err=0.5, ok=False), 1),
+    (lambda r: r["steps"]["bench"]["data"]["points"][1]["impls"].update(cuda={"error": "RuntimeError: x",
+                                                                             "ok": False}), 1),
+    (lambda r: r["steps"]["build"].update(ok=False, rc=1, tail="nvcc: error"), 1),
+    (lambda r: r["steps"]["tests"].update(passed=0, skipped=46), 2),
+    (lambda r: r["steps"]["tests"].update(ok=False, rc=None, timed_out=True), 2),
+    (lambda r: r["steps"]["bench"].update(data=None, ok=False, rc=None, timed_out=True), 2),
+    (lambda r: r.update(steps={}), 2),
+], ids=["test-fails", "bench-over-tolerance", "bench-error", "build-fails", "all-skipped", "tests-cut",
+        "bench-timed-out", "no-gpu"])
+def test_exit_status_is_decided_by_correctness_alone(spoil, code):
+    result = copy.deepcopy(gpu_check.made_up_result())
+    spoil(result)
+    got, status = _verdict(result)
+    assert got == code
+    assert status["correct"] == ("missed" if code == 1 else "not measured")
+
+
+def test_report_files_name_failures_and_goals(tmp_path):
+    result = copy.deepcopy(gpu_check.made_up_result())
+    result["steps"]["tests"].update(failed=1, failures=[{"test": "tests.gpu.test_x::test_y", "message": "boom"}])
+    result["steps"]["build"].update(ok=False, rc=2, tail="moe_gemm_decode.cu(12): error: no")
+    verdict = gpu_report.write(tmp_path, result)
+    text = (tmp_path / "gpu-report.md").read_text()
+    assert verdict["exit_code"] == 1 and "**Correctness: FAIL** (exit 1)" in text
+    assert "FAILED `tests.gpu.test_x::test_y`: boom" in text and "moe_gemm_decode.cu(12): error: no" in text
+    assert all(goal in text for goal in gpu_report.GOALS.values())
+    assert "| 4096 | 128 | 2290.0 |" in text  # the bench table
+    assert (tmp_path / "gpu-report.json").read_text().count('"exit_code": 1') == 1
+
+
+def test_junit_summary_counts_outcomes(tmp_path):
+    xml = tmp_path / "r.xml"
+    xml.write_text('<testsuites><testsuite>'
+                   '<testcase classname="a" name="ok"/>'
+                   '<testcase classname="a" name="bad"><failure message="assert 1 == 2">tb</failure></testcase>'
+                   '<testcase classname="a" name="err"><error message="fixture">tb</error></testcase>'
+                   '<testcase classname="b" name="gpu"><skipped message="needs a CUDA GPU"/></testcase>'
+                   '</testsuite></testsuites>')
+    summary = gpu_check.junit_summary(xml)
+    assert {k: summary[k] for k in ("passed", "failed", "errors", "skipped")} == \
+        {"passed": 1, "failed": 1, "errors": 1, "skipped": 1}
+    assert summary["failures"][0] == {"test": "a::bad", "message": "assert 1 == 2"}
+    assert summary["skips"] == [{"test": "b::gpu", "reason": "needs a CUDA GPU"}]
+
+
+@pytest.mark.parametrize("name, tflops", [("NVIDIA H200", 1979.0), ("NVIDIA H20", 296.0), ("NVIDIA H800", 1979.0),
+                                          ("NVIDIA H100 80GB HBM3", 1979.0), ("NVIDIA H100 PCIe", 1513.0)])
+def test_bench_fp8_peak_by_device_name(name, tflops):
+    assert moe_gpu.fp8_peak_tflops(name) == tflops
+
+
+def test_bench_counts_the_bytes_and_flops_of_docs_roofline():
+    """docs/kernels-cuda.md: GLM-4.5-Air at one token reads 8 experts x 17.3 MB = 138 MB."""
+    size = moe_gpu.problem_size(moe_gpu.SHAPES["air"], tokens=1, experts_touched=8)
+    assert round(size["weight_bytes"] / 1e6) == 138
+    assert size["flops"] == 2 * 8 * 3 * 4096 * 1408
+
+
+def test_a_step_past_its_limit_is_interrupted_and_its_output_kept(tmp_path):
+    """SIGINT first (pytest then still writes its JUnit XML), so the step ends in about its limit, not later."""
+    child = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n" \
+            "    print('interrupted', flush=True)\n    raise SystemExit(2)\n"
+    with open(tmp_path / "log", "w") as log:
+        step = gpu_check.run_step("sleep", [sys.executable, "-c", child], dict(os.environ), 2, log)
+    assert step["timed_out"] and step["rc"] is None and not step["ok"]
+    assert step["seconds"] < 15
+    assert "started" in step["tail"] and "interrupted" in step["tail"]
+    assert "interrupted" in (tmp_path / "log").read_text()
