@@ -123,8 +123,8 @@ def test_a_step_past_its_limit_is_interrupted_and_its_output_kept(tmp_path):
     child = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n" \
             "    print('interrupted', flush=True)\n    raise SystemExit(2)\n"
     with open(tmp_path / "log", "w") as log:
-        step = gpu_check.run_step("sleep", [sys.executable, "-c", child], dict(os.environ), 2, log)
+        step = gpu_check.run_step("sleep", [sys.executable, "-c", child], dict(os.environ), 5, log)
     assert step["timed_out"] and step["rc"] is None and not step["ok"]
-    assert step["seconds"] < 15
+    assert step["seconds"] < 45  # ended by the interrupt, long before the child's own 60 s (no timing claim)
     assert "started" in step["tail"] and "interrupted" in step["tail"]
     assert "interrupted" in (tmp_path / "log").read_text()
