@@ -120,10 +120,10 @@ def test_bench_counts_the_bytes_and_flops_of_docs_roofline():
 
 def test_a_step_past_its_limit_is_interrupted_and_its_output_kept(tmp_path):
     """SIGINT first (pytest then still writes its JUnit XML), so the step ends in about its limit, not later."""
-    child = "import time\nprint('started', flush=True)\ntry:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n" \
+    child = "import time\ntry:\n    print('started', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n" \
             "    print('interrupted', flush=True)\n    raise SystemExit(2)\n"
-    with open(tmp_path / "log", "w") as log:
-        step = gpu_check.run_step("sleep", [sys.executable, "-c", child], dict(os.environ), 5, log)
+    with open(tmp_path / "log", "w") as log:  # -S: no site hooks, so the child is waiting well within its limit
+        step = gpu_check.run_step("sleep", [sys.executable, "-S", "-c", child], dict(os.environ), 5, log)
     assert step["timed_out"] and step["rc"] is None and not step["ok"]
     assert step["seconds"] < 45  # ended by the interrupt, long before the child's own 60 s (no timing claim)
     assert "started" in step["tail"] and "interrupted" in step["tail"]
