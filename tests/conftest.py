@@ -29,9 +29,13 @@ def pytest_configure(config):
 _SECONDS_PER_GROUP: collections.Counter = collections.Counter()
 
 
+def _group(path) -> str:
+    """The test directory a test file belongs to (cli, e2e, kernels, ...)."""
+    return pathlib.Path(str(path)).relative_to(HERE).parts[0]
+
+
 def pytest_runtest_logreport(report):
-    parts = pathlib.Path(report.nodeid.split("::")[0]).parts
-    _SECONDS_PER_GROUP[parts[1] if len(parts) > 2 and parts[0] == "tests" else parts[0]] += report.duration
+    _SECONDS_PER_GROUP[_group(HERE.parent / report.nodeid.split("::")[0])] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -43,6 +47,5 @@ def pytest_terminal_summary(terminalreporter):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        group = pathlib.Path(str(item.fspath)).relative_to(HERE).parts[0]
-        if group in NUMERICS_GROUPS:
+        if _group(item.fspath) in NUMERICS_GROUPS:
             item.add_marker(pytest.mark.numerics)

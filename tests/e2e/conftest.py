@@ -1,6 +1,7 @@
 """The one served engine that most end-to-end modules share (test_examples, test_served_round_trip at TP=1,
-test_claude_code_served, test_long_prompt, test_serve_host): the bundled checkpoint as `glm-plugin serve --demo` serves it, with a
-64k context (Claude Code's prompts, the long-prompt test) and MTP x1 (several tokens per delta through the parsers).
+test_claude_code_served, test_long_prompt, test_serve_host): the bundled checkpoint as `glm-plugin serve --demo`
+serves it, with a 64k context (Claude Code's prompts, the long-prompt test) and MTP x1 (several tokens per delta
+through the parsers).
 It listens on all interfaces, as a GPU box serving laptops does (test_serve_host reaches it from the machine's
 non-loopback address). A module that needs another setting (TP=2, an FP8 checkpoint) starts its own."""
 
