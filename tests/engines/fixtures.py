@@ -158,7 +158,7 @@ CASES = [
 
 # GLM-5.x, served through the same parser names (vLLM's and SGLang's recipes: --tool-call-parser glm47
 # --reasoning-parser glm45). The wire format is GLM-4.7's; where a turn starts comes from each template's switches.
-GLM52, GLM53, GLM53_FLASH = "glm-5.2", "glm-5.3.rebuilt", "glm-5.3-flash-effort-none"
+GLM5, GLM51, GLM52, GLM53, GLM53_FLASH = "glm-5", "glm-5.1", "glm-5.2", "glm-5.3.rebuilt", "glm-5.3-flash-effort-none"
 OSLO_BERGEN = ("<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo</arg_value></tool_call><tool_call>"
                "get_weather<arg_key>city</arg_key><arg_value>Bergen</arg_value></tool_call>")
 TWO_RESULTS = [
@@ -171,6 +171,31 @@ TWO_RESULTS = [
 ]
 
 GLM5_CASES = [
+    # GLM-5 and 5.1 switch thinking off with a bare `</think>` (GLM-4.7's), and read no `reasoning_effort`.
+    Case("glm5_thinking_then_answer", "The sum of 2 and 2.</think>The answer is 4.", REASONING,
+         "The sum of 2 and 2.", "The answer is 4.", template=GLM5),
+    Case("glm5_two_calls_after_thinking", "Two cities.</think>" + OSLO_BERGEN, REASONING, "Two cities.", None,
+         [("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Bergen"})], template=GLM5),
+    Case("glm5_zero_arg_call", "The user wants the time.</think><tool_call>get_time</tool_call>", REASONING,
+         "The user wants the time.", None, [("get_time", {})], template=GLM5),
+    Case("glm5_enable_thinking_false_call", "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Oslo"
+         "</arg_value></tool_call>", CONTENT, None, None, [("get_weather", {"city": "Oslo"})], template=GLM5,
+         switches={"enable_thinking": False}),
+    Case("glm5_after_tool_results", "Oslo sunny, Bergen rain.</think>Oslo is sunny; Bergen has rain.", REASONING,
+         "Oslo sunny, Bergen rain.", "Oslo is sunny; Bergen has rain.", template=GLM5, messages=TWO_RESULTS),
+    Case("glm51_two_calls_after_thinking", "Two cities.</think>" + OSLO_BERGEN, REASONING, "Two cities.", None,
+         [("get_weather", {"city": "Oslo"}), ("get_weather", {"city": "Bergen"})], template=GLM51),
+    Case("glm51_zero_arg_call", "Checking the clock.</think><tool_call>get_time</tool_call>", REASONING,
+         "Checking the clock.", None, [("get_time", {})], template=GLM51),
+    Case("glm51_call_inside_thinking", "Let me check first.<tool_call>get_weather<arg_key>city</arg_key>"
+         "<arg_value>Oslo</arg_value></tool_call>", REASONING, "Let me check first.", None,
+         [("get_weather", {"city": "Oslo"})], template=GLM51),
+    Case("glm51_enable_thinking_false", "Paris is the capital of France.", CONTENT, None,
+         "Paris is the capital of France.", template=GLM51, switches={"enable_thinking": False}),
+    Case("glm51_effort_high_not_read", "Quick check.</think>Done.", REASONING, "Quick check.", "Done.",
+         template=GLM51, switches={"reasoning_effort": "high"}),
+    Case("glm51_after_tool_results", "Oslo sunny, Bergen rain.</think>Oslo is sunny; Bergen has rain.", REASONING,
+         "Oslo sunny, Bergen rain.", "Oslo is sunny; Bergen has rain.", template=GLM51, messages=TWO_RESULTS),
     Case("glm52_thinking_then_answer", "The sum of 2 and 2.</think>The answer is 4.", REASONING,
          "The sum of 2 and 2.", "The answer is 4.", template=GLM52),
     Case("glm52_two_calls_after_thinking", "Two cities.</think>" + OSLO_BERGEN, REASONING, "Two cities.", None,

@@ -40,6 +40,8 @@ def vllm_start(tokenizer, switches):
     ("glm-5.3.rebuilt", {"reasoning_effort": "none"}, R),  # vLLM turns this into enable_thinking=False
     ("glm-5.3-flash-effort-none", {"reasoning_effort": "none"}, C),
     ("glm-5.2", {"enable_thinking": False}, C),
+    ("glm-5", {"enable_thinking": False}, C),  # a bare </think>
+    ("glm-5.1", {"reasoning_effort": "high"}, R),
     ("glm-5.2", {"reasoning_effort": "high"}, R),
 ])
 def test_both_engines_read_the_template_with_the_requests_kwargs(template, switches, start):
