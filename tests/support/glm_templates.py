@@ -10,7 +10,6 @@ import functools
 import pathlib
 
 TEMPLATES = pathlib.Path(__file__).parents[1] / "formats" / "templates"
-NAMES = ("glm-5.2", "glm-5.3.rebuilt", "glm-5.3-flash-effort-none")
 
 
 @functools.cache
