@@ -3,9 +3,11 @@
 code paths, `make test-numerics`, so a CPU unlike the submitter's shows up before a user meets it)."""
 
 import collections
+import hashlib
 import os
 import pathlib
 import sys
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -20,6 +22,26 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 sys.path.insert(0, str(HERE / "support"))  # test fixtures shared by several groups
+
+
+def _inductor_cache_for_this_isa() -> str:
+    """A torch inductor cache per CPU and ATEN_CPU_CAPABILITY, inherited by every engine process the tests start.
+
+    Inductor's FX-graph cache keys a graph without the vector width it generated code for, while
+    ATEN_CPU_CAPABILITY changes that width: an entry written under avx2 (8 floats a vector), hit later in a native
+    AVX-512 run, is compiled for 16-float vectors and writes past its buffers (SGLang's compiled top-k aborted with
+    "double free or corruption" in a later run on the same machine). `make test-numerics` changes the capability,
+    and CI may run where a session ran, so each (CPU, capability) gets its own directory."""
+    try:
+        flags = next(ln for ln in pathlib.Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    cpu = hashlib.sha256(flags.encode()).hexdigest()[:8]
+    capability = os.environ.get("ATEN_CPU_CAPABILITY") or "native"
+    return os.path.join(tempfile.gettempdir(), f"torchinductor_glm_plugin_tests_{cpu}_{capability}")
+
+
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _inductor_cache_for_this_isa())
 
 
 def pytest_configure(config):
