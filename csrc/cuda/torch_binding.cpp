@@ -40,7 +40,8 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
   namespace chk = glm_plugin_checks;
   TORCH_CHECK(chk::parse_layout(layout) == chk::ScaleLayout::kBlock,
               "glm_plugin: the sm_90a FP8 MoE CUDA kernel implements layout 'block' (", chk::kBlock, "x",
-              chk::kBlock, " weight_scale_inv) only, got '", layout, "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
+              chk::kBlock, " weight_scale_inv) only, got '", layout,
+              "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
   TORCH_CHECK(hidden.is_cuda(), "glm_plugin: fp8_moe_experts_cuda needs CUDA tensors");
   for (const at::Tensor* t : {&w13, &w13_scale, &w2, &w2_scale, &topk_weights, &topk_ids}) {
     TORCH_CHECK(t->device() == hidden.device(), "glm_plugin: fp8_moe_experts_cuda needs every tensor on ",

@@ -269,8 +269,8 @@ def _build_and_load(verbose: bool) -> None:
     build = extension_dir()
     build.mkdir(parents=True, exist_ok=True)
     logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (about 4 minutes of nvcc on 2 "
-                "cores, once per glm_plugin and torch version; `python -m glm_plugin.kernels.build_cuda` does it ahead of time)",
-                build)
+                "cores, once per glm_plugin and torch version; `python -m glm_plugin.kernels.build_cuda` does it "
+                "ahead of time)", build)
     # torch adds the -gencode flags from TORCH_CUDA_ARCH_LIST: exactly sm_90a here (wgmma and setmaxnreg do not
     # exist on other architectures, and an sm_90 without the "a" cannot use them either). Its
     # -D__CUDA_NO_HALF*_ defines are undone as CUTLASS-based extensions usually do.
