@@ -14,10 +14,10 @@ Nothing here imports torch at import time, so `import glm_plugin.kernels` stays 
 
 from __future__ import annotations
 
-from .dispatch import ENV_KERNEL, IMPLEMENTATIONS, implementation, reset_choices, why_unavailable
+from .dispatch import implementation, reset_choices, why_unavailable
 
-__all__ = ["ENV_KERNEL", "IMPLEMENTATIONS", "fp8_linear", "fp8_moe_experts", "glm_route", "implementation",
-           "register_ops", "reset_choices", "why_unavailable"]
+__all__ = ["fp8_linear", "fp8_moe_experts", "glm_route", "implementation", "register_ops", "reset_choices",
+           "why_unavailable"]
 
 
 def register_ops() -> None:

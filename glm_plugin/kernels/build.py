@@ -76,7 +76,7 @@ def unavailable_reason() -> str | None:
 
 def _build_and_load(verbose: bool) -> None:
     if _already_loaded():
-        return None
+        return
     from torch.utils import cpp_extension
 
     src = source_dir()
@@ -94,7 +94,6 @@ def _build_and_load(verbose: bool) -> None:
         is_python_module=False,
         verbose=verbose,
     )
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,9 +170,10 @@ def implementation(op: str, device, layout: str | None = None) -> str:
     if impl is not None:
         return impl
     with _lock:
-        if key not in _chosen:
-            _chosen[key] = _forced(forced, op, device_type, layout) if forced != "auto" else \
-                _first_available(op, device_type, layout)
+        if key not in _chosen and forced == "auto":
+            _chosen[key] = _first_available(op, device_type, layout)
+        elif key not in _chosen:
+            _chosen[key] = _forced(forced, op, device_type, layout)
         return _chosen[key]
 
 
