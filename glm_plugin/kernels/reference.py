@@ -29,7 +29,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'block' (128x128 weight_scale_inv) or 'channel' (per-output-channel "
+        raise ValueError(f"layout must be 'block' ({BLOCK}x{BLOCK} weight_scale_inv) or 'channel' (per-output-channel "
                          f"weight_scale), got {layout!r}")
 
 
