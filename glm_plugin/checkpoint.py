@@ -1,34 +1,95 @@
-"""GLM checkpoint tensor names, read once for both engines: what each tensor is, where the MTP (NextN) layer sits,
-which FP8 scale name a checkpoint uses, and how per-expert tensors stack into the `w13` / `w2` layout of
-`torch.ops.glm_plugin.fp8_moe_experts`.
+"""What a GLM checkpoint is, stated once for the command and both engines: its architecture names, its FP8 scale
+layouts, where its MTP (NextN) layer sits and which of that layer's tensors may be missing, the GPU splits it allows,
+and the layers an EAGLE-3 head reads.
 
-Why one module: vLLM and SGLang each rename GLM tensors with their own string replaces (`gate_proj` -> `w1`,
-`model.layers.{N}` -> `model.decoder`, ...), and the GLM-specific facts behind those replaces (the MTP layer is
-`model.layers.{num_hidden_layers}`, its `embed_tokens` / `shared_head.head` may be missing and then come from the
-target, block FP8 scales are called `weight_scale_inv` but multiply) were duplicated and drifted. Here they are
-stated once, without importing an engine, so they can be tested against real name lists without a GPU.
-
-Standard library only, except `stack_experts`, which imports torch when called.
+Why one module: vLLM and SGLang each rename GLM tensors with their own string replaces, and the GLM facts behind them
+(the MTP layer is `model.layers.{num_hidden_layers}`, its `embed_tokens` / `shared_head.head` may be missing and then
+come from the target, block FP8 scales are 128x128 and called `weight_scale_inv` although they multiply) were written
+in several places and drifted. Standard library only: `glm-plugin serve` reads these facts from config.json before
+any engine is imported (`op_expert_weights` imports torch when called, from inside an engine).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
-BLOCK = 128
+# ---- architecture names (config.json `architectures`) ----------------------------------------------------------
+
+TARGET_ARCHITECTURES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM")
+"""GLM-4.5/4.6/4.7 and GLM-4.7-Flash (MLA attention): the targets both engines serve with our model classes."""
+SGLANG_DRAFT_ARCHITECTURES = ("Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLMNextN")
+"""The names SGLang's EAGLE worker builds the checkpoint's MTP layer under."""
+VLLM_DRAFT_ARCHITECTURES = ("Glm4MoeMTPModel", "Glm4MoeLiteMTPModel")
+"""The names vLLM's `method: mtp` asks for on a GLM-4.x / GLM-4.7-Flash target."""
+GLM5_ARCHITECTURE = "GlmMoeDsaForCausalLM"
+"""GLM-5 / 5.x (DeepSeek sparse attention): served by the engines' own model classes, with our parsers."""
+
+# ---- FP8 scale layouts ------------------------------------------------------------------------------------------
+
+FP8_BLOCK = 128
 """Side of a `weight_scale_inv` block in `quant_method: fp8` checkpoints (`weight_block_size: [128, 128]`)."""
 
-# Tensors that only the MTP layer has (besides a full decoder layer).
-NEXTN_ONLY = ("enorm", "hnorm", "eh_proj", "shared_head.norm")
-# MTP-layer tensors some checkpoints omit, and the target tensor that stands in for each (vllm-project/vllm#25993).
-NEXTN_TIED = {"embed_tokens": "model.embed_tokens.weight", "shared_head.head": "lm_head.weight"}
 
-_PROJ = r"(gate_proj|up_proj|down_proj)"
-_SUFFIX = r"(weight|weight_scale_inv|weight_scale|input_scale|bias)"
-_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
-_EXPERT = re.compile(rf"^mlp\.experts\.(\d+)\.{_PROJ}\.{_SUFFIX}$")
+@dataclass(frozen=True)
+class Fp8Layout:
+    """The scale layout a checkpoint declares: `block` is N of [N, N] tiles, None for per-channel/per-tensor.
+
+    Block scales (`quant_method: fp8` with `weight_block_size`, or compressed-tensors `strategy: block`) cover
+    [N, N] tiles; per-channel or per-tensor scales (compressed-tensors `strategy: channel` / `tensor`, zai-org's
+    GLM-4.5-FP8 and GLM-4.5-Air-FP8) cover a whole output row or matrix. `unquantized`: the modules the config
+    leaves in bf16 (`modules_to_not_convert`, `ignore`).
+    """
+
+    block: int | None
+    unquantized: tuple[str, ...] = ()
+
+    def quantized(self, module: str) -> bool:
+        """Whether `module` (a checkpoint name such as `model.layers.3.mlp.shared_experts.gate_proj`) is FP8."""
+        for entry in self.unquantized:
+            if entry.startswith("re:"):
+                if re.match(entry[3:], module):
+                    return False
+            elif entry in module:  # transformers' modules_to_not_convert semantics: a substring of the name
+                return False
+        return True
+
+
+def fp8_layout(config: dict) -> Fp8Layout | None:
+    """The FP8 layout from `quantization_config`, or None for an unquantized (or non-FP8) checkpoint."""
+    quant = config.get("quantization_config") or {}
+    method = quant.get("quant_method")
+    if method == "fp8":
+        block = quant.get("weight_block_size")
+        return Fp8Layout(int(block[0]) if block else None, tuple(quant.get("modules_to_not_convert") or ()))
+    if method == "compressed-tensors":
+        blocks = []
+        for group in (quant.get("config_groups") or {}).values():
+            weights = group.get("weights") or {}
+            if weights.get("type", "float") == "float" and weights.get("num_bits") == 8:
+                if weights.get("strategy") == "block":
+                    blocks.append(_block_side(weights.get("block_structure")))
+                else:
+                    blocks.append(None)
+        if blocks:
+            sides = [b for b in blocks if b]
+            return Fp8Layout(max(sides) if sides else None, tuple(quant.get("ignore") or ()))
+    return None
+
+
+def _block_side(structure) -> int:
+    """`[128, 128]` or the older `"128x128"` -> 128."""
+    if isinstance(structure, str):
+        structure = structure.lower().split("x")
+    return int(structure[0])
+
+
+# ---- the MTP (NextN) layer --------------------------------------------------------------------------------------
+
+NEXTN_TIED = {"embed_tokens": "model.embed_tokens.weight", "shared_head.head": "lm_head.weight"}
+"""MTP-layer tensors some checkpoints omit, and the target tensor that stands in for each (vllm-project/vllm#25993)."""
 
 
 def cfg(config: Any, key: str, default: Any = None) -> Any:
@@ -67,246 +128,15 @@ def check_has_nextn_layer(config: Any, *, engine_flag: str = "speculative decodi
         "(docs/speculative.md).")
 
 
-def is_moe_layer(config: Any, layer: int) -> bool:
-    """Layers before `first_k_dense_replace` are dense; later layers and every MTP layer are MoE."""
-    return layer >= int(cfg(config, "first_k_dense_replace", 0) or 0)
-
-
-@dataclass(frozen=True)
-class TensorName:
-    """What one checkpoint tensor is.
-
-    kind: embed | lm_head | final_norm | attn | norm | dense_mlp | router | expert | shared_expert | nextn
-    layer: checkpoint layer index (None for embed / lm_head / final_norm); nextn: the layer is an MTP layer
-    module: the part after `model.layers.{layer}.` (or the whole name for top-level tensors)
-    expert / proj / suffix: for experts, e.g. 3 / "gate_proj" / "weight_scale_inv"
-    stacked: for experts, ("w13", 0 gate | 1 up) or ("w2", None): where the op's stacked tensor takes it
-    """
-
-    name: str
-    kind: str
-    layer: int | None = None
-    nextn: bool = False
-    module: str = ""
-    expert: int | None = None
-    proj: str | None = None
-    suffix: str | None = None
-    stacked: tuple[str, int | None] | None = None
-
-
-def classify(name: str, config: Any) -> TensorName:
-    """Map one GLM checkpoint tensor name; raises ValueError for a name GLM checkpoints do not have."""
-    if name == "model.embed_tokens.weight":
-        return TensorName(name, "embed", module=name)
-    if name == "lm_head.weight":
-        return TensorName(name, "lm_head", module=name)
-    if name == "model.norm.weight":
-        return TensorName(name, "final_norm", module=name)
-    m = _LAYER.match(name)
-    if not m:
-        raise ValueError(f"{name!r} is not a GLM checkpoint tensor name")
-    layer, rest = int(m.group(1)), m.group(2)
-    first_nextn = nextn_layer_index(config)
-    nextn = layer >= first_nextn
-    if nextn and layer >= first_nextn + max(num_nextn_layers(config), 0):
-        raise ValueError(f"{name!r}: layer {layer} is past the last layer ({first_nextn} decoder layers "
-                         f"+ {num_nextn_layers(config)} MTP layer(s) in config)")
-    base = dict(name=name, layer=layer, nextn=nextn, module=rest)
-    if rest.startswith("self_attn."):
-        return TensorName(kind="attn", **base)
-    if rest in ("input_layernorm.weight", "post_attention_layernorm.weight"):
-        return TensorName(kind="norm", **base)
-    if nextn and any(rest.startswith(p + ".") for p in (*NEXTN_ONLY, *NEXTN_TIED)):
-        return TensorName(kind="nextn", **base)
-    e = _EXPERT.match(rest)
-    if e:
-        if not is_moe_layer(config, layer):
-            raise ValueError(f"{name!r}: layer {layer} is dense (first_k_dense_replace = "
-                             f"{cfg(config, 'first_k_dense_replace')}) but the name is a routed expert's")
-        expert, proj, suffix = int(e.group(1)), e.group(2), e.group(3)
-        n_experts = int(cfg(config, "n_routed_experts"))
-        if expert >= n_experts:
-            raise ValueError(f"{name!r}: expert {expert} but n_routed_experts = {n_experts}")
-        stacked = ("w2", None) if proj == "down_proj" else ("w13", 0 if proj == "gate_proj" else 1)
-        return TensorName(kind="expert", expert=expert, proj=proj, suffix=suffix, stacked=stacked, **base)
-    if rest in ("mlp.gate.weight", "mlp.gate.e_score_correction_bias"):
-        return TensorName(kind="router", suffix=rest.rsplit(".", 1)[1], **base)
-    s = re.match(rf"^mlp\.(shared_experts\.)?{_PROJ}\.{_SUFFIX}$", rest)
-    if s:
-        kind = "shared_expert" if s.group(1) else "dense_mlp"
-        if kind == "dense_mlp" and is_moe_layer(config, layer):
-            raise ValueError(f"{name!r}: layer {layer} is an MoE layer but the name is a dense MLP's")
-        return TensorName(kind=kind, proj=s.group(2), suffix=s.group(3), **base)
-    raise ValueError(f"{name!r} is not a GLM checkpoint tensor name")
-
-
-# ---- FP8 ---------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Fp8Format:
-    """How a checkpoint stores FP8 weights: the scale tensor's suffix and the op's `layout` for it."""
-
-    scale_suffix: str  # "weight_scale_inv" (quant_method fp8) or "weight_scale" (compressed-tensors)
-    layout: str  # "block" (128x128 scales) or "channel" (one scale per output row)
-
-
-def fp8_format(config: Any) -> Fp8Format | None:
-    """The FP8 format named by `quantization_config`, or None for an unquantised (bf16) checkpoint.
-
-    zai-org's block checkpoints (`quant_method: fp8`, `weight_block_size: [128, 128]`) name the scale
-    `weight_scale_inv` although it multiplies; compressed-tensors exports name it `weight_scale` and are per channel
-    (GLM-4.5-FP8) or 128x128 blocks (llm-compressor FP8_BLOCK).
-    """
-    q = cfg(config, "quantization_config")
-    if not q:
-        return None
-    method = str(cfg(q, "quant_method", "")).lower()
-    if method == "fp8":
-        block = list(cfg(q, "weight_block_size") or [])
-        if block != [BLOCK, BLOCK]:
-            raise ValueError(f"quant_method fp8 with weight_block_size {block or None}: the glm_plugin FP8 MoE op "
-                             f"takes 128x128 block scales only; set GLM_PLUGIN_DISABLE=model to use the engine's "
-                             "own MoE path for this checkpoint.")
-        return Fp8Format("weight_scale_inv", "block")
-    if method == "compressed-tensors":
-        for group in (cfg(q, "config_groups") or {}).values():
-            weights = cfg(group, "weights") or {}
-            if cfg(weights, "type") != "float" or int(cfg(weights, "num_bits", 0)) != 8:
-                continue
-            strategy = cfg(weights, "strategy")
-            if strategy == "channel":
-                return Fp8Format("weight_scale", "channel")
-            if strategy == "block" and list(cfg(weights, "block_structure") or [BLOCK, BLOCK]) == [BLOCK, BLOCK]:
-                return Fp8Format("weight_scale", "block")
-        return None
-    return None
-
-
-# ---- the MTP layer's tied tensors ------------------------------------------------------------------------------
-
-def nextn_tied_sources(names: Iterable[str], config: Any) -> dict[str, str]:
-    """For each MTP layer's `embed_tokens` / `shared_head.head`: the checkpoint tensor that provides it.
-
-    The layer's own tensor when the checkpoint has it, else the target's (`model.embed_tokens.weight`,
-    `lm_head.weight`). Raises if neither exists, and if the checkpoint has no tensor of the MTP layer at all.
-    """
-    check_has_nextn_layer(config)
-    present = set(names)
-    first = nextn_layer_index(config)
-    out = {}
-    for idx in range(first, first + num_nextn_layers(config)):
-        prefix = f"model.layers.{idx}."
-        if not any(n.startswith(prefix) for n in present):
-            raise ValueError(
-                f"the checkpoint has no tensor named {prefix}* although num_nextn_predict_layers = "
-                f"{num_nextn_layers(config)}: its MTP layer was stripped (some re-exports drop it). Use the "
-                "original checkpoint, or serve without speculation.")
-        for module, target in NEXTN_TIED.items():
-            own = f"{prefix}{module}.weight"
-            if own in present:
-                out[own] = own
-            elif target in present:
-                out[own] = target
-            else:
-                raise ValueError(f"MTP layer {idx}: the checkpoint has neither {own} nor the target's {target}; "
-                                 "it is incomplete (re-download it, or serve without speculation).")
-    return out
-
-
-# ---- expert stacking ---------------------------------------------------------------------------------------------
-
-def expert_names(layer: int, num_experts: int, suffix: str = "weight") -> dict[str, list[list[str]]]:
-    """Checkpoint names that make up the op's stacked tensors for one layer, in stacking order.
-
-    w13[e] = cat(gate_proj[e], up_proj[e]) along the output dim (gate first, as `silu(gate) * up` in the op);
-    w2[e] = down_proj[e]. The same order holds for the scales (`suffix` = weight_scale_inv / weight_scale).
-    """
-    p = f"model.layers.{layer}.mlp.experts"
-    return {
-        "w13": [[f"{p}.{e}.gate_proj.{suffix}", f"{p}.{e}.up_proj.{suffix}"] for e in range(num_experts)],
-        "w2": [[f"{p}.{e}.down_proj.{suffix}"] for e in range(num_experts)],
-    }
-
-
-def stack_experts(get: Callable[[str], Any], layer: int, num_experts: int, fmt: Fp8Format | None = None) -> dict:
-    """Build the op's weight tensors for one MoE layer from per-expert checkpoint tensors.
-
-    `get(name)` returns a checkpoint tensor. Returns {"w13": [E, 2I, H], "w2": [E, H, I]} and, with `fmt`,
-    {"w13_scale": [E, 2I/128, H/128] or [E, 2I, 1], "w2_scale": [E, H/128, I/128] or [E, H, 1]}.
-
-    Block scales of gate and up concatenate row-wise only when I is a multiple of 128 (else a 128-row scale block
-    would straddle gate and up); the error names the fix.
-    """
-    import torch
-
-    out = {}
-    suffixes = {"": "weight"}
-    if fmt is not None:
-        suffixes["_scale"] = fmt.scale_suffix
-    for key_suffix, suffix in suffixes.items():
-        names = expert_names(layer, num_experts, suffix)
-        for key, rows in names.items():
-            per_expert = [torch.cat([get(n) for n in parts], dim=0) if len(parts) > 1 else get(parts[0])
-                          for parts in rows]
-            out[key + key_suffix] = torch.stack(per_expert)
-    if fmt is not None and fmt.layout == "block":
-        inter = out["w2"].shape[-1]
-        if inter % BLOCK:
-            raise ValueError(
-                f"layer {layer}: moe_intermediate_size per rank is {inter}, not a multiple of {BLOCK}, so the "
-                "128x128 weight_scale_inv blocks of gate_proj and up_proj cannot be stacked into w13; use a "
-                "tensor-parallel size that keeps it a multiple of 128, or expert parallelism.")
-    return out
-
-
-# ---- expected names (for checks and tests) --------------------------------------------------------------------
-
-def expected_names(config: Any, *, fp8: Fp8Format | None = None, nextn_tied: bool = True) -> list[str]:
-    """Every tensor name a GLM-4.5/4.6/4.7 (`Glm4MoeForCausalLM`) checkpoint with this config carries.
-
-    With `fp8`, routed and shared experts, dense MLPs and attention projections have a scale next to each weight
-    (router, norms, embeddings and heads stay bf16). `nextn_tied=False` leaves out the MTP layer's own
-    `embed_tokens` / `shared_head.head`, as checkpoints that omit them do.
-    """
-    scale = [fp8.scale_suffix] if fp8 else []
-    bias = bool(cfg(config, "attention_bias", False))
-    qk_norm = bool(cfg(config, "use_qk_norm", False))
-    names = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"]
-    total = nextn_layer_index(config) + num_nextn_layers(config)
-    for layer in range(total):
-        p = f"model.layers.{layer}."
-        for proj in ("q_proj", "k_proj", "v_proj"):
-            names += [f"{p}self_attn.{proj}.{s}" for s in ["weight", *scale]]
-            if bias:
-                names.append(f"{p}self_attn.{proj}.bias")
-        names += [f"{p}self_attn.o_proj.{s}" for s in ["weight", *scale]]
-        if qk_norm:
-            names += [f"{p}self_attn.q_norm.weight", f"{p}self_attn.k_norm.weight"]
-        names += [f"{p}input_layernorm.weight", f"{p}post_attention_layernorm.weight"]
-        projs = ("gate_proj", "up_proj", "down_proj")
-        if is_moe_layer(config, layer):
-            names += [f"{p}mlp.gate.weight", f"{p}mlp.gate.e_score_correction_bias"]
-            for e in range(int(cfg(config, "n_routed_experts"))):
-                names += [f"{p}mlp.experts.{e}.{proj}.{s}" for proj in projs for s in ["weight", *scale]]
-            names += [f"{p}mlp.shared_experts.{proj}.{s}" for proj in projs for s in ["weight", *scale]]
-        else:
-            names += [f"{p}mlp.{proj}.{s}" for proj in projs for s in ["weight", *scale]]
-        if layer >= nextn_layer_index(config):
-            names += [f"{p}{m}.weight" for m in NEXTN_ONLY]
-            if nextn_tied:
-                names += [f"{p}{m}.weight" for m in NEXTN_TIED]
-    return names
-
-
-# ---- the engines' stacked expert parameters ----------------------------------------------------------------------
+# ---- routed experts in the op's layout --------------------------------------------------------------------------
 
 def op_expert_weights(layer: Any) -> tuple[str, tuple] | str:
     """The op's (layout, (w13, w13_scale, w2, w2_scale)) from an engine MoE layer after weight loading, or why not.
 
     vLLM's and SGLang's `FusedMoE` both keep the loaded experts as `w13_weight` [E, 2I, H] (gate rows, then up
-    rows: the order `expert_names` stacks) and `w2_weight` [E, H, I], with `w13_weight_scale_inv` (block) or
-    `w13_weight_scale` (per channel) beside them. A backend may rewrite them after loading (padding, interleaving,
-    UE8M0 or transposed scales for DeepGEMM); anything but the plain layout is reported, never guessed at.
+    rows) and `w2_weight` [E, H, I], with `w13_weight_scale_inv` (block) or `w13_weight_scale` (per channel) beside
+    them. A backend may rewrite them after loading (padding, interleaving, UE8M0 or transposed scales for
+    DeepGEMM); anything but the plain layout is reported, never guessed at.
     """
     import torch
 
@@ -320,9 +150,10 @@ def op_expert_weights(layer: Any) -> tuple[str, tuple] | str:
     e, two_i, h = w13.shape
     if tuple(w2.shape) != (e, h, two_i // 2) or two_i % 2:
         return f"w13 {tuple(w13.shape)} and w2 {tuple(w2.shape)} are not [E, 2I, H] and [E, H, I]"
+    b = FP8_BLOCK
     candidates = (
         ("block", "w13_weight_scale_inv", "w2_weight_scale_inv",
-         (e, -(-two_i // BLOCK), -(-h // BLOCK)), (e, -(-h // BLOCK), -(-(two_i // 2) // BLOCK))),
+         (e, -(-two_i // b), -(-h // b)), (e, -(-h // b), -(-(two_i // 2) // b))),
         ("channel", "w13_weight_scale", "w2_weight_scale", (e, two_i, 1), (e, h, 1)),
     )
     for layout, s13_name, s2_name, s13_shape, s2_shape in candidates:
@@ -334,7 +165,137 @@ def op_expert_weights(layer: Any) -> tuple[str, tuple] | str:
         if tuple(s13.shape) != s13_shape or tuple(s2.shape) != s2_shape:
             return (f"{s13_name} {tuple(s13.shape)} / {s2_name} {tuple(s2.shape)} are not the {layout} scales "
                     f"{s13_shape} / {s2_shape}")
-        if layout == "block" and (two_i // 2) % BLOCK:
-            return f"intermediate size per rank {two_i // 2} is not a multiple of {BLOCK}"
+        if layout == "block" and (two_i // 2) % FP8_BLOCK:
+            return f"intermediate size per rank {two_i // 2} is not a multiple of {FP8_BLOCK}"
         return layout, (w13, s13, w2, s2)
     return "no weight_scale_inv / weight_scale next to the FP8 expert weights"
+
+
+# ---- EAGLE-3 ----------------------------------------------------------------------------------------------------
+
+EAGLE3_NUM_AUX = 3
+"""How many auxiliary hidden states an EAGLE-3 head concatenates (its `fc` takes 3 * hidden_size)."""
+
+
+def default_aux_layers(num_layers: int) -> tuple[int, ...]:
+    """The layers whose outputs feed an EAGLE-3 head when the head's config does not name them.
+
+    Index k is the residual stream after k decoder layers (0 = the embeddings), as in vLLM's Llama and Qwen
+    targets. The usual choice (2, L // 2, L - 3) (low, middle, high) collapses for shallow models: for L = 4 it
+    is (2, 2, 1), only two distinct layers, and a 3-input head would get the wrong width. Then take three distinct
+    layers spread over 1 .. L - 1 instead (for L = 4: 1, 2, 3), and for L < 3 every layer there is.
+    """
+    usual = (2, num_layers // 2, num_layers - 3)
+    if len(set(usual)) == EAGLE3_NUM_AUX and min(usual) >= 1:
+        return usual
+    if num_layers - 1 >= EAGLE3_NUM_AUX:
+        return (1, num_layers // 2, num_layers - 1)
+    return tuple(range(1, num_layers + 1))
+
+
+# ---- GPU splits -------------------------------------------------------------------------------------------------
+# An impossible split fails minutes into loading with an engine traceback ("output_partition_size = 192 is not
+# divisible by weight quantization block_n = 128"); from config.json the same fact is known before anything
+# starts, together with a GPU count that works. Modules the config leaves unquantized are not checked.
+
+EXPERT_PARALLEL_FROM = 8  # the deployment recipes add expert parallelism on 8 GPUs, not on 4
+
+
+class SplitError(ValueError):
+    """This GPU count cannot hold the checkpoint; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the command and the split rules need from a checkpoint directory's config.json."""
+
+    path: Path
+    config: dict = field(repr=False)
+
+    def _int(self, key: str, default: int = 0) -> int:
+        return int(self.config.get(key) or default)
+
+    @property
+    def architecture(self) -> str:
+        return (self.config.get("architectures") or ["?"])[0]
+
+    @property
+    def attention_heads(self) -> int:
+        return self._int("num_attention_heads")
+
+    @property
+    def kv_heads(self) -> int:
+        return self._int("num_key_value_heads") or self.attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self._int("head_dim") or (self._int("hidden_size") // max(1, self.attention_heads))
+
+    @property
+    def routed_experts(self) -> int:
+        return self._int("n_routed_experts")
+
+    @property
+    def has_mtp(self) -> bool:
+        return self._int("num_nextn_predict_layers") > 0
+
+    @property
+    def fp8(self) -> Fp8Layout | None:
+        return fp8_layout(self.config)
+
+
+def _split_matrices(checkpoint: Checkpoint, tp: int, ep: int) -> list[tuple[str, str, int]]:
+    """(what, a checkpoint module that holds it, the width tensor parallelism cuts) for one dense and one MoE layer.
+
+    Shared experts and the dense MLP are tensor-parallel even when the routed experts are expert-parallel."""
+    dense_layers = checkpoint._int("first_k_dense_replace")
+    moe = f"model.layers.{dense_layers}.mlp"
+    width = checkpoint._int("moe_intermediate_size")
+    shared = width * checkpoint._int("n_shared_experts")
+    heads = checkpoint.attention_heads * checkpoint.head_dim
+    matrices = [("attention q/o projection", f"model.layers.{dense_layers}.self_attn.q_proj", heads)]
+    if checkpoint.kv_heads >= tp:  # fewer KV heads than ranks: replicated, not cut
+        matrices.append(("attention k/v projection", f"model.layers.{dense_layers}.self_attn.k_proj",
+                         checkpoint.kv_heads * checkpoint.head_dim))
+    if dense_layers:
+        matrices.append(("dense MLP intermediate_size", "model.layers.0.mlp.gate_proj",
+                         checkpoint._int("intermediate_size")))
+    if shared:
+        matrices.append(("shared expert width", f"{moe}.shared_experts.gate_proj", shared))
+    if ep == 1 and width:
+        matrices.append(("moe_intermediate_size", f"{moe}.experts.0.gate_proj", width))
+    return matrices
+
+
+def split_problem(checkpoint: Checkpoint, gpus: int) -> str | None:
+    """Why `gpus` GPUs (tensor parallel `gpus`, expert parallel from 8) cannot hold the checkpoint, or None."""
+    tp, ep = gpus, gpus if gpus >= EXPERT_PARALLEL_FROM else 1
+    if tp <= 1:
+        return None
+    heads, kv = checkpoint.attention_heads, checkpoint.kv_heads
+    if heads % tp:
+        return f"{heads} attention heads cannot be split over {tp} GPUs (tensor parallel {tp})"
+    if kv % tp and tp % kv:
+        return f"{kv} KV heads cannot be split or replicated evenly over {tp} GPUs"
+    if ep > 1 and checkpoint.routed_experts % ep:
+        return f"{checkpoint.routed_experts} routed experts cannot be split over {ep} GPUs (expert parallel)"
+    layout = checkpoint.fp8
+    if layout is None or layout.block is None:
+        return None
+    for what, module, width in _split_matrices(checkpoint, tp, ep):
+        if width and layout.quantized(module) and (width // tp) % layout.block:
+            return (f"{what} {width} / tp {tp} = {width // tp} is not a multiple of the FP8 block {layout.block} "
+                    f"(the checkpoint's quantization_config declares {layout.block}x{layout.block} blocks)")
+    return None
+
+
+def parallel_sizes(checkpoint: Checkpoint, gpus: int) -> tuple[int, int]:
+    """(tensor parallel, expert parallel) for `gpus` GPUs, or a SplitError naming a GPU count that works.
+
+    The advice never exceeds `gpus` (a smaller server on part of the machine, or one per group of GPUs)."""
+    problem = split_problem(checkpoint, gpus)
+    if problem is None:
+        return (max(1, gpus), gpus if gpus >= EXPERT_PARALLEL_FROM else 1)
+    fits = [n for n in range(gpus - 1, 0, -1) if split_problem(checkpoint, n) is None]
+    best = next((n for n in fits if n & (n - 1) == 0), fits[0] if fits else 1)  # prefer 4 over 5 or 6 GPUs
+    raise SplitError(f"{problem}; pass --gpus {best}" + (f" (and run one server per {best} GPUs)" if best > 1 else ""))

@@ -10,7 +10,8 @@ import socket
 
 import pytest
 
-from glm_plugin import cli, split_rules
+from glm_plugin import checkpoint as glm_checkpoint
+from glm_plugin import cli
 from glm_plugin import serve_command as sc
 
 # config.json fields of the public checkpoints (docs/install.md's engine-flags table uses the same numbers).
@@ -180,13 +181,13 @@ def test_heads_not_divisible_names_a_gpu_count_that_works(tmp_path):
     model = checkpoint(tmp_path, "GLM-4.7-Flash", GLM47_FLASH)
     with pytest.raises(SystemExit, match=r"20 attention heads cannot be split over 8 GPUs.*--gpus 4"):
         cli.main(["serve", "--dry-run", "--model", str(model), "--engine", "sglang", "--gpus", "8"])
-    assert split_rules.parallel_sizes(sc.read_checkpoint(model), 4) == (4, 1)
+    assert glm_checkpoint.parallel_sizes(sc.read_checkpoint(model), 4) == (4, 1)
 
 
 def test_experts_not_divisible(tmp_path):
     model = checkpoint(tmp_path, "odd", {**GLM47, "n_routed_experts": 100, "num_attention_heads": 96})
-    with pytest.raises(split_rules.SplitError, match="100 routed experts cannot be split over 8 GPUs.*--gpus 4"):
-        split_rules.parallel_sizes(sc.read_checkpoint(model), 8)
+    with pytest.raises(glm_checkpoint.SplitError, match="100 routed experts cannot be split over 8 GPUs.*--gpus 4"):
+        glm_checkpoint.parallel_sizes(sc.read_checkpoint(model), 8)
 
 
 def test_not_a_glm_checkpoint(tmp_path):
@@ -260,10 +261,10 @@ def test_gpu_advice_never_exceeds_what_was_asked(tmp_path, config):
     ckpt = sc.read_checkpoint(checkpoint(tmp_path, "GLM", config))
     for gpus in range(2, 9):
         try:
-            split_rules.parallel_sizes(ckpt, gpus)
-        except split_rules.SplitError as err:
+            glm_checkpoint.parallel_sizes(ckpt, gpus)
+        except glm_checkpoint.SplitError as err:
             advised = int(re.search(r"--gpus (\d+)", str(err)).group(1))
-            assert advised < gpus and split_rules.split_problem(ckpt, advised) is None, err
+            assert advised < gpus and glm_checkpoint.split_problem(ckpt, advised) is None, err
 
 
 @pytest.mark.parametrize(("gpus", "advised"), [(3, 2), (6, 4)])

@@ -272,7 +272,7 @@ BUILD = textwrap.dedent(
     from sglang.srt.server_args import ServerArgs
     from sglang.test.parallel_groups import publish
     from transformers import AutoConfig
-    from glm_plugin import checkpoint as cn
+    import sys; sys.path.insert(0, %(asset)r + "/../../../tests/support"); import checkpoint_tensors as cn
     from glm_plugin.engines.sglang import model
 
     ASSET = %(asset)r
