@@ -62,7 +62,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     checkpoint = Checkpoint(path, config)
     if checkpoint.architecture not in (*TARGET_ARCHITECTURES, GLM5_ARCHITECTURE):
         raise ServeError(f"{path} is a {checkpoint.architecture} checkpoint, not GLM-4.5/4.6/4.7 or GLM-5 "
-                         f"({', '.join((*TARGET_ARCHITECTURES, GLM5_ARCHITECTURE))}); serve it with the engine directly")
+                         f"({', '.join((*TARGET_ARCHITECTURES, GLM5_ARCHITECTURE))}); serve it with the engine "
+                         "directly")
     return checkpoint
 
 
