@@ -22,8 +22,8 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
-from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment  # noqa: E402
-from glm_plugin.conformance import schema_errors  # noqa: E402
+from glm_plugin.command.cpu_server import DEMO_MODEL_NAME, cpu_environment  # noqa: E402
+from glm_plugin.command.conformance import schema_errors  # noqa: E402
 from greedy_parity import BF16_NOISE_LIMIT, assert_same_within_noise  # noqa: E402
 from served import mtp_args, serve_demo  # noqa: E402
 

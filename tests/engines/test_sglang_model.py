@@ -272,7 +272,7 @@ BUILD = textwrap.dedent(
     from sglang.srt.server_args import ServerArgs
     from sglang.test.parallel_groups import publish
     from transformers import AutoConfig
-    from glm_plugin.engines import checkpoint_names as cn
+    import sys; sys.path.insert(0, %(asset)r + "/../../../tests/support"); import checkpoint_tensors as cn
     from glm_plugin.engines.sglang import model
 
     ASSET = %(asset)r
@@ -355,7 +355,7 @@ FP8 = textwrap.dedent(
     from sglang.srt.server_args import ServerArgs
     from sglang.test.parallel_groups import publish
     from transformers import AutoConfig
-    from glm_plugin.engines import checkpoint_names as cn
+    from glm_plugin import checkpoint as cn
     from glm_plugin.engines.sglang import model
     from glm_plugin.kernels import reference
 

@@ -28,7 +28,7 @@ from sglang.srt.layers.moe.topk import TopKOutputChecker
 from sglang.srt.models import glm4_moe as _sgl_glm
 from sglang.srt.models import glm4_moe_nextn as _sgl_nextn
 
-from glm_plugin.engines import checkpoint_names as names
+from glm_plugin import checkpoint as names
 from glm_plugin.engines import part_enabled
 from glm_plugin.kernels import policy
 

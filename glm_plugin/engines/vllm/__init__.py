@@ -172,7 +172,7 @@ def mtp_hf_config_override(hf_config):
     """
     from vllm.config.speculative import SpeculativeConfig
 
-    from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
+    from glm_plugin.checkpoint import check_has_nextn_layer
 
     original = vars(SpeculativeConfig).get(_VLLM_OVERRIDE) or vars(SpeculativeConfig)["hf_config_override"]
     target = (getattr(hf_config, "architectures", None) or [None])[0]
