@@ -8,7 +8,7 @@ harmless; with pipeline stages the draft keeps what it loaded, and vLLM's GLM-4.
 target's `lm_head.weight` even when the layer has its own (the shard order decides which copy wins) while its
 GLM-4.7-Flash class never looks at the target's tensors. Here, for both: the layer's own tensors win, the target's
 fill only what the layer lacks, and a checkpoint with neither is refused by name. A checkpoint without any MTP layer
-is refused at config time (engines/vllm/__init__.py, before vLLM's ZeroDivisionError) and again here.
+is refused at config time (engines/vllm/patches.py, before vLLM's ZeroDivisionError) and again here.
 """
 
 from __future__ import annotations
