@@ -69,7 +69,7 @@ def sglang_chat_call(parsers, body):
     from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
     from starlette.requests import Request
 
-    from glm_plugin.engines.sglang import _accept_hosted_thinking_switches
+    from glm_plugin.engines.sglang.patches import accept_hosted_thinking_switches as _accept_hosted_thinking_switches
 
     class OpenAIServingChat:
         def __init__(self, reasoning_parser, tool_call_parser):
