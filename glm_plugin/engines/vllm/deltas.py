@@ -41,7 +41,9 @@ args_message = checked(_fast_args_message, _args_message, 3, '"x')
 text_message = checked(_fast_text_message, _text_message, "r", "c")
 
 
-def delta_message(reasoning: list[str], content: list[str], calls: list[DeltaToolCall] | None = None) -> DeltaMessage | None:
+def delta_message(
+    reasoning: list[str], content: list[str], calls: list[DeltaToolCall] | None = None
+) -> DeltaMessage | None:
     """One delta from the pieces a parser collected for a step, or None when there is nothing to send."""
     if calls:
         message = DeltaMessage(tool_calls=calls)

@@ -52,7 +52,6 @@ def _token_ids(tokenizer: Any) -> GlmTokenIds:
     return GlmTokenIds(tokenizer)  # once per tokenizer: get_vocab() copies the whole vocabulary
 
 
-
 class GlmReasoningParser(ReasoningParser):
     """`<think>` splitting for GLM-4.5/4.6/4.7; where a turn starts is read from the prompt, not the model name."""
 
@@ -207,4 +206,4 @@ class GlmReasoningParser(ReasoningParser):
         return delta_message([reasoning] if reasoning else [], [content] if content else [])
 
 
-announce_parsers()
+announce_parsers()  # at import, not at registration: by now vLLM's log handler is set up

@@ -137,4 +137,4 @@ class GlmToolParser(ToolParser):
         record_finished_call(self, end)
 
 
-announce_parsers()
+announce_parsers()  # at import, not at registration: by now vLLM's log handler is set up
