@@ -31,6 +31,9 @@ GLM5_ARCHITECTURE = "GlmMoeDsaForCausalLM"
 
 FP8_BLOCK = 128
 """Side of a `weight_scale_inv` block in `quant_method: fp8` checkpoints (`weight_block_size: [128, 128]`)."""
+SCALE_LAYOUTS = ("block", "channel")
+"""How FP8 weight scales reach the kernels: `block`, one scale per FP8_BLOCK x FP8_BLOCK tile (`weight_scale_inv`);
+`channel`, one per output row (compressed-tensors `weight_scale`)."""
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from glm_plugin.checkpoint import SCALE_LAYOUTS as LAYOUTS
+
 logger = logging.getLogger("glm_plugin.kernels")
 
 ENV_KERNEL = "GLM_PLUGIN_KERNEL"
 IMPLEMENTATIONS = ("cuda", "triton", "cpp", "reference")
-LAYOUTS = ("block", "channel")
 _TRITON_MODULE = "glm_plugin.kernels.triton_fp8_moe"
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BLOCK = 128
-"""Side of a weight-scale block in zai-org's `quant_method: fp8` checkpoints (`weight_block_size: [128, 128]`)."""
+from glm_plugin.checkpoint import FP8_BLOCK as BLOCK  # noqa: F401 (kernels and tests read both here)
+from glm_plugin.checkpoint import SCALE_LAYOUTS as LAYOUTS
 
 FP8_MAX = 448.0
 """Largest finite float8_e4m3fn value."""
-
-LAYOUTS = ("block", "channel")
 
 
 def _cdiv(a: int, b: int) -> int:

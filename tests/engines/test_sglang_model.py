@@ -297,7 +297,7 @@ BUILD = textwrap.dedent(
     out["eh_proj"] = torch.equal(params["model.eh_proj.weight"], tensors[f"model.layers.{n}.eh_proj.weight"])
     out["norm"] = torch.equal(params["model.shared_head.norm.weight"],
                               tensors[f"model.layers.{n}.shared_head.norm.weight"])
-    # SGLang's loader stacked the MTP layer's experts exactly as checkpoint_names says the op wants them.
+    # SGLang's loader stacked the MTP layer's experts exactly as the checkpoint facts say the op wants them.
     stacked = cn.stack_experts(tensors.__getitem__, n, config.n_routed_experts)
     out["w13"] = torch.equal(params["model.decoder.mlp.experts.w13_weight"], stacked["w13"])
     out["w2"] = torch.equal(params["model.decoder.mlp.experts.w2_weight"], stacked["w2"])
@@ -332,7 +332,7 @@ BUILD = textwrap.dedent(
 def test_target_and_nextn_draft_build_and_load_the_bundled_checkpoint_on_cpu():
     res = run(BUILD, stand_ins=True)
     assert res["eh_proj"] and res["norm"], res
-    assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_names.stack_experts disagree"
+    assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_tensors.stack_experts disagree"
     assert res["embed_untouched"]
     assert "Glm4MoeForCausalLMNextN built by glm_plugin" in res["log_full"]
     assert "has no" not in res["log_full"]
