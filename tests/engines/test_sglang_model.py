@@ -96,7 +96,11 @@ PROBE = textwrap.dedent(
 
 
 def run(code: str, *, disable: str | None = None, stand_ins: bool) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", SGLANG_PLUGINS="glm_plugin")
+    # SGLang's top-k is torch.compile'd. Inductor's FX-graph cache keys a graph without the thread count it generated
+    # code for: an entry written by another test's process (OpenMP code for 2 threads) was hit here, where the same
+    # graph compiles to a one-thread kernel, and the process aborted ("double free or corruption"). The compiled C++
+    # is still reused: its cache is keyed by its source.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SGLANG_PLUGINS="glm_plugin", TORCHINDUCTOR_FX_GRAPH_CACHE="0")
     env.pop("GLM_PLUGIN_DISABLE", None)
     env.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
     if disable is not None:
