@@ -48,11 +48,11 @@ test-gpu-wheel:
 
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)
-	$(BIN)/python -m glm_plugin.cli demo
+	$(BIN)/python -m glm_plugin.command.cli demo
 
 # The same server in the foreground, kept up for your own client (examples/, `glm-plugin chat`, Claude Code).
 serve: $(STAMP)
-	$(BIN)/python -m glm_plugin.cli serve --demo
+	$(BIN)/python -m glm_plugin.command.cli serve --demo
 
 # The prepared check of the FP8 MoE kernels on a lent H200 (docs/kernels-cuda.md, "The GPU check"): build, GPU
 # tests, bench, report into $(GPU_OUT)/. Runs with the GPU machine's own python3 (no venv there, no network).

@@ -20,9 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from glm_plugin.cli import CPU_STEP_TOKENS, DEMO_MODEL_NAME, demo_server_command
-from glm_plugin.demo import free_port
-from glm_plugin.server_process import ServerProcess
+from glm_plugin.command.cpu_server import CPU_STEP_TOKENS, DEMO_MODEL_NAME, demo_server_command
+from glm_plugin.command.demo import free_port
+from glm_plugin.command.server_process import ServerProcess
 
 WORDS = "the quick brown fox jumps over the lazy dog while seven red kites circle above a quiet harbour".split()
 TOKENS_PER_WORD = 3.05  # the tiny model's tokenizer on WORDS (measured: 13,300 words -> 40,6xx prompt tokens)

@@ -33,13 +33,10 @@ import sys
 import time
 from pathlib import Path
 
-from parsers import SIZES, array_argument, string_argument
+from parser_workload import SIZES, TOOLS, array_argument, string_argument
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # the toy tokenizer
 
-TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object", "properties": {
-    "path": {"type": "string"}, "content": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}},
-}}}}]
 MESSAGES = [{"role": "user", "content": "write the file"}]
 KINDS = {"string": ("content", string_argument), "array": ("lines", array_argument)}
 GOALS = {"vllm": 1000.0, "sglang": 3.0}  # at 64 KB, x faster than the engine's built-in (docs/engines.md)

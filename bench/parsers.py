@@ -14,31 +14,14 @@ their built-in parsers.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
+from parser_workload import SIZES, TOOLS, array_argument, string_argument
+
 from glm_plugin.formats import GlmOutputParser, ThinkingStart, parse_output
 
-TOOLS = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object", "properties": {
-    "path": {"type": "string"}, "content": {"type": "string"}, "lines": {"type": "array", "items": {"type": "string"}},
-}}}}]
-SIZES = [8 << 10, 64 << 10, 256 << 10, 1 << 20]
 TOKEN_CHARS = 4
-
-
-def string_argument(size: int) -> str:
-    line = 'def f(x):\n    return x < 3 and "a" or \'b\'  # <tag> & more\n'
-    return (line * (size // len(line) + 1))[:size]
-
-
-def array_argument(size: int) -> str:
-    items, total = [], 2
-    while total < size:
-        item = f"line {len(items)}: <value> & \"quoted\""
-        items.append(item)
-        total += len(json.dumps(item)) + 2
-    return json.dumps(items)
 
 
 def call_text(key: str, value: str) -> str:

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 import gpu_report  # noqa: E402
 
-from glm_plugin.kernels import build_cuda  # noqa: E402  (standard library only at import)
+from glm_plugin.kernels import build_cuda, sass  # noqa: E402  (standard library only at import)
 
 FETCH_CUTLASS = f"python3 -m pip download --no-deps --only-binary=:all: {build_cuda.CUTLASS_PACKAGE} -d .gpu-carry"
 
@@ -136,7 +136,7 @@ def tools(site: Path | None, carry: Path) -> dict[str, str]:
     found["nvcc"] = f"{nvcc} ({_version([nvcc, '--version'], -2)})" if nvcc else "MISSING (set $NVCC or $CUDA_HOME)"
     include, where = cutlass_source(site, carry)
     found["CUTLASS headers"] = f"{include} ({where})" if include else where
-    for name, locate in (("cuobjdump", build_cuda.cuobjdump_path), ("nvdisasm", build_cuda.nvdisasm_path)):
+    for name, locate in (("cuobjdump", sass.cuobjdump_path), ("nvdisasm", sass.nvdisasm_path)):
         found[name] = locate() or "MISSING"
     for name, line in (("ncu", -1), ("ninja", -1), (os.environ.get("CXX", "c++"), 0)):
         path = shutil.which(name)

@@ -24,6 +24,8 @@ import re
 import shutil
 from pathlib import Path
 
+from glm_plugin.checkpoint import FP8_BLOCK, nextn_layer_index
+
 BUNDLED = Path(__file__).resolve().parent.parent / "glm_plugin" / "assets" / "tiny-glm"
 _PROJ = re.compile(r"^(model\.layers\.(\d+)\..*_proj)\.weight$")
 
@@ -31,7 +33,7 @@ _PROJ = re.compile(r"^(model\.layers\.(\d+)\..*_proj)\.weight$")
 def quantization_config(layout: str, not_converted: list[str]) -> dict:
     if layout == "block":
         return {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
-                "weight_block_size": [128, 128], "modules_to_not_convert": not_converted}
+                "weight_block_size": [FP8_BLOCK, FP8_BLOCK], "modules_to_not_convert": not_converted}
     return {
         "quant_method": "compressed-tensors",
         "format": "float-quantized",
@@ -55,7 +57,7 @@ def quantize_checkpoint(src: Path, out: Path, layout: str, quantize_mtp: bool = 
     from glm_plugin.kernels import reference
 
     config = json.loads((src / "config.json").read_text())
-    mtp_layer = config["num_hidden_layers"]
+    mtp_layer = nextn_layer_index(config)
     tensors: dict[str, torch.Tensor] = {}
     for f in sorted(src.glob("*.safetensors")):
         tensors.update(load_file(str(f)))

@@ -37,22 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_plugin.checkpoint import default_aux_layers
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from tinyglm import ASSET_DIR  # noqa: E402
 from tinyglm.data import make_conversation  # noqa: E402
 
 ROPE_THETA = 10000.0
-
-
-def default_aux_layers(num_layers: int) -> list[int]:
-    """The same choice as the plugin's target (glm_plugin/engines/vllm/model.py), kept here without a vLLM import."""
-    usual = (2, num_layers // 2, num_layers - 3)
-    if len(set(usual)) == 3 and min(usual) >= 1:
-        return list(usual)
-    if num_layers - 1 >= 3:
-        return [1, num_layers // 2, num_layers - 1]
-    return list(range(1, num_layers + 1))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +352,7 @@ def main(argv=None):
     target = AutoModelForCausalLM.from_pretrained(args.target, dtype=torch.float32).eval()
     gen_cfg = json.load(open(os.path.join(args.target, "generation_config.json")))
     stop = set(gen_cfg["eos_token_id"] if isinstance(gen_cfg["eos_token_id"], list) else [gen_cfg["eos_token_id"]])
-    aux = default_aux_layers(cfg.num_hidden_layers)
+    aux = list(default_aux_layers(cfg.num_hidden_layers))  # a list: it is saved in the data-cache key and JSON
 
     key = (args.target, args.seed, args.train_convs, args.eval_convs, args.max_prompt, args.max_new, aux)
     if args.data_cache and os.path.exists(args.data_cache) and torch.load(args.data_cache)["key"] == list(key):

@@ -3,7 +3,8 @@
 // The public op glm_plugin::fp8_moe_experts is defined in Python (glm_plugin/kernels/ops.py); its CUDA
 // implementation calls this op when the dispatcher finds it registered, hence a TORCH_LIBRARY_FRAGMENT in the
 // shared namespace (as csrc/bindings.cpp does for the *_cpu ops). This is the only file of csrc/cuda that includes
-// torch headers, so the kernels themselves compile (and are checked in CI) with nvcc and no CUDA torch.
+// torch headers, so the kernels themselves compile (and are checked in CI) with nvcc and no CUDA torch. The
+// user-facing argument checks are the Python op's; ../op_checks.h holds the bounds checks shared with the CPU ops.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../op_checks.h"
 #include "moe_cuda.h"
 
 namespace {
@@ -26,24 +28,29 @@ glm_moe::ActDType act_dtype(const at::Tensor& t) {
 }
 
 const uint8_t* fp8(const at::Tensor& w, const char* name) {
-  TORCH_CHECK(w.scalar_type() == at::kFloat8_e4m3fn, "glm_plugin: ", name, " must be float8_e4m3fn, got ",
-              w.scalar_type());
-  TORCH_CHECK(w.is_contiguous(), "glm_plugin: ", name, " must be contiguous");
-  TORCH_CHECK(reinterpret_cast<uintptr_t>(w.data_ptr()) % 16 == 0, "glm_plugin: ", name,
+  const uint8_t* bytes = glm_plugin_checks::fp8_bytes(w, name);
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(bytes) % 16 == 0, "glm_plugin: ", name,
               " must start at a 16-byte aligned address (TMA); use .clone() on a sliced view");
-  return reinterpret_cast<const uint8_t*>(w.data_ptr());
+  return bytes;
 }
 
 at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13, const at::Tensor& w13_scale,
                                 const at::Tensor& w2, const at::Tensor& w2_scale, const at::Tensor& topk_weights,
                                 const at::Tensor& topk_ids, const std::string& layout) {
-  TORCH_CHECK(layout == "block",
-              "glm_plugin: the sm_90a FP8 MoE CUDA kernel implements layout 'block' (128x128 weight_scale_inv) "
-              "only, got '", layout, "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
-  TORCH_CHECK(hidden.is_cuda() && w13.device() == hidden.device() && w2.device() == hidden.device(),
-              "glm_plugin: fp8_moe_experts_cuda needs every tensor on the same CUDA device");
+  namespace chk = glm_plugin_checks;
+  TORCH_CHECK(chk::parse_layout(layout) == chk::ScaleLayout::kBlock,
+              "glm_plugin: the sm_90a FP8 MoE CUDA kernel implements layout 'block' (", chk::kBlock, "x",
+              chk::kBlock, " weight_scale_inv) only, got '", layout,
+              "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
+  TORCH_CHECK(hidden.is_cuda(), "glm_plugin: fp8_moe_experts_cuda needs CUDA tensors");
+  for (const at::Tensor* t : {&w13, &w13_scale, &w2, &w2_scale, &topk_weights, &topk_ids}) {
+    TORCH_CHECK(t->device() == hidden.device(), "glm_plugin: fp8_moe_experts_cuda needs every tensor on ",
+                hidden.device(), ", got one on ", t->device());
+  }
   const c10::cuda::CUDAGuard guard(hidden.device());
-  const int64_t T = hidden.size(0), H = hidden.size(1), E = w13.size(0), I = w13.size(1) / 2, K = topk_ids.size(1);
+  const chk::MoeShape s = chk::check_moe_shapes(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids,
+                                                chk::ScaleLayout::kBlock);
+  const int64_t T = s.T, H = s.H, E = s.E, I = s.I, K = s.K;
   if (const char* why = glm_moe::moe_unsupported(T, H, I, E, K)) TORCH_CHECK(false, "glm_plugin: ", why);
 
   const at::Tensor x = hidden.contiguous();

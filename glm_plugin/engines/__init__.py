@@ -3,6 +3,12 @@
 `GLM_PLUGIN_DISABLE` is a comma list of `parsers`, `model`, `kernels` (or `all`). It is read when an engine
 process loads the plugin, so it must be set in the environment the engine starts in (both engines pass their
 environment on to every process they spawn). Standard library only: this runs at plugin-load time in every process.
+
+A part off means the same in both engines (each engine package's docstring says how):
+- `parsers`: the engine's own `glm45` / `glm47` tool-call and reasoning parsers, and none of our parser patches;
+- `model`: the engine's own GLM target and MTP draft classes;
+- `kernels`: GLM's FP8 layers on the engine's kernels, not glm_plugin's ops.
+Each part's patches of engine classes are installed with it (`engines/<engine>/patches.py`).
 """
 
 from __future__ import annotations

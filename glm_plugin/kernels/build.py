@@ -17,42 +17,22 @@ import os
 import platform
 import shutil
 import sys
-import threading
 from pathlib import Path
+
+from .jit_cache import LoadOnce, library_dir, source_dir
 
 logger = logging.getLogger("glm_plugin.kernels")
 
 EXTENSION_NAME = "glm_plugin_cpu"
 SOURCES = ("bindings.cpp", "cpu/moe.cpp", "cpu/kernel_avx2.cpp", "cpu/kernel_avx512.cpp")
-HEADERS = ("cpu/moe.h", "cpu/fp8_dot.h")
+HEADERS = ("op_checks.h", "cpu/moe.h", "cpu/fp8_dot.h")
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
-
-
-def source_dir() -> Path:
-    """csrc/ as shipped inside the package (glm_plugin/csrc: a symlink to the repository's csrc/ in a checkout,
-    a copy in a wheel)."""
-    packaged = Path(__file__).resolve().parent.parent / "csrc"
-    if (packaged / SOURCES[0]).exists():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "csrc"
+_load = LoadOnce("C++ CPU kernels")
 
 
 def cache_dir() -> Path:
-    """Build directory: $GLM_PLUGIN_CACHE, else $XDG_CACHE_HOME/glm_plugin, else ~/.cache/glm_plugin; one
-    subdirectory per glm_plugin version, torch version and Python (the library links against libtorch's C++ ABI;
-    within one directory ninja rebuilds whatever source changed)."""
-    import torch
-
-    root = os.environ.get("GLM_PLUGIN_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "glm_plugin")
-    from glm_plugin import __version__
-
-    tag = f"cpu-kernels-{__version__}-torch{torch.__version__}-py{sys.version_info.major}{sys.version_info.minor}"
-    return Path(root) / tag.replace("+", "_")
+    """Build directory of the CPU library (jit_cache.library_dir: per glm_plugin, torch and Python version)."""
+    return library_dir("cpu-kernels")
 
 
 def _missing_prerequisite() -> str | None:
@@ -86,30 +66,12 @@ def load_cpu_extension(verbose: bool = False) -> bool:
     """Compiles (first time) and loads the CPU kernels; True when `torch.ops.glm_plugin.*_cpu` are usable.
 
     Never raises: on failure `unavailable_reason()` says why."""
-    with _lock:
-        if "ok" in _state:
-            return bool(_state["ok"])
-        _state["ok"] = False
-        reason = _missing_prerequisite()
-        if reason is None:
-            try:
-                _build_and_load(verbose)
-                _state["ok"] = True
-            except Exception as exc:  # a compiler error must not take the engine down: fall back to the reference
-                reason = f"building the C++ CPU kernels failed ({type(exc).__name__}: {_first_lines(exc)})"
-        if reason is not None:  # the dispatcher reports it (once) together with the fallback it chose
-            _state["reason"] = reason
-            logger.debug("glm_plugin C++ CPU kernels unavailable: %s", reason)
-        return bool(_state["ok"])
+    return _load(lambda: _missing_prerequisite() or _build_and_load(verbose))
 
 
 def unavailable_reason() -> str | None:
     """Why `load_cpu_extension()` returned False (None if it succeeded or was not tried)."""
-    return _state.get("reason")  # type: ignore[return-value]
-
-
-def _first_lines(exc: BaseException, n: int = 6) -> str:
-    return " | ".join(str(exc).strip().splitlines()[:n])
+    return _load.reason
 
 
 def _build_and_load(verbose: bool) -> None:

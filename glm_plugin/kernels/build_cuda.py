@@ -1,5 +1,5 @@
 """Builds the sm_90a FP8 MoE CUDA kernels in csrc/cuda: the torch extension where CUDA torch and nvcc exist, and a
-compile-only check (nvcc + CUTLASS headers, then cuobjdump) that runs anywhere nvcc does, GPU or not.
+compile-only build (nvcc + CUTLASS headers) that runs anywhere nvcc does, GPU or not (`sass.py` inspects it).
 
 Why two builds: the kernels must be checked in CI, whose torch is CPU-only. The `.cu` files therefore include no
 torch headers and compile with nvcc alone (`compile_kernels`, cached by a hash of sources, flags and tools); only
@@ -7,9 +7,8 @@ torch headers and compile with nvcc alone (`compile_kernels`, cached by a hash o
 `.cu` files through torch.utils.cpp_extension (ahead of time with `python -m glm_plugin.kernels.build_cuda`).
 
 Tools are found without network access: nvcc from $NVCC, $CUDA_HOME or PATH; CUTLASS headers from
-$CUTLASS_INCLUDE or the `nvidia-cutlass` wheel (cutlass_library/source/include); cuobjdump and nvdisasm from
-$CUDA_HOME, PATH or the `nvidia-cuda-cuobjdump` / `nvidia-cuda-nvdisasm` wheels. Missing tools give a reason
-naming the package to install, never an exception at import.
+$CUTLASS_INCLUDE or the `nvidia-cutlass` wheel (cutlass_library/source/include). Missing tools give a reason
+naming the package to install, never an exception at import. Standard library only at import.
 """
 
 from __future__ import annotations
@@ -24,10 +23,11 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from .jit_cache import LoadOnce, cache_root, library_dir, source_dir
 
 logger = logging.getLogger("glm_plugin.kernels")
 
@@ -39,23 +39,15 @@ BINDING_SOURCE = "cuda/torch_binding.cpp"
 HOST_SOURCE = "cuda/moe_host_capi.cpp"
 HEADERS = ("cuda/moe_plan.h", "cuda/moe_gemm.h", "cuda/moe_gemm_sm90.cuh", "cuda/moe_cuda.h")
 CUTLASS_PACKAGE = "nvidia-cutlass==4.2.0.0"
-TOOLS_PACKAGES = "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm"
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
+_load = LoadOnce("CUDA kernels")
 
 
 class CompileError(RuntimeError):
     """nvcc or g++ rejected a source; the message carries the command and the compiler's first lines."""
 
 
-def source_dir() -> Path:
-    from .build import source_dir as csrc
-
-    return csrc()
-
-
-def _wheel_dir(package: str, *parts: str) -> Path | None:
+def wheel_dir(package: str, *parts: str) -> Path | None:
     """A directory inside an installed (namespace) package, found without importing it."""
     try:
         spec = importlib.util.find_spec(package)
@@ -83,32 +75,8 @@ def cutlass_include() -> Path | None:
     env = os.environ.get("CUTLASS_INCLUDE")
     if env:
         return Path(env) if Path(env, "cutlass", "cutlass.h").exists() else None
-    found = _wheel_dir("cutlass_library", "source", "include")
+    found = wheel_dir("cutlass_library", "source", "include")
     return found if found and (found / "cutlass" / "cutlass.h").exists() else None
-
-
-def _tool(name: str) -> str | None:
-    nvcc = nvcc_path()
-    places = [os.environ.get(name.upper())]
-    if nvcc:
-        places.append(os.path.join(os.path.dirname(nvcc), name))
-    places.append(shutil.which(name))
-    wheel = _wheel_dir("nvidia", "cu13", "bin")
-    if wheel:
-        places.append(str(wheel / name))
-    for candidate in places:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def cuobjdump_path() -> str | None:
-    return _tool("cuobjdump")
-
-
-def nvdisasm_path() -> str | None:
-    """cuobjdump -sass runs nvdisasm, which nvcc installs do not always ship."""
-    return _tool("nvdisasm")
 
 
 def cuda_include() -> Path | None:
@@ -166,14 +134,6 @@ def _source_hash(files: tuple[str, ...], extra: list[str]) -> str:
     for item in extra:
         h.update(item.encode())
     return h.hexdigest()[:20]
-
-
-def cache_root() -> Path:
-    root = os.environ.get("GLM_PLUGIN_CACHE")
-    if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "glm_plugin")
-    return Path(root)
 
 
 @dataclasses.dataclass
@@ -251,80 +211,6 @@ def build_host_library(directory: Path | None = None) -> Path:
     return lib
 
 
-# ---- inspecting the objects ------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class KernelResources:
-    name: str
-    registers: int
-    stack: int
-    local: int
-    shared: int
-
-
-def resource_usage(obj: Path) -> list[KernelResources]:
-    """Per-kernel registers / stack / local / static shared bytes from `cuobjdump --dump-resource-usage`."""
-    tool = cuobjdump_path()
-    if tool is None:
-        raise CompileError(f"cuobjdump not found (`pip install {TOOLS_PACKAGES}`)")
-    text = subprocess.run([tool, "--dump-resource-usage", str(obj)], capture_output=True, text=True, check=True,
-                          timeout=300).stdout
-    found = []
-    name = None
-    for line in text.splitlines():
-        m = re.match(r"\s*Function (\S+):", line)
-        if m:
-            name = m.group(1)
-            continue
-        if name and "REG:" in line:
-            fields = dict(re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line))
-            found.append(KernelResources(name, int(fields["REG"]), int(fields["STACK"]), int(fields["LOCAL"]),
-                                         int(fields["SHARED"])))
-            name = None
-    return found
-
-
-_ADDR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
-
-
-def sass_functions(obj: Path) -> dict[str, list[tuple[int, str]]]:
-    """{kernel: [(address, instruction)]} from `cuobjdump -sass` (needs nvdisasm)."""
-    tool, disasm = cuobjdump_path(), nvdisasm_path()
-    if tool is None or disasm is None:
-        raise CompileError(f"cuobjdump/nvdisasm not found (`pip install {TOOLS_PACKAGES}`)")
-    env = dict(os.environ, PATH=os.path.dirname(disasm) + os.pathsep + os.environ.get("PATH", ""))
-    text = subprocess.run([tool, "-sass", str(obj)], capture_output=True, text=True, check=True, env=env,
-                          timeout=600).stdout
-    functions: dict[str, list[tuple[int, str]]] = {}
-    current = None
-    for line in text.splitlines():
-        m = re.match(r"\s*Function : (\S+)", line)
-        if m:
-            current = m.group(1)
-            functions[current] = []
-            continue
-        m = _ADDR.search(line)
-        if current and m:
-            functions[current].append((int(m.group(1), 16), m.group(2)))
-    return functions
-
-
-FP8_MMA = re.compile(r"\b[QH]GMMA\.\d+x\d+x\d+\.F32\.E4M3\.E4M3\b")
-_BRANCH = re.compile(r"\bBRA\b.*?0x([0-9a-f]+)\s*$")
-
-
-def fp8_mma_loops(instructions: list[tuple[int, str]]) -> tuple[int, int]:
-    """(FP8 warpgroup MMAs, how many of them sit inside a loop: between a backward branch and its target)."""
-    mma = [addr for addr, ins in instructions if FP8_MMA.search(ins)]
-    loops = []
-    for addr, ins in instructions:
-        m = _BRANCH.search(ins)
-        if m and int(m.group(1), 16) < addr:
-            loops.append((int(m.group(1), 16), addr))
-    in_loop = sum(1 for a in mma if any(lo <= a <= hi for lo, hi in loops))
-    return len(mma), in_loop
-
-
 # ---- the torch extension (needs CUDA torch) ---------------------------------------------------------------------
 
 def _missing_extension_prerequisite() -> str | None:
@@ -341,11 +227,9 @@ def _missing_extension_prerequisite() -> str | None:
 
 
 def extension_dir() -> Path:
-    """Where the torch extension is built and looked for (per torch version and Python)."""
-    import torch
-
-    return cache_root() / f"cuda-ext-torch{torch.__version__}-py{sys.version_info[0]}{sys.version_info[1]}".replace(
-        "+", "_")
+    """Where the torch extension is built and looked for (jit_cache.library_dir: per glm_plugin, torch and Python
+    version, so a serving process never loads a library built from another release's sources)."""
+    return library_dir("cuda-ext")
 
 
 def load_cuda_extension(verbose: bool = False, build: bool | None = None) -> bool:
@@ -354,48 +238,39 @@ def load_cuda_extension(verbose: bool = False, build: bool | None = None) -> boo
     `build=None` (the dispatcher, inside a serving process): compile only if the user opted in with
     GLM_PLUGIN_GPU_KERNELS=1, so no compiler runs in an engine unasked; a prebuilt library is always loaded.
     The ahead-of-time command and the benchmarks pass `build=True`."""
-    with _lock:
-        if "ok" in _state:
-            return bool(_state["ok"])
-        _state["ok"] = False
-        reason = _missing_extension_prerequisite()
-        if reason is None and not build and not (extension_dir() / f"{EXTENSION_NAME}.so").exists():
-            from .policy import ENV_OPT_IN, opted_in
+    return _load(lambda: _missing_to_load(build) or _build_and_load(verbose))
 
-            if build is False or not opted_in():
-                reason = (f"not built ahead of time in {extension_dir()} (python -m glm_plugin.kernels.build_cuda "
-                          f"builds it; {ENV_OPT_IN}=1 builds it on first use)")
-        if reason is None:
-            try:
-                _build_and_load(verbose)
-                _state["ok"] = True
-            except Exception as exc:  # a compile error must not take the engine down
-                reason = f"building the CUDA kernels failed ({type(exc).__name__}: {str(exc)[:600]})"
-        if reason is not None:
-            _state["reason"] = reason
-            logger.debug("glm_plugin CUDA kernels unavailable: %s", reason)
-        return bool(_state["ok"])
+
+def _missing_to_load(build: bool | None) -> str | None:
+    reason = _missing_extension_prerequisite()
+    if reason is None and not build and not (extension_dir() / f"{EXTENSION_NAME}.so").exists():
+        from .policy import ENV_OPT_IN, opted_in
+
+        if build is False or not opted_in():
+            reason = (f"not built ahead of time in {extension_dir()} (python -m glm_plugin.kernels.build_cuda "
+                      f"builds it; {ENV_OPT_IN}=1 builds it on first use)")
+    return reason
 
 
 def unavailable_reason() -> str | None:
-    return _state.get("reason")  # type: ignore[return-value]
+    """Why `load_cuda_extension()` returned False (None if it succeeded or was not tried)."""
+    return _load.reason
 
 
 def _build_and_load(verbose: bool) -> None:
     import torch
     from torch.utils import cpp_extension
 
-    from . import register_ops
+    from . import ops  # noqa: F401  (defines the public ops this fragment joins)
 
-    register_ops()
     if torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cuda", "CUDA"):
         return
     src = source_dir()
     build = extension_dir()
     build.mkdir(parents=True, exist_ok=True)
     logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (about 4 minutes of nvcc on 2 "
-                "cores, once per torch version; `python -m glm_plugin.kernels.build_cuda` does it ahead of time)",
-                build)
+                "cores, once per glm_plugin and torch version; `python -m glm_plugin.kernels.build_cuda` does it "
+                "ahead of time)", build)
     # torch adds the -gencode flags from TORCH_CUDA_ARCH_LIST: exactly sm_90a here (wgmma and setmaxnreg do not
     # exist on other architectures, and an sm_90 without the "a" cannot use them either). Its
     # -D__CUDA_NO_HALF*_ defines are undone as CUTLASS-based extensions usually do.
@@ -423,27 +298,14 @@ def _build_and_load(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m glm_plugin.kernels.build_cuda`: build and load the extension (GPU image), or with --check,
-    compile the kernels for sm_90a and report SASS / resource figures (any machine with nvcc)."""
+    """`python -m glm_plugin.kernels.build_cuda`: build and load the extension (GPU image). The compile-only check
+    with its SASS / resource report is `python -m glm_plugin.kernels.sass` (any machine with nvcc)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--check", action="store_true", help="compile-only build + cuobjdump report, no torch")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.check:
-        built = compile_kernels()
-        print(f"objects in {built.directory} ({'cached' if built.cached else 'compiled'}; seconds {built.seconds})")
-        for rel, obj in built.objects.items():
-            for k in resource_usage(obj):
-                print(f"{rel}: {k.registers:3d} regs, stack {k.stack}, local {k.local}  {k.name[:90]}")
-            if nvdisasm_path():
-                for name, ins in sass_functions(obj).items():
-                    n, looped = fp8_mma_loops(ins)
-                    if n:
-                        print(f"{rel}: {n} FP8 wgmma ({looped} in a loop)  {name[:90]}")
-        return 0
     if not load_cuda_extension(verbose=args.verbose, build=True):
         print(f"glm_plugin CUDA kernels NOT built: {unavailable_reason()}", file=sys.stderr)
         return 1

@@ -1,9 +1,13 @@
-"""torch.library definitions of the glm_plugin ops: schemas, shape checks, fake (meta) implementations, and the
-CPU/CUDA implementations that hand each call to the implementation chosen by `glm_plugin.kernels`.
+"""torch.library definitions of the glm_plugin ops: schemas, the argument checks, fake (meta) implementations,
+and the CPU/CUDA implementations that check a call and hand it to the kernel `dispatch.py` chose.
 
 Why defined in Python rather than in csrc/bindings.cpp: the ops must exist (for torch.compile, for the engines'
-model code, for the reference fallback) on machines where the C++ library cannot be built. The C++ library adds
-private `*_cpu` ops to the same namespace and the CPU implementation here calls them.
+model code, for the reference fallback) on machines where the C++ library cannot be built. The C++ libraries add
+private `*_cpu` / `*_cuda` ops to the same namespace, which `dispatch.py` calls.
+
+The checks here are the user-facing ones: every bad shape, dtype or layout is refused with an error that names it,
+before any implementation runs (the fake implementations run them too, so torch.compile refuses the same calls).
+The private C++ ops repeat only what keeps them from reading or writing out of bounds (csrc/op_checks.h).
 
 Importing this module registers the ops; it is imported lazily by `glm_plugin.kernels.register_ops()`.
 """
@@ -12,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from . import dispatch, reference
+from .reference import BLOCK
 
 NAMESPACE = "glm_plugin"
 
@@ -43,12 +48,9 @@ def _check_scale(op: str, name: str, s: torch.Tensor, expected: tuple, layout: s
     if s.dtype != torch.float32:
         _fail(op, f"{name} must be float32, got {s.dtype}")
     if tuple(s.shape) != tuple(expected):
-        what = "[..., ceil(rows/128), ceil(cols/128)] (128x128 blocks)" if layout == "block" else "[..., rows, 1]"
+        what = (f"[..., ceil(rows/{BLOCK}), ceil(cols/{BLOCK})] ({BLOCK}x{BLOCK} blocks)" if layout == "block"
+                else "[..., rows, 1]")
         _fail(op, f"{name} has shape {tuple(s.shape)}, expected {tuple(expected)} for layout {layout!r} {what}")
-
-
-def _cdiv(a, b):
-    return (a + b - 1) // b
 
 
 def check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout) -> None:
@@ -65,12 +67,8 @@ def check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids,
     i = two_i // 2
     if tuple(w2.shape) != (e, h, i):
         _fail(op, f"w2 must be [E={e}, H={h}, I={i}], got {tuple(w2.shape)}")
-    if layout == "block":
-        _check_scale(op, "w13_scale", w13_scale, (e, _cdiv(two_i, 128), _cdiv(h, 128)), layout)
-        _check_scale(op, "w2_scale", w2_scale, (e, _cdiv(h, 128), _cdiv(i, 128)), layout)
-    else:
-        _check_scale(op, "w13_scale", w13_scale, (e, two_i, 1), layout)
-        _check_scale(op, "w2_scale", w2_scale, (e, h, 1), layout)
+    _check_scale(op, "w13_scale", w13_scale, (e, *reference.scale_shape(two_i, h, layout)), layout)
+    _check_scale(op, "w2_scale", w2_scale, (e, *reference.scale_shape(h, i, layout)), layout)
     if topk_ids.dim() != 2 or topk_ids.shape[0] != t or topk_ids.dtype not in (torch.int32, torch.int64):
         _fail(op, f"topk_ids must be [T={t}, k] int32/int64, got {tuple(topk_ids.shape)} {topk_ids.dtype}")
     if tuple(topk_weights.shape) != tuple(topk_ids.shape) or not topk_weights.dtype.is_floating_point:
@@ -85,8 +83,7 @@ def check_linear_args(x, weight, weight_scale, bias, layout) -> None:
     n, k = weight.shape
     if x.dim() < 1 or x.shape[-1] != k or x.dtype not in _ACT_DTYPES:
         _fail(op, f"x must be [..., K={k}] bfloat16/float16/float32, got {tuple(x.shape)} {x.dtype}")
-    expected = (_cdiv(n, 128), _cdiv(k, 128)) if layout == "block" else (n, 1)
-    _check_scale(op, "weight_scale", weight_scale, expected, layout)
+    _check_scale(op, "weight_scale", weight_scale, reference.scale_shape(n, k, layout), layout)
     if bias is not None and tuple(bias.shape) != (n,):
         _fail(op, f"bias must be [N={n}], got {tuple(bias.shape)}")
 
@@ -127,52 +124,25 @@ def _route_fake(router_logits, correction_bias, top_k, n_group, topk_group, reno
             router_logits.new_empty((t, top_k), dtype=torch.int32))
 
 
-# ---- real implementations: validate, then run the implementation dispatch chose ---------------------------------
+# ---- real implementations: check, then run the kernel dispatch chose -------------------------------------------
 
 def _moe_impl(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout):
-    from . import implementation
-
     check_moe_args(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
     if topk_ids.shape[1] == 0:  # no expert per token (top-k 0): the reference's sum over no experts, in every impl
         return torch.zeros_like(hidden)
-    impl = implementation("fp8_moe_experts", hidden.device, layout)
-    args = (hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
-    if impl == "cpp":
-        c = [a.contiguous() for a in args[:7]]
-        return torch.ops.glm_plugin.fp8_moe_experts_cpu(*c, layout)
-    if impl == "cuda":
-        return torch.ops.glm_plugin.fp8_moe_experts_cuda(*args)
-    if impl == "triton":
-        from . import triton_fp8_moe
-
-        return triton_fp8_moe.fp8_moe_experts(*args)
-    return reference.fp8_moe_experts(*args)
+    run = dispatch.kernel("fp8_moe_experts", hidden.device, layout)
+    return run(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout)
 
 
 def _linear_impl(x, weight, weight_scale, bias, layout):
-    from . import implementation
-
     check_linear_args(x, weight, weight_scale, bias, layout)
-    impl = implementation("fp8_linear", x.device, layout)
-    if impl == "cpp":
-        return torch.ops.glm_plugin.fp8_linear_cpu(x, weight.contiguous(), weight_scale.contiguous(), bias, layout)
-    if impl == "cuda":
-        return torch.ops.glm_plugin.fp8_linear_cuda(x, weight, weight_scale, bias, layout)
-    if impl == "triton":
-        from . import triton_fp8_moe
-
-        return triton_fp8_moe.fp8_linear(x, weight, weight_scale, bias, layout)
-    return reference.fp8_linear(x, weight, weight_scale, bias, layout)
+    return dispatch.kernel("fp8_linear", x.device, layout)(x, weight, weight_scale, bias, layout)
 
 
 def _route_impl(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor):
-    from . import implementation
-
     check_route_args(router_logits, correction_bias, top_k, n_group, topk_group)
-    args = (router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor)
-    if implementation("glm_route", router_logits.device) == "cuda":
-        return torch.ops.glm_plugin.glm_route_cuda(*args)
-    return reference.glm_route(*args)
+    return dispatch.kernel("glm_route", router_logits.device)(router_logits, correction_bias, top_k, n_group,
+                                                              topk_group, renormalize, routed_scaling_factor)
 
 
 _IMPLS = {"fp8_moe_experts": (_moe_impl, _moe_fake), "fp8_linear": (_linear_impl, _linear_fake),

@@ -6,7 +6,8 @@ been measured, so there the engine's stay the default until the user opts in by 
 us only when a compiled kernel of ours takes it: never the PyTorch reference on an accelerator.
 
 Pure and standard library only: the adapters pass in what they read from the engine (device, layer kind, layout)
-and the environment; the table in docs/kernels.md is this function written out.
+and the environment; which compiled kernels exist is dispatch.KERNELS; the table in docs/kernels.md is this
+function written out.
 """
 
 from __future__ import annotations
@@ -16,19 +17,13 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from .dispatch import LAYOUTS, compiled_kernels, why_unavailable
+
 ENV_OPT_IN = "GLM_PLUGIN_GPU_KERNELS"
 ENGINES = {"vllm": "vLLM", "sglang": "SGLang"}  # name -> how the log writes it
 LAYERS = ("linear", "experts")
-LAYOUTS = ("block", "channel")
 OURS, ENGINE = "glm_plugin", "engine"
-
-# Our compiled kernels per (device, layer, layout), in dispatch order (glm_plugin.kernels.IMPLEMENTATIONS):
-# csrc/cuda takes block-scaled experts on sm_90a; the Triton kernel takes both layouts' experts. No accelerator
-# fp8_linear exists, and nothing of ours has been built for ROCm, XPU or TPU.
-ACCELERATOR_KERNELS = {
-    ("cuda", "experts", "block"): ("cuda", "triton"),
-    ("cuda", "experts", "channel"): ("triton",),
-}
+_OPS = {"linear": "fp8_linear", "experts": "fp8_moe_experts"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 logger = logging.getLogger("glm_plugin.kernels")
@@ -59,7 +54,7 @@ def decide(engine: str, device: str, layer: str, layout: str, opted_in: bool) ->
     if not opted_in:
         return Decision(ENGINE, f"on {device} the engine's tuned FP8 kernels are the default "
                                 f"({ENV_OPT_IN}=1 tries glm_plugin's)")
-    kernels = ACCELERATOR_KERNELS.get((device, layer, layout), ())
+    kernels = compiled_kernels(_OPS[layer], device, layout)  # dispatch.KERNELS: nothing for ROCm, XPU, TPU
     if not kernels:
         return Decision(ENGINE, f"glm_plugin has no compiled {layout}-FP8 {layer} kernel for {device}")
     return Decision(OURS, f"opted in by {ENV_OPT_IN}", kernels)
@@ -78,7 +73,6 @@ def opted_in(environ: Mapping[str, str] | None = None) -> bool:
     return False
 
 
-_OPS = {"linear": "fp8_linear", "experts": "fp8_moe_experts"}
 _resolved: dict[tuple, Decision] = {}
 
 
@@ -90,9 +84,7 @@ def resolve(engine: str, device: str, layer: str, layout: str, environ: Mapping[
     if key not in _resolved:
         decision = decide(*key)
         if decision.ours and decision.kernels:
-            from glm_plugin import kernels
-
-            missing = {impl: kernels.why_unavailable(impl, _OPS[layer], device, layout) for impl in decision.kernels}
+            missing = {impl: why_unavailable(impl, _OPS[layer], device, layout) for impl in decision.kernels}
             if None not in missing.values():
                 decision = Decision(ENGINE, f"opted in by {ENV_OPT_IN}, but no compiled kernel of ours runs here: "
                                             + "; ".join(f"{impl}: {why}" for impl, why in missing.items()))

@@ -14,13 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-BLOCK = 128
-"""Side of a weight-scale block in zai-org's `quant_method: fp8` checkpoints (`weight_block_size: [128, 128]`)."""
+from glm_plugin.checkpoint import FP8_BLOCK as BLOCK  # noqa: F401 (kernels and tests read both here)
+from glm_plugin.checkpoint import SCALE_LAYOUTS as LAYOUTS
 
 FP8_MAX = 448.0
 """Largest finite float8_e4m3fn value."""
-
-LAYOUTS = ("block", "channel")
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -29,7 +27,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'block' (128x128 weight_scale_inv) or 'channel' (per-output-channel "
+        raise ValueError(f"layout must be 'block' ({BLOCK}x{BLOCK} weight_scale_inv) or 'channel' (per-output-channel "
                          f"weight_scale), got {layout!r}")
 
 

@@ -32,8 +32,8 @@ from . import reference
 BLOCK_M = 16
 """Sorted (token, slot) pairs per program; also the per-expert padding unit."""
 BLOCK_N = 64
-"""Output columns per program; divides 128, so a tile never straddles two rows of block scales."""
-BLOCK_K = 128
+"""Output columns per program; divides reference.BLOCK, so a tile never straddles two rows of block scales."""
+BLOCK_K = reference.BLOCK
 """K step; equal to the scale block so a block scale is constant over one step."""
 
 

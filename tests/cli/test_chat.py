@@ -7,8 +7,8 @@ import io
 
 from fake_glm_server import REASONING, FakeGlmServer
 
-from glm_plugin import chat
-from glm_plugin.chat_client import api_root
+from glm_plugin.command import chat
+from glm_plugin.command.endpoint import api_root
 
 
 def run_script(tmp_path, lines: str, **kw) -> tuple[str, list[dict]]:

@@ -8,7 +8,7 @@ import io
 import pytest
 from fake_glm_server import FakeGlmServer
 
-from glm_plugin import cli, conformance
+from glm_plugin.command import cli, conformance
 
 
 def run_check(fault):

@@ -9,7 +9,7 @@ import json
 import pytest
 from fake_glm_server import FakeGlmServer
 
-from glm_plugin import claude_code, cli
+from glm_plugin.command import claude_code, cli
 
 
 def test_output_cap_leaves_room_for_claude_codes_prompt():

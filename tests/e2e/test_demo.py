@@ -1,6 +1,6 @@
-"""`make demo`'s code path (`python -m glm_plugin.cli demo`) from start to exit: the server comes up with progress
-lines, the scripted chat shows thinking, typed tool calls, the local tools' results and answers that use them, the
-server is stopped and the command exits 0."""
+"""`make demo`'s code path (`python -m glm_plugin.command.cli demo`) from start to exit: the server comes up with
+progress lines, the scripted chat shows thinking, typed tool calls, the local tools' results and answers that use
+them, the server is stopped and the command exits 0."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_an_agent_round_trip_and_exits_0(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "glm_plugin.cli", "demo", "--log-dir", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "glm_plugin.command.cli", "demo", "--log-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-4000:]

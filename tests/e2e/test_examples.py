@@ -18,7 +18,7 @@ pytest.importorskip("vllm")
 pytest.importorskip("openai")
 pytest.importorskip("anthropic")
 
-from glm_plugin import chat, conformance  # noqa: E402
+from glm_plugin.command import chat, conformance  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

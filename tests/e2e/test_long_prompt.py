@@ -3,7 +3,7 @@ answered, and the engine is still alive.
 
 Why: vLLM's default lets a whole prompt be one engine step; on a 2-core AVX2 CPU a 47,000-token step outlived the
 engine's execute-model timeout (300 s), the engine died and every later request got HTTP 500. The servers we start
-on a CPU bound a step to `CPU_STEP_TOKENS` (glm_plugin/cli.py), so a long prompt is prefilled in chunks.
+on a CPU bound a step to `CPU_STEP_TOKENS` (glm_plugin/command/cpu_server.py), so a long prompt is prefilled in chunks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from glm_plugin.cli import CPU_STEP_TOKENS, DEMO_MODEL_NAME
+from glm_plugin.command.cpu_server import CPU_STEP_TOKENS, DEMO_MODEL_NAME
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """`glm-plugin serve --demo --host 0.0.0.0` answers on this machine's non-loopback address, which is what a laptop
 uses to reach a GPU box, and the URL it prints for other machines is one that works. The server is the real
-command (`python -m glm_plugin.cli serve`, exec'ing vLLM), the one the end-to-end modules share (conftest.py).
+command (`python -m glm_plugin.command.cli serve`, exec'ing vLLM), the one the end-to-end modules share (conftest.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from glm_plugin.chat_client import ChatEndpoint, reply_from_completion  # noqa: E402
-from glm_plugin.cli import DEMO_MODEL_NAME  # noqa: E402
-from glm_plugin.serve_command import lan_addresses  # noqa: E402
+from glm_plugin.command.chat_client import ChatEndpoint, reply_from_completion  # noqa: E402
+from glm_plugin.command.cpu_server import DEMO_MODEL_NAME  # noqa: E402
+from glm_plugin.command.serve_command import lan_addresses  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 

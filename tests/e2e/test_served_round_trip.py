@@ -22,8 +22,8 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 
-from glm_plugin.cli import DEMO_MODEL_NAME, cpu_environment  # noqa: E402
-from glm_plugin.conformance import schema_errors  # noqa: E402
+from glm_plugin.command.cpu_server import DEMO_MODEL_NAME, cpu_environment  # noqa: E402
+from glm_plugin.command.conformance import schema_errors  # noqa: E402
 from greedy_parity import BF16_NOISE_LIMIT, assert_same_within_noise  # noqa: E402
 from served import mtp_args, serve_demo  # noqa: E402
 
@@ -196,7 +196,8 @@ def test_server_runs_our_parsers():
         " ReasoningParserManager.get_reasoning_parser('glm45').__module__)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180)
-    assert out.stdout.split()[-2:] == ["glm_plugin.engines.vllm.parsers"] * 2, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["glm_plugin.engines.vllm.tools", "glm_plugin.engines.vllm.reasoning"], \
+        out.stderr[-2000:]
 
 
 def test_server_runs_our_model_and_mtp_drafts(server):

@@ -236,12 +236,12 @@ def test_served_tool_call_round_trip_on_fp8(checkpoints, tmp_path, layout):
     openai = pytest.importorskip("openai")
     from test_served_round_trip import ASK, RESULT, TOOLS, _reasoning
 
-    from glm_plugin.demo import free_port
-    from glm_plugin.server_process import ServerProcess
+    from glm_plugin.command.demo import free_port
+    from glm_plugin.command.server_process import ServerProcess
 
     port = free_port()
-    cmd = [sys.executable, "-m", "glm_plugin.cli", "serve", "--model", str(checkpoints(layout)), "--gpus", "0",
-           "--port", str(port), "--served-model-name", "glm-fp8", "--", "--dtype", "bfloat16", "--enforce-eager"]
+    cmd = [sys.executable, "-m", "glm_plugin.command.cli", "serve", "--model", str(checkpoints(layout)),
+           "--gpus", "0", "--port", str(port), "--served-model-name", "glm-fp8", "--", "--dtype", "bfloat16", "--enforce-eager"]
     env = {k: v for k, v in os.environ.items() if k != "GLM_PLUGIN_DISABLE"}
     base = f"http://127.0.0.1:{port}"
     with ServerProcess(cmd, base, tmp_path / "vllm.log", env) as process:

@@ -96,7 +96,11 @@ PROBE = textwrap.dedent(
 
 
 def run(code: str, *, disable: str | None = None, stand_ins: bool) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", SGLANG_PLUGINS="glm_plugin")
+    # SGLang's top-k is torch.compile'd. Inductor's FX-graph cache keys a graph without the thread count it generated
+    # code for: an entry written by another test's process (OpenMP code for 2 threads) was hit here, where the same
+    # graph compiles to a one-thread kernel, and the process aborted ("double free or corruption"). The compiled C++
+    # is still reused: its cache is keyed by its source.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", SGLANG_PLUGINS="glm_plugin", TORCHINDUCTOR_FX_GRAPH_CACHE="0")
     env.pop("GLM_PLUGIN_DISABLE", None)
     env.pop("SGLANG_EXTERNAL_MODEL_PACKAGE", None)
     if disable is not None:
@@ -272,7 +276,7 @@ BUILD = textwrap.dedent(
     from sglang.srt.server_args import ServerArgs
     from sglang.test.parallel_groups import publish
     from transformers import AutoConfig
-    from glm_plugin.engines import checkpoint_names as cn
+    import sys; sys.path.insert(0, %(asset)r + "/../../../tests/support"); import checkpoint_tensors as cn
     from glm_plugin.engines.sglang import model
 
     ASSET = %(asset)r
@@ -297,7 +301,7 @@ BUILD = textwrap.dedent(
     out["eh_proj"] = torch.equal(params["model.eh_proj.weight"], tensors[f"model.layers.{n}.eh_proj.weight"])
     out["norm"] = torch.equal(params["model.shared_head.norm.weight"],
                               tensors[f"model.layers.{n}.shared_head.norm.weight"])
-    # SGLang's loader stacked the MTP layer's experts exactly as checkpoint_names says the op wants them.
+    # SGLang's loader stacked the MTP layer's experts exactly as the checkpoint facts say the op wants them.
     stacked = cn.stack_experts(tensors.__getitem__, n, config.n_routed_experts)
     out["w13"] = torch.equal(params["model.decoder.mlp.experts.w13_weight"], stacked["w13"])
     out["w2"] = torch.equal(params["model.decoder.mlp.experts.w2_weight"], stacked["w2"])
@@ -332,7 +336,7 @@ BUILD = textwrap.dedent(
 def test_target_and_nextn_draft_build_and_load_the_bundled_checkpoint_on_cpu():
     res = run(BUILD, stand_ins=True)
     assert res["eh_proj"] and res["norm"], res
-    assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_names.stack_experts disagree"
+    assert res["w13"] and res["w2"], "SGLang's expert loader and checkpoint_tensors.stack_experts disagree"
     assert res["embed_untouched"]
     assert "Glm4MoeForCausalLMNextN built by glm_plugin" in res["log_full"]
     assert "has no" not in res["log_full"]
@@ -355,7 +359,7 @@ FP8 = textwrap.dedent(
     from sglang.srt.server_args import ServerArgs
     from sglang.test.parallel_groups import publish
     from transformers import AutoConfig
-    from glm_plugin.engines import checkpoint_names as cn
+    from glm_plugin import checkpoint as cn
     from glm_plugin.engines.sglang import model
     from glm_plugin.kernels import reference
 

@@ -39,7 +39,11 @@ def test_explicit_template_kwargs_win():
 
 def test_vllm_requests_carry_the_switch_into_template_kwargs():
     pytest.importorskip("vllm")
-    import glm_plugin.engines.vllm.parsers  # noqa: F401  (loading the GLM parsers installs the mapping)
+    import vllm.plugins
+
+    import glm_plugin.engines.vllm.reasoning  # noqa: F401  (a server running the GLM parsers has loaded them)
+
+    vllm.plugins.load_general_plugins()  # the plugin installs the mapping
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
     def kwargs(**fields):
@@ -65,7 +69,7 @@ def sglang_chat_call(parsers, body):
     from sglang.srt.entrypoints.openai.protocol import ChatCompletionRequest
     from starlette.requests import Request
 
-    from glm_plugin.engines.sglang import _accept_hosted_thinking_switches
+    from glm_plugin.engines.sglang.patches import accept_hosted_thinking_switches as _accept_hosted_thinking_switches
 
     class OpenAIServingChat:
         def __init__(self, reasoning_parser, tool_call_parser):

@@ -95,10 +95,11 @@ def test_mtp_config_override_refuses_a_glm_target_without_mtp_layer_before_vllms
     from vllm.config.speculative import SpeculativeConfig
 
     from glm_plugin.engines import vllm as plugin
+    from glm_plugin.engines.vllm import patches
 
     vllm.plugins.load_general_plugins()
     plugin.register()
-    assert SpeculativeConfig.hf_config_override is plugin.mtp_hf_config_override
+    assert SpeculativeConfig.hf_config_override is patches.mtp_hf_config_override
 
     kinds = {"Glm4MoeForCausalLM": Glm4MoeConfig, "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
              "LlamaForCausalLMEagle3": LlamaConfig}

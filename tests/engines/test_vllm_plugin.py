@@ -42,7 +42,8 @@ def test_managers_answer_with_our_classes():
     from vllm.reasoning import ReasoningParserManager
     from vllm.tool_parsers import ToolParserManager
 
-    from glm_plugin.engines.vllm.parsers import GlmReasoningParser, GlmToolParser
+    from glm_plugin.engines.vllm.reasoning import GlmReasoningParser
+    from glm_plugin.engines.vllm.tools import GlmToolParser
 
     for name in ("glm45", "glm47"):
         assert ToolParserManager.get_tool_parser(name) is GlmToolParser
@@ -50,7 +51,8 @@ def test_managers_answer_with_our_classes():
 
 
 def test_parser_manager_composes_our_parsers(tokenizer):
-    from glm_plugin.engines.vllm.parsers import GlmReasoningParser, GlmToolParser
+    from glm_plugin.engines.vllm.reasoning import GlmReasoningParser
+    from glm_plugin.engines.vllm.tools import GlmToolParser
 
     parser_cls = vllm_parser_class(tokenizer, tool="glm47", reasoning="glm45")
     assert parser_cls.tool_parser_cls is GlmToolParser
@@ -176,7 +178,7 @@ def test_tool_choice_none_and_no_tools_leave_markup_in_content(tokenizer):
 
 
 def test_malformed_schema_is_one_clear_error(tokenizer):
-    from glm_plugin.engines.vllm.parsers import GlmToolParser
+    from glm_plugin.engines.vllm.tools import GlmToolParser
 
     bad = tool("broken", {"x": {"type": "string"}})
     bad["function"]["parameters"]["properties"] = ["x"]

@@ -66,8 +66,8 @@ def _server(tmp_path_factory, name: str, extra: list[str], model: Path = ASSET, 
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
-    from glm_plugin.demo import free_port
-    from glm_plugin.server_process import ServerProcess
+    from glm_plugin.command.demo import free_port
+    from glm_plugin.command.server_process import ServerProcess
 
     port = free_port()
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", str(model), "--host", "127.0.0.1",

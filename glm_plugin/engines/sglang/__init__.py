@@ -4,8 +4,17 @@
 OpenAI serving) and the scheduler, detokenizer and DP-controller processes. SGLang's registries are plain class
 dicts (`FunctionCallParser.ToolCallParserEnum`, `ReasoningParser.DetectorMap`) that take classes, not import
 strings, and a `HookRegistry` REPLACE does not reach dict values, so we write into the dicts; but only once SGLang
-itself imports those modules (`when_imported`), so processes that never parse pay nothing.
-`GLM_PLUGIN_DISABLE=parsers` keeps SGLang's built-ins.
+itself imports those modules (`when_imported`), so processes that never parse pay nothing. What we patch in
+SGLang's classes is in `patches.py`.
+
+What each `GLM_PLUGIN_DISABLE` part keeps as SGLang's own (the same split as in vLLM, `engines/vllm`):
+- `parsers`: the `glm45` / `glm47` tool-call and reasoning detectors (SGLang has no `glm47` reasoning name then),
+  and the parser patches (`patches.py`: the request handed to our reasoning detector, the hosted APIs' thinking
+  switches);
+- `model`: the GLM target and NextN draft classes, with their refusal of a draft without its MTP layer;
+- `kernels`: the FP8 routed experts run on SGLang's MoE runner. The hook that moves them to glm_plugin's op is
+  bound to the MoE layers of our model classes when they are built, so `model` off also keeps SGLang's runner
+  (vLLM's `kernels` part does not need our model classes).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
+from glm_plugin.checkpoint import SGLANG_DRAFT_ARCHITECTURES, TARGET_ARCHITECTURES
 from glm_plugin.engines import register_parts
 
 logger = logging.getLogger(__name__)
@@ -26,17 +36,20 @@ _requested: set[str] = set()
 
 def register() -> None:
     """Entry point: idempotent; each part registers at most once per process."""
+    from glm_plugin.engines.sglang import patches
+
     register_parts({
         "parsers": [
             ("sglang.srt.function_call.function_call_parser", _register_tool_parsers),
             ("sglang.srt.parser.reasoning_parser", _register_reasoning_parsers),
+            ("sglang.srt.parser.reasoning_parser", patches.pass_request_to_detector),
             ("sglang.srt.parser.reasoning_parser_names", _register_reasoning_names),
-            ("sglang.srt.entrypoints.openai.serving_chat", _accept_hosted_thinking_switches),
+            ("sglang.srt.entrypoints.openai.serving_chat", patches.accept_hosted_thinking_switches),
         ],
         "model": [
             ("sglang.srt.models.registry", _register_models),
         ],
-    }, _requested)  # "kernels": the FP8 expert hook lives in our model classes (engines/sglang/model.py)
+    }, _requested)  # "kernels": read where our model classes are built (engines/sglang/model.py)
 
 
 def _register_tool_parsers(module: ModuleType) -> None:
@@ -71,41 +84,8 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
     )
 
 
-def _accept_hosted_thinking_switches(module: ModuleType) -> None:
-    """Z.ai's `thinking: {"type": "enabled" | "disabled"}` and DashScope's top-level `enable_thinking: bool` become
-    `chat_template_kwargs.enable_thinking` for servers running our GLM parsers (SGLang declares `thinking` but only
-    reads it for MiniMax templates, and its request model drops `enable_thinking` on arrival, so that one is read
-    from the request's JSON body, which the web framework has already parsed and cached). A switch that cannot be
-    read is a 400 naming the field, before SGLang's own handling starts."""
-    from glm_plugin.engines.thinking_dialects import ThinkingDialectError, merged_template_kwargs
-
-    serving = module.OpenAIServingChat
-    original = serving.handle_request
-    if getattr(original, "glm_plugin", False):
-        return
-
-    async def handle_request(self, request, raw_request):
-        if self.reasoning_parser in REASONING_PARSERS or self.tool_call_parser in TOOL_PARSERS:
-            fields = {"thinking": getattr(request, "thinking", None)}
-            try:
-                body = await raw_request.json() if raw_request is not None else None
-            except Exception:  # noqa: BLE001 - no readable JSON body: only the declared fields count
-                body = None
-            if isinstance(body, dict) and "enable_thinking" in body:
-                fields["enable_thinking"] = body["enable_thinking"]
-            try:
-                request.chat_template_kwargs = merged_template_kwargs(request.chat_template_kwargs, fields)
-            except ThinkingDialectError as error:
-                return self.create_error_response(str(error))
-        return await original(self, request, raw_request)
-
-    handle_request.glm_plugin = True
-    serving.handle_request = handle_request
-
-
 # Architecture names whose registry entries become ours (SGLang keys its registry by class name).
-MODEL_ARCHS = ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLM",
-               "Glm4MoeLiteForCausalLMNextN")
+MODEL_ARCHS = TARGET_ARCHITECTURES + SGLANG_DRAFT_ARCHITECTURES
 _model_import_failure: list[str] = []
 
 

@@ -6,7 +6,7 @@ How the experts are routed (see docs/engines.md, "SGLang model registration"): S
 is dispatch -> `run_moe_core` (the quantisation method's expert compute) -> combine -> all-reduce. We replace only
 `run_moe_core`, per MoE layer instance, after SGLang built the layer; dispatch, combine, the TP all-reduce, routing
 and the shared expert stay SGLang's. The replacement checks on each call (so after weights are loaded or updated)
-that the layer holds plain FP8 experts in the op's layout (`checkpoint_names.op_expert_weights`); anything else
+that the layer holds plain FP8 experts in the op's layout (`checkpoint.op_expert_weights`); anything else
 (bf16 weights, expert parallelism, a backend that re-encoded the scales) keeps SGLang's path, the reason logged once.
 Whose kernel runs is also the device policy's (glm_plugin/kernels/policy.py): ours on CPU; on a GPU SGLang's own
 runner unless GLM_PLUGIN_GPU_KERNELS=1. `GLM_PLUGIN_DISABLE=kernels` leaves every layer unhooked.
@@ -18,7 +18,6 @@ already imports every SGLang model module; importing SGLang here at module level
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable
 
 import torch
@@ -28,8 +27,9 @@ from sglang.srt.layers.moe.topk import TopKOutputChecker
 from sglang.srt.models import glm4_moe as _sgl_glm
 from sglang.srt.models import glm4_moe_nextn as _sgl_nextn
 
-from glm_plugin.engines import checkpoint_names as names
+from glm_plugin import checkpoint as names
 from glm_plugin.engines import part_enabled
+from glm_plugin.engines.log_once import log_once
 from glm_plugin.kernels import policy
 
 logger = logging.getLogger("sglang.glm_plugin.model")
@@ -39,16 +39,7 @@ logger = logging.getLogger("sglang.glm_plugin.model")
 # expect the experts' runner to have applied it.
 _RUNNER_SCALES = bool(getattr(_sgl_glm, "_is_cuda", False) or getattr(_sgl_glm, "_use_aiter", False))
 
-_logged: set[str] = set()
-_log_lock = threading.Lock()
-
-
-def _log_once(key: str, level: int, msg: str, *args) -> None:
-    with _log_lock:
-        if key in _logged:
-            return
-        _logged.add(key)
-    logger.log(level, msg, *args)
+NEXTN_FLAG = "--speculative-algorithm EAGLE (NextN)"  # named in a draft's refusal of a checkpoint without MTP
 
 
 def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
@@ -82,14 +73,14 @@ def _device_kind(tensor: torch.Tensor) -> str:
 def _run_moe_core(layer: FusedMoE, original, dispatch_output):
     found = _op_path(layer, dispatch_output)
     if isinstance(found, str):
-        _log_once(f"fallback:{found}", logging.INFO,
-                  "glm_plugin: GLM routed experts use SGLang's MoE runner: %s", found)
+        log_once(logger, f"fallback:{found}", logging.INFO,
+                 "glm_plugin: GLM routed experts use SGLang's MoE runner: %s", found)
         return original(dispatch_output)
     layout, (w13, w13_scale, w2, w2_scale) = found
     hidden = dispatch_output.hidden_states
     weights, ids = dispatch_output.topk_output.topk_weights, dispatch_output.topk_output.topk_ids
-    _log_once(f"op:{layout}", logging.INFO,
-              "glm_plugin: GLM routed experts run on glm_plugin::fp8_moe_experts (%s scales)", layout)
+    log_once(logger, f"op:{layout}", logging.INFO,
+             "glm_plugin: GLM routed experts run on glm_plugin::fp8_moe_experts (%s scales)", layout)
     from glm_plugin import kernels
 
     out = kernels.fp8_moe_experts(hidden, w13, w13_scale, w2, w2_scale, weights, ids, layout)
@@ -128,9 +119,9 @@ def _built(model: torch.nn.Module) -> None:
         kernels = f"{route_experts_through_op(model)} MoE layers may use glm_plugin's FP8 op"
     else:
         kernels = "its FP8 experts stay on SGLang's runner: GLM_PLUGIN_DISABLE=kernels"
-    _log_once(f"built:{type(model).__name__}", logging.INFO,
-              "glm_plugin: %s built by glm_plugin (SGLang's class; %s; GLM_PLUGIN_DISABLE=model restores SGLang's)",
-              type(model).__name__, kernels)
+    log_once(logger, f"built:{type(model).__name__}", logging.INFO,
+             "glm_plugin: %s built by glm_plugin (SGLang's class; %s; GLM_PLUGIN_DISABLE=model restores SGLang's)",
+             type(model).__name__, kernels)
 
 
 def _nextn_index(config) -> int:
@@ -156,32 +147,44 @@ def _check_nextn_loaded(config, seen: list[str]) -> None:
             "on random weights. Use the original checkpoint, or drop --speculative-algorithm.")
     for module, target in names.NEXTN_TIED.items():
         if f"{prefix}{module}.weight" not in seen:
-            _log_once(f"tied:{module}", logging.INFO,
-                      "glm_plugin: MTP layer %d has no %s; the draft uses the target's %s (SGLang's EAGLE worker "
-                      "binds the target's embedding and head to the draft)", index, module, target)
+            log_once(logger, f"tied:{module}", logging.INFO,
+                     "glm_plugin: MTP layer %d has no %s; the draft uses the target's %s (SGLang's EAGLE worker "
+                     "binds the target's embedding and head to the draft)", index, module, target)
 
 
-class Glm4MoeForCausalLM(_sgl_glm.Glm4MoeForCausalLM):
-    """GLM-4.5/4.6/4.7: SGLang's class; FP8 routed experts through glm_plugin's op."""
-
-    def __init__(self, config, quant_config=None, prefix: str = "") -> None:
-        super().__init__(config, quant_config=quant_config, prefix=prefix)
-        _built(self)
-
-
-class Glm4MoeForCausalLMNextN(_sgl_nextn.Glm4MoeForCausalLMNextN):
-    """The GLM MTP layer as SGLang's EAGLE draft: SGLang's class, checked before build and after loading."""
+def _glm_subclass(base: type, doc: str, *, draft: bool = False, check_loaded: bool = False) -> type:
+    """SGLang's GLM class `base`, subclassed under its own name: SGLang builds the model, then `_built` hooks its
+    MoE layers; a NextN `draft` first refuses a checkpoint without an MTP layer, and with `check_loaded` also one
+    whose MTP layer was stripped. One `__init__` for all four classes, made here rather than by a leading mixin so
+    that SGLang's class stays the class right after ours in the MRO (`__mro__[1]`, as the registry tests read it).
+    """
+    name = base.__name__
 
     def __init__(self, config, quant_config=None, prefix: str = "") -> None:
-        names.check_has_nextn_layer(config, engine_flag="--speculative-algorithm EAGLE (NextN)")
-        super().__init__(config, quant_config=quant_config, prefix=prefix)
+        if draft:
+            names.check_has_nextn_layer(config, engine_flag=NEXTN_FLAG)
+        super(cls, self).__init__(config, quant_config=quant_config, prefix=prefix)
         _built(self)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
         seen: list[str] = []
-        result = super().load_weights(_recording(weights, seen))
+        result = super(cls, self).load_weights(_recording(weights, seen))
         _check_nextn_loaded(self.config, seen)
         return result
+
+    body = {"__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name}
+    if check_loaded:
+        body["load_weights"] = load_weights
+    cls = type(name, (base,), body)
+    return cls
+
+
+Glm4MoeForCausalLM = _glm_subclass(
+    _sgl_glm.Glm4MoeForCausalLM, "GLM-4.5/4.6/4.7: SGLang's class; FP8 routed experts through glm_plugin's op.")
+Glm4MoeForCausalLMNextN = _glm_subclass(
+    _sgl_nextn.Glm4MoeForCausalLMNextN,
+    "The GLM MTP layer as SGLang's EAGLE draft: SGLang's class, checked before build and after loading.",
+    draft=True, check_loaded=True)
 
 
 def _lite_classes():
@@ -192,26 +195,12 @@ def _lite_classes():
     except ImportError as error:
         logger.info("glm_plugin: SGLang's GLM-4.7-Flash classes are unavailable (%s); keeping SGLang's", error)
         return []
-
-    class Glm4MoeLiteForCausalLM(_lite.Glm4MoeLiteForCausalLM):
-        """GLM-4.7-Flash: SGLang's class; FP8 routed experts through glm_plugin's op."""
-
-        def __init__(self, config, quant_config=None, prefix: str = "") -> None:
-            super().__init__(config, quant_config=quant_config, prefix=prefix)
-            _built(self)
-
-    class Glm4MoeLiteForCausalLMNextN(_lite_nextn.Glm4MoeLiteForCausalLMNextN):
-        """GLM-4.7-Flash's MTP layer as SGLang's EAGLE draft."""
-
-        def __init__(self, config, quant_config=None, prefix: str = "") -> None:
-            names.check_has_nextn_layer(config, engine_flag="--speculative-algorithm EAGLE (NextN)")
-            super().__init__(config, quant_config=quant_config, prefix=prefix)
-            _built(self)
-
-    Glm4MoeLiteForCausalLM.__module__ = Glm4MoeLiteForCausalLMNextN.__module__ = __name__
-    Glm4MoeLiteForCausalLM.__qualname__ = "Glm4MoeLiteForCausalLM"
-    Glm4MoeLiteForCausalLMNextN.__qualname__ = "Glm4MoeLiteForCausalLMNextN"
-    return [Glm4MoeLiteForCausalLM, Glm4MoeLiteForCausalLMNextN]
+    return [
+        _glm_subclass(_lite.Glm4MoeLiteForCausalLM,
+                      "GLM-4.7-Flash: SGLang's class; FP8 routed experts through glm_plugin's op."),
+        _glm_subclass(_lite_nextn.Glm4MoeLiteForCausalLMNextN,
+                      "GLM-4.7-Flash's MTP layer as SGLang's EAGLE draft.", draft=True),
+    ]
 
 
 # What the registry maps: architecture name -> our class (SGLang keys its registry by class __name__).

@@ -18,7 +18,7 @@ from sglang.srt.function_call.glm4_moe_detector import Glm4MoeDetector
 from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
 
 from glm_plugin.engines.call_state import record_finished_call
-from glm_plugin.engines.unvalidated import checked
+from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
     ContentDelta,
     ToolArgsDelta,
@@ -30,19 +30,13 @@ from glm_plugin.formats import (
 from glm_plugin.formats.tags import CALL_OPEN
 
 
-def _fast_args_result(index: int, text: str, _new=object.__new__, _set=object.__setattr__) -> StreamingParseResult:
-    # instance() inlined twice: this runs once per token of every streamed argument.
-    item = _new(ToolCallItem)
-    _set(item, "__dict__", {"tool_index": index, "name": None, "parameters": text})
-    _set(item, "__pydantic_fields_set__", {"tool_index", "parameters"})
-    _set(item, "__pydantic_extra__", None)
-    _set(item, "__pydantic_private__", None)
-    result = _new(StreamingParseResult)
-    _set(result, "__dict__", {"normal_text": "", "calls": [item]})
-    _set(result, "__pydantic_fields_set__", {"calls"})
-    _set(result, "__pydantic_extra__", None)
-    _set(result, "__pydantic_private__", None)
-    return result
+_new_item = instance(ToolCallItem)
+_new_result = instance(StreamingParseResult)
+
+
+def _fast_args_result(index: int, text: str) -> StreamingParseResult:
+    item = _new_item({"tool_index": index, "name": None, "parameters": text}, {"tool_index", "parameters"})
+    return _new_result({"normal_text": "", "calls": [item]}, {"calls"})
 
 
 def _args_result(index: int, text: str) -> StreamingParseResult:

@@ -1,16 +1,15 @@
 """SGLang reasoning detector over glm_plugin.formats: `ThinkingSplitter` events in, SGLang parse results out.
 
-Imports nothing from `sglang.srt.function_call` (see `parsers.py`).
+Imports nothing from `sglang.srt.function_call` (see `parsers.py`). SGLang imports this module when it imports its
+reasoning registry; importing it changes nothing in SGLang (what we patch is in `patches.py`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from typing import Any, Mapping
 
-from sglang.srt.parser.reasoning_parser import Glm45Detector, ReasoningParser
+from sglang.srt.parser.reasoning_parser import Glm45Detector
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
 from glm_plugin.engines.rendered_prompt import start_from_template
@@ -27,7 +26,7 @@ class GlmReasoningDetector(Glm45Detector):
     tokenizer. With the tokenizer we render the checkpoint's template's generation prompt to learn whether it
     opens `<think>` itself (GLM-4.7) or lets the model do it (GLM-4.5/4.6); a GLM-4.5 model that answers
     directly then gets content, not reasoning. `ReasoningParser` then hands us the request's own template kwargs
-    (`use_request`, see `pass_request_to_detector`), which is what GLM-5.x templates decide by.
+    (`use_request`, see `patches.pass_request_to_detector`), which is what GLM-5.x templates decide by.
     """
 
     def __init__(
@@ -120,35 +119,3 @@ def request_template_kwargs(request: Any) -> dict[str, Any] | None:
     merged = {"reasoning_effort": effort} if effort is not None else {}
     merged.update(kwargs or {})
     return merged
-
-
-def pass_request_to_detector() -> None:
-    """Hand our detector the request `ReasoningParser` was built for.
-
-    SGLang passes a detector `force_reasoning` (derived from `enable_thinking` alone) and the tokenizer, never the
-    request, so a template whose generation prompt depends on `reasoning_effort` or on no switch at all (GLM-5.3
-    always thinks) would be misread. Wraps `ReasoningParser.__init__` once; other detectors are untouched. Where
-    SGLang's signature no longer has `request`, logs that once and leaves SGLang's behaviour.
-    """
-    original = ReasoningParser.__init__
-    if getattr(original, "glm_plugin", False):
-        return
-    signature = inspect.signature(original)
-    if "request" not in signature.parameters:
-        logger.info("glm_plugin: SGLang's ReasoningParser takes no request; GLM templates are read with "
-                    "enable_thinking only")
-        return
-
-    @functools.wraps(original)
-    def __init__(self: ReasoningParser, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        if isinstance(self.detector, GlmReasoningDetector):
-            request = signature.bind(self, *args, **kwargs).arguments.get("request")
-            if request is not None:
-                self.detector.use_request(request)
-
-    __init__.glm_plugin = True  # type: ignore[attr-defined]
-    ReasoningParser.__init__ = __init__
-
-
-pass_request_to_detector()

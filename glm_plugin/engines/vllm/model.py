@@ -26,26 +26,9 @@ from vllm.model_executor.models import glm4_moe_lite as _vllm_glm_lite
 from vllm.model_executor.models.interfaces import EagleModelMixin, SupportsEagle3
 from vllm.sequence import IntermediateTensors
 
+from glm_plugin.checkpoint import default_aux_layers
+
 logger = init_logger("vllm.glm_plugin.model")
-
-# How many auxiliary hidden states an EAGLE-3 head concatenates (its `fc` takes 3 * hidden_size).
-EAGLE3_NUM_AUX = 3
-
-
-def default_aux_layers(num_layers: int) -> tuple[int, ...]:
-    """The layers whose outputs feed an EAGLE-3 head when the head's config does not name them.
-
-    Index k is the residual stream after k decoder layers (0 = the embeddings), as in vLLM's Llama and Qwen
-    targets. The usual choice (2, L // 2, L - 3) (low, middle, high) collapses for shallow models: for L = 4 it
-    is (2, 2, 1), only two distinct layers, and a 3-input head would get the wrong width. Then take three distinct
-    layers spread over 1 .. L - 1 instead (for L = 4: 1, 2, 3), and for L < 3 every layer there is.
-    """
-    usual = (2, num_layers // 2, num_layers - 3)
-    if len(set(usual)) == EAGLE3_NUM_AUX and min(usual) >= 1:
-        return usual
-    if num_layers - 1 >= EAGLE3_NUM_AUX:
-        return (1, num_layers // 2, num_layers - 1)
-    return tuple(range(1, num_layers + 1))
 
 
 def check_parallel_sizes(config, parallel_config) -> None:

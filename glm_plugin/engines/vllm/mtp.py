@@ -8,7 +8,7 @@ harmless; with pipeline stages the draft keeps what it loaded, and vLLM's GLM-4.
 target's `lm_head.weight` even when the layer has its own (the shard order decides which copy wins) while its
 GLM-4.7-Flash class never looks at the target's tensors. Here, for both: the layer's own tensors win, the target's
 fill only what the layer lacks, and a checkpoint with neither is refused by name. A checkpoint without any MTP layer
-is refused at config time (engines/vllm/__init__.py, before vLLM's ZeroDivisionError) and again here.
+is refused at config time (engines/vllm/patches.py, before vLLM's ZeroDivisionError) and again here.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from vllm.logger import init_logger
 from vllm.model_executor.models import glm4_moe_lite_mtp as _vllm_lite_mtp
 from vllm.model_executor.models import glm4_moe_mtp as _vllm_mtp
 
-from glm_plugin.engines.checkpoint_names import check_has_nextn_layer
+from glm_plugin.checkpoint import NEXTN_TIED, check_has_nextn_layer
 from glm_plugin.engines.vllm import MTP_FLAG
 
 logger = init_logger("vllm.glm_plugin.mtp")
 
-# Target-model tensors that can stand in for a missing MTP-layer tensor: target name -> (the layer's own checkpoint
-# name, the parameter name vLLM's loader reports once that tensor is loaded). Both vLLM classes load the layer's
-# `embed_tokens` into the shared `model.embed_tokens`.
-_TARGET_FALLBACKS = {
-    "lm_head.weight": ("model.layers.{idx}.shared_head.head.weight", "model.layers.{idx}.shared_head.head.weight"),
-    "model.embed_tokens.weight": ("model.layers.{idx}.embed_tokens.weight", "model.embed_tokens.weight"),
-}
+# The parameter vLLM's loader reports once each tied MTP-layer tensor is loaded: both vLLM classes load the layer's
+# `embed_tokens` into the shared `model.embed_tokens`, its `shared_head.head` under its own name.
+_VLLM_PARAM = {"embed_tokens": "model.embed_tokens.weight",
+               "shared_head.head": "model.layers.{idx}.shared_head.head.weight"}
+# Target tensors that stand in for a missing MTP-layer tensor (checkpoint.NEXTN_TIED): target name -> (the layer's
+# own checkpoint name, the parameter name above).
+_TARGET_FALLBACKS = {target: (f"model.layers.{{idx}}.{module}.weight", _VLLM_PARAM[module])
+                     for module, target in NEXTN_TIED.items()}
 
 
 def check_has_mtp_layer(config) -> None:

@@ -6,7 +6,7 @@ GLM-4.x follows the public deployment recipes (SGLang: `--tp-size N`, `--ep-size
 3 steps / top-1 / 4 draft tokens and `--mem-fraction-static 0.8`; vLLM: the same parallelism and the checkpoint's
 MTP layer as `{"method": "mtp", "num_speculative_tokens": 1}`, vLLM's GLM recipe). GLM-5 (`GlmMoeDsaForCausalLM`,
 served by the engines' own model classes) gets exactly the engines' GLM-5 recipes. Impossible splits are refused
-here (glm_plugin.split_rules) instead of by an engine traceback minutes later.
+here (glm_plugin.checkpoint) instead of by an engine traceback minutes later.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from glm_plugin.split_rules import GPUS_PER_NODE, Checkpoint, SplitError, parallel_sizes, split_problem
+from glm_plugin.checkpoint import (GLM5_ARCHITECTURE, TARGET_ARCHITECTURES, Checkpoint, SplitError, parallel_sizes,
+                                   split_problem)
 
 ENGINES = ("vllm", "sglang")
-GLM4_ARCHITECTURES = ("Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM")
-GLM5_ARCHITECTURE = "GlmMoeDsaForCausalLM"
+GPUS_PER_NODE = 8  # what one HGX/DGX node holds; more GPUs means several nodes
 TOOL_CALL_PARSER = "glm47"  # ours reads both the GLM-4.5 and the GLM-4.7 call layouts; GLM-5 writes GLM-4.7's
 REASONING_PARSER = "glm45"
 SGLANG_EAGLE_STEPS = 3  # SGLang's GLM defaults and the deployment scripts: steps 3, top-k 1, draft tokens 4
@@ -60,9 +60,10 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     except (OSError, ValueError) as err:
         raise ServeError(f"{config_file} is not readable JSON ({err}); re-download the checkpoint") from None
     checkpoint = Checkpoint(path, config)
-    if checkpoint.architecture not in (*GLM4_ARCHITECTURES, GLM5_ARCHITECTURE):
+    if checkpoint.architecture not in (*TARGET_ARCHITECTURES, GLM5_ARCHITECTURE):
         raise ServeError(f"{path} is a {checkpoint.architecture} checkpoint, not GLM-4.5/4.6/4.7 or GLM-5 "
-                         f"({', '.join((*GLM4_ARCHITECTURES, GLM5_ARCHITECTURE))}); serve it with the engine directly")
+                         f"({', '.join((*TARGET_ARCHITECTURES, GLM5_ARCHITECTURE))}); serve it with the engine "
+                         "directly")
     return checkpoint
 
 

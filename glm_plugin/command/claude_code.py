@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from glm_plugin.chat_client import EndpointError, api_root, list_models, pick_model
+from glm_plugin.command.endpoint import EndpointError, api_root, list_models, pick_model
 
 CLAUDE_CODE_PROMPT_TOKENS = 49152  # its system prompt and tool definitions: ~47k tokens measured, rounded up
 OUTPUT_CAP = 32000  # enough for any one turn of code; more only shrinks what the prompt may use

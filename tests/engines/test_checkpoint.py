@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glm_plugin.engines import checkpoint_names as cn
+import checkpoint_tensors as cn
 
 TINY = Path(__file__).resolve().parents[2] / "glm_plugin" / "assets" / "tiny-glm"
 

@@ -18,8 +18,9 @@ import httpx
 from rich.console import Console
 from rich.text import Text
 
-from glm_plugin import demo_tools
-from glm_plugin.chat_client import ChatEndpoint, EndpointError, Reply, reply_from_stream
+from glm_plugin.command import demo_tools
+from glm_plugin.command.chat_client import ChatEndpoint, Reply, reply_from_stream
+from glm_plugin.command.endpoint import EndpointError
 
 MAX_TOOL_ROUNDS = 4  # a model that keeps calling tools is stopped after this many rounds per user turn
 HELP = ("/thinking on|off   thinking mode (chat_template_kwargs.enable_thinking)\n"

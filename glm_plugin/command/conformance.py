@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import httpx
 
-from glm_plugin.chat_client import (ChatEndpoint, EndpointError, Reply, reply_from_completion,
-                                    reply_from_stream)
-from glm_plugin.demo_tools import SCHEMAS
+from glm_plugin.command.chat_client import ChatEndpoint, Reply, reply_from_completion, reply_from_stream
+from glm_plugin.command.demo_tools import SCHEMAS
+from glm_plugin.command.endpoint import EndpointError
 from glm_plugin.formats.tags import THINK_CLOSE, THINK_OPEN
 
 TOOLS = [SCHEMAS["get_weather"], SCHEMAS["set_timer"]]

@@ -12,8 +12,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from glm_plugin import chat
-from glm_plugin.server_process import ServerFailed, ServerProcess
+from glm_plugin.command import chat
+from glm_plugin.command.cpu_server import DEMO_MODEL_NAME, demo_server_command
+from glm_plugin.command.server_process import ServerFailed, ServerProcess
 
 # What a user would type: a string argument, then an integer one. The bundled tiny model was trained on these
 # tools (docs/tiny-model.md); the weather table and the timer id are fixed, so every run prints the same.
@@ -33,8 +34,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 def run(script: str | None = None, port: int | None = None, log_dir: str | None = None,
         timeout: float = 300.0) -> int:
     """Start the demo server, replay `script` (a file; default: DEMO_SCRIPT) through the chat, stop the server."""
-    from glm_plugin.cli import DEMO_MODEL_NAME, demo_server_command
-
     port = port or free_port()
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="glm-plugin-demo-"))
     cmd, env = demo_server_command(port=port)

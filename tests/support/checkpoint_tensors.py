@@ -1,70 +1,28 @@
-"""GLM checkpoint tensor names, read once for both engines: what each tensor is, where the MTP (NextN) layer sits,
-which FP8 scale name a checkpoint uses, and how per-expert tensors stack into the `w13` / `w2` layout of
-`torch.ops.glm_plugin.fp8_moe_experts`.
+"""Every tensor of a GLM-4.5/4.6/4.7 checkpoint and how its experts stack into the op's `w13` / `w2`: the test oracle
+for glm_plugin.checkpoint and for the engines' loaders (what each name is, which names a config implies, which tensor
+stands in for a missing MTP embed/head, the stacked expert tensors).
 
-Why one module: vLLM and SGLang each rename GLM tensors with their own string replaces (`gate_proj` -> `w1`,
-`model.layers.{N}` -> `model.decoder`, ...), and the GLM-specific facts behind those replaces (the MTP layer is
-`model.layers.{num_hidden_layers}`, its `embed_tokens` / `shared_head.head` may be missing and then come from the
-target, block FP8 scales are called `weight_scale_inv` but multiply) were duplicated and drifted. Here they are
-stated once, without importing an engine, so they can be tested against real name lists without a GPU.
-
-Standard library only, except `stack_experts`, which imports torch when called.
+The package reads none of this (the engines load the tensors themselves); tests compare the engines' loaded layers
+and the bundled checkpoint against it. The facts it builds on are the package's and are re-exported, so a test
+reads both through one name (`import checkpoint_tensors as cn`). torch is imported by `stack_experts` only.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
-BLOCK = 128
-"""Side of a `weight_scale_inv` block in `quant_method: fp8` checkpoints (`weight_block_size: [128, 128]`)."""
+from glm_plugin.checkpoint import (  # noqa: F401 (re-exported for the tests)
+    FP8_BLOCK, NEXTN_TIED, cfg, check_has_nextn_layer, nextn_layer_index, num_nextn_layers, op_expert_weights)
 
 # Tensors that only the MTP layer has (besides a full decoder layer).
 NEXTN_ONLY = ("enorm", "hnorm", "eh_proj", "shared_head.norm")
-# MTP-layer tensors some checkpoints omit, and the target tensor that stands in for each (vllm-project/vllm#25993).
-NEXTN_TIED = {"embed_tokens": "model.embed_tokens.weight", "shared_head.head": "lm_head.weight"}
 
 _PROJ = r"(gate_proj|up_proj|down_proj)"
 _SUFFIX = r"(weight|weight_scale_inv|weight_scale|input_scale|bias)"
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _EXPERT = re.compile(rf"^mlp\.experts\.(\d+)\.{_PROJ}\.{_SUFFIX}$")
-
-
-def cfg(config: Any, key: str, default: Any = None) -> Any:
-    """A config field from a transformers config, a SimpleNamespace or a plain dict (config.json)."""
-    if isinstance(config, Mapping):
-        return config.get(key, default)
-    return getattr(config, key, default)
-
-
-def nextn_layer_index(config: Any) -> int:
-    """Index of the first MTP layer in the checkpoint: the layer after the last decoder layer.
-
-    GLM-4.5/4.6/4.7 put it at 92, GLM-4.5-Air at 46, GLM-4.7-Flash at 47: always `num_hidden_layers`.
-    """
-    return int(cfg(config, "num_hidden_layers"))
-
-
-def num_nextn_layers(config: Any) -> int:
-    return int(cfg(config, "num_nextn_predict_layers", 0) or 0)
-
-
-def check_has_nextn_layer(config: Any, *, engine_flag: str = "speculative decoding") -> None:
-    """Refuse to build an MTP/NextN draft from a checkpoint that has no MTP layer.
-
-    Without this, vLLM 0.32 stops with "ZeroDivisionError: integer modulo by zero" while it builds its speculative
-    config (our vLLM adapter runs this check there, and again in the MTP classes), and SGLang builds the draft and
-    loads nothing into it (random weights, acceptance near zero, no error).
-    """
-    if num_nextn_layers(config) > 0:
-        return
-    archs = cfg(config, "architectures") or ["this model"]
-    raise ValueError(
-        f"{archs[0]} has num_nextn_predict_layers = 0: the checkpoint carries no MTP (NextN) layer, so "
-        f"{engine_flag} has nothing to draft with. Serve without speculation, use a checkpoint that ships its MTP "
-        "layer (num_nextn_predict_layers: 1, e.g. zai-org/GLM-4.5), or use EAGLE-3 with a trained head "
-        "(docs/speculative.md).")
 
 
 def is_moe_layer(config: Any, layer: int) -> bool:
@@ -140,7 +98,7 @@ def classify(name: str, config: Any) -> TensorName:
     raise ValueError(f"{name!r} is not a GLM checkpoint tensor name")
 
 
-# ---- FP8 ---------------------------------------------------------------------------------------------------------
+# ---- FP8 -----------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Fp8Format:
@@ -163,7 +121,7 @@ def fp8_format(config: Any) -> Fp8Format | None:
     method = str(cfg(q, "quant_method", "")).lower()
     if method == "fp8":
         block = list(cfg(q, "weight_block_size") or [])
-        if block != [BLOCK, BLOCK]:
+        if block != [FP8_BLOCK] * 2:
             raise ValueError(f"quant_method fp8 with weight_block_size {block or None}: the glm_plugin FP8 MoE op "
                              f"takes 128x128 block scales only; set GLM_PLUGIN_DISABLE=model to use the engine's "
                              "own MoE path for this checkpoint.")
@@ -176,13 +134,14 @@ def fp8_format(config: Any) -> Fp8Format | None:
             strategy = cfg(weights, "strategy")
             if strategy == "channel":
                 return Fp8Format("weight_scale", "channel")
-            if strategy == "block" and list(cfg(weights, "block_structure") or [BLOCK, BLOCK]) == [BLOCK, BLOCK]:
+            square = [FP8_BLOCK, FP8_BLOCK]
+            if strategy == "block" and list(cfg(weights, "block_structure") or square) == square:
                 return Fp8Format("weight_scale", "block")
         return None
     return None
 
 
-# ---- the MTP layer's tied tensors ------------------------------------------------------------------------------
+# ---- the MTP layer's tied tensors ----------------------------------------------------------------------------------
 
 def nextn_tied_sources(names: Iterable[str], config: Any) -> dict[str, str]:
     """For each MTP layer's `embed_tokens` / `shared_head.head`: the checkpoint tensor that provides it.
@@ -213,7 +172,7 @@ def nextn_tied_sources(names: Iterable[str], config: Any) -> dict[str, str]:
     return out
 
 
-# ---- expert stacking ---------------------------------------------------------------------------------------------
+# ---- expert stacking -----------------------------------------------------------------------------------------------
 
 def expert_names(layer: int, num_experts: int, suffix: str = "weight") -> dict[str, list[list[str]]]:
     """Checkpoint names that make up the op's stacked tensors for one layer, in stacking order.
@@ -251,15 +210,15 @@ def stack_experts(get: Callable[[str], Any], layer: int, num_experts: int, fmt: 
             out[key + key_suffix] = torch.stack(per_expert)
     if fmt is not None and fmt.layout == "block":
         inter = out["w2"].shape[-1]
-        if inter % BLOCK:
+        if inter % FP8_BLOCK:
             raise ValueError(
-                f"layer {layer}: moe_intermediate_size per rank is {inter}, not a multiple of {BLOCK}, so the "
+                f"layer {layer}: moe_intermediate_size per rank is {inter}, not a multiple of {FP8_BLOCK}, so the "
                 "128x128 weight_scale_inv blocks of gate_proj and up_proj cannot be stacked into w13; use a "
                 "tensor-parallel size that keeps it a multiple of 128, or expert parallelism.")
     return out
 
 
-# ---- expected names (for checks and tests) --------------------------------------------------------------------
+# ---- expected names ------------------------------------------------------------------------------------------------
 
 def expected_names(config: Any, *, fp8: Fp8Format | None = None, nextn_tied: bool = True) -> list[str]:
     """Every tensor name a GLM-4.5/4.6/4.7 (`Glm4MoeForCausalLM`) checkpoint with this config carries.
@@ -296,45 +255,3 @@ def expected_names(config: Any, *, fp8: Fp8Format | None = None, nextn_tied: boo
             if nextn_tied:
                 names += [f"{p}{m}.weight" for m in NEXTN_TIED]
     return names
-
-
-# ---- the engines' stacked expert parameters ----------------------------------------------------------------------
-
-def op_expert_weights(layer: Any) -> tuple[str, tuple] | str:
-    """The op's (layout, (w13, w13_scale, w2, w2_scale)) from an engine MoE layer after weight loading, or why not.
-
-    vLLM's and SGLang's `FusedMoE` both keep the loaded experts as `w13_weight` [E, 2I, H] (gate rows, then up
-    rows: the order `expert_names` stacks) and `w2_weight` [E, H, I], with `w13_weight_scale_inv` (block) or
-    `w13_weight_scale` (per channel) beside them. A backend may rewrite them after loading (padding, interleaving,
-    UE8M0 or transposed scales for DeepGEMM); anything but the plain layout is reported, never guessed at.
-    """
-    import torch
-
-    w13, w2 = getattr(layer, "w13_weight", None), getattr(layer, "w2_weight", None)
-    if w13 is None or w2 is None:
-        return "the layer has no w13_weight / w2_weight"
-    if w13.dtype != torch.float8_e4m3fn or w2.dtype != torch.float8_e4m3fn:
-        return f"expert weights are {w13.dtype} / {w2.dtype}, not float8_e4m3fn"
-    if w13.dim() != 3 or w2.dim() != 3:
-        return f"expert weights have shapes {tuple(w13.shape)} / {tuple(w2.shape)}, not [E, 2I, H] / [E, H, I]"
-    e, two_i, h = w13.shape
-    if tuple(w2.shape) != (e, h, two_i // 2) or two_i % 2:
-        return f"w13 {tuple(w13.shape)} and w2 {tuple(w2.shape)} are not [E, 2I, H] and [E, H, I]"
-    candidates = (
-        ("block", "w13_weight_scale_inv", "w2_weight_scale_inv",
-         (e, -(-two_i // BLOCK), -(-h // BLOCK)), (e, -(-h // BLOCK), -(-(two_i // 2) // BLOCK))),
-        ("channel", "w13_weight_scale", "w2_weight_scale", (e, two_i, 1), (e, h, 1)),
-    )
-    for layout, s13_name, s2_name, s13_shape, s2_shape in candidates:
-        s13, s2 = getattr(layer, s13_name, None), getattr(layer, s2_name, None)
-        if s13 is None or s2 is None:
-            continue
-        if s13.dtype != torch.float32 or s2.dtype != torch.float32:
-            return f"{s13_name} is {s13.dtype}, not float32 (a backend re-encoded the scales)"
-        if tuple(s13.shape) != s13_shape or tuple(s2.shape) != s2_shape:
-            return (f"{s13_name} {tuple(s13.shape)} / {s2_name} {tuple(s2.shape)} are not the {layout} scales "
-                    f"{s13_shape} / {s2_shape}")
-        if layout == "block" and (two_i // 2) % BLOCK:
-            return f"intermediate size per rank {two_i // 2} is not a multiple of {BLOCK}"
-        return layout, (w13, s13, w2, s2)
-    return "no weight_scale_inv / weight_scale next to the FP8 expert weights"

@@ -8,14 +8,14 @@ reason is.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, TextIO
+
+from glm_plugin.command.endpoint import served_model_ids
 
 # Log lines that tell a waiting user which stage the engine is in (matched as substrings, first match wins).
 # vLLM's wording as of 0.32; an unknown log only means the line stays at its last stage.
@@ -39,15 +39,6 @@ def log_tail(path: Path, chars: int = 4000) -> str:
         return path.read_text(errors="replace")[-chars:]
     except OSError:
         return ""
-
-
-def models_ready(base_url: str, timeout: float = 2.0) -> list[str]:
-    """The served model ids once `/v1/models` answers, else an empty list (the engine is still loading)."""
-    try:
-        with urllib.request.urlopen(base_url.rstrip("/") + "/v1/models", timeout=timeout) as reply:
-            return [m["id"] for m in json.load(reply).get("data", [])]
-    except (OSError, ValueError):
-        return []
 
 
 def _stage(path: Path, last: str) -> str:
@@ -130,7 +121,7 @@ class ServerProcess:
         status = StatusLine(progress)
         status.line(f"glm-plugin: engine log: {self.log_path}")
         while True:
-            models = models_ready(self.base_url)
+            models = served_model_ids(self.base_url)
             elapsed = clock() - started
             if models:
                 status.line(f"glm-plugin: server ready in {elapsed:.0f} s ({', '.join(models)})")
