@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .jit_cache import LoadOnce, cache_root, library_dir, source_dir
+from .opt_in import ENV_OPT_IN, opted_in
 
 logger = logging.getLogger("glm_plugin.kernels")
 
@@ -244,8 +245,6 @@ def load_cuda_extension(verbose: bool = False, build: bool | None = None) -> boo
 def _missing_to_load(build: bool | None) -> str | None:
     reason = _missing_extension_prerequisite()
     if reason is None and not build and not (extension_dir() / f"{EXTENSION_NAME}.so").exists():
-        from .policy import ENV_OPT_IN, opted_in
-
         if build is False or not opted_in():
             reason = (f"not built ahead of time in {extension_dir()} (python -m glm_plugin.kernels.build_cuda "
                       f"builds it; {ENV_OPT_IN}=1 builds it on first use)")
@@ -260,8 +259,6 @@ def unavailable_reason() -> str | None:
 def _build_and_load(verbose: bool) -> None:
     import torch
     from torch.utils import cpp_extension
-
-    from . import ops  # noqa: F401  (defines the public ops this fragment joins)
 
     if torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cuda", "CUDA"):
         return

@@ -12,22 +12,16 @@ function written out.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from typing import Mapping
 
 from .dispatch import LAYOUTS, compiled_kernels, why_unavailable
+from .opt_in import ENV_OPT_IN, opted_in  # noqa: F401 (the adapters read both here)
 
-ENV_OPT_IN = "GLM_PLUGIN_GPU_KERNELS"
 ENGINES = {"vllm": "vLLM", "sglang": "SGLang"}  # name -> how the log writes it
 LAYERS = ("linear", "experts")
 OURS, ENGINE = "glm_plugin", "engine"
 _OPS = {"linear": "fp8_linear", "experts": "fp8_moe_experts"}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
-
-logger = logging.getLogger("glm_plugin.kernels")
-_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -58,19 +52,6 @@ def decide(engine: str, device: str, layer: str, layout: str, opted_in: bool) ->
     if not kernels:
         return Decision(ENGINE, f"glm_plugin has no compiled {layout}-FP8 {layer} kernel for {device}")
     return Decision(OURS, f"opted in by {ENV_OPT_IN}", kernels)
-
-
-def opted_in(environ: Mapping[str, str] | None = None) -> bool:
-    """`GLM_PLUGIN_GPU_KERNELS=1`; an unreadable value is warned about once and counts as not opted in."""
-    raw = (os.environ if environ is None else environ).get(ENV_OPT_IN, "")
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value not in _FALSE and raw not in _warned:
-        _warned.add(raw)
-        logger.warning("%s=%r is not 1 or 0; the engines' FP8 kernels stay the default on accelerators "
-                       "(set %s=1 to use glm_plugin's)", ENV_OPT_IN, raw, ENV_OPT_IN)
-    return False
 
 
 _resolved: dict[tuple, Decision] = {}

