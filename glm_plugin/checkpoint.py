@@ -270,6 +270,12 @@ def _split_matrices(checkpoint: Checkpoint, tp: int, ep: int) -> list[tuple[str,
     return matrices
 
 
+def kv_heads_fit(kv_heads: int, tp: int) -> bool:
+    """KV heads split evenly over `tp` ranks (kv_heads >= tp) or each replicated on whole groups of ranks (tp a
+    multiple of kv_heads): the two layouts vLLM and SGLang implement for grouped-query attention."""
+    return kv_heads % tp == 0 if kv_heads >= tp else tp % kv_heads == 0
+
+
 def split_problem(checkpoint: Checkpoint, gpus: int) -> str | None:
     """Why `gpus` GPUs (tensor parallel `gpus`, expert parallel from 8) cannot hold the checkpoint, or None."""
     tp, ep = gpus, gpus if gpus >= EXPERT_PARALLEL_FROM else 1
@@ -278,7 +284,7 @@ def split_problem(checkpoint: Checkpoint, gpus: int) -> str | None:
     heads, kv = checkpoint.attention_heads, checkpoint.kv_heads
     if heads % tp:
         return f"{heads} attention heads cannot be split over {tp} GPUs (tensor parallel {tp})"
-    if kv % tp and tp % kv:
+    if not kv_heads_fit(kv, tp):
         return f"{kv} KV heads cannot be split or replicated evenly over {tp} GPUs"
     if ep > 1 and checkpoint.routed_experts % ep:
         return f"{checkpoint.routed_experts} routed experts cannot be split over {ep} GPUs (expert parallel)"

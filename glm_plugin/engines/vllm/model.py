@@ -26,7 +26,7 @@ from vllm.model_executor.models import glm4_moe_lite as _vllm_glm_lite
 from vllm.model_executor.models.interfaces import EagleModelMixin, SupportsEagle3
 from vllm.sequence import IntermediateTensors
 
-from glm_plugin.checkpoint import default_aux_layers
+from glm_plugin.checkpoint import default_aux_layers, kv_heads_fit
 
 logger = init_logger("vllm.glm_plugin.model")
 
@@ -45,7 +45,7 @@ def check_parallel_sizes(config, parallel_config) -> None:
         problems.append(f"num_attention_heads {heads} is not divisible by tensor_parallel_size {tp}")
     kv_heads = getattr(config, "num_key_value_heads", None)
     is_mla = getattr(config, "kv_lora_rank", None) is not None
-    if kv_heads and not is_mla and (kv_heads % tp if kv_heads >= tp else tp % kv_heads):
+    if kv_heads and not is_mla and not kv_heads_fit(kv_heads, tp):
         problems.append(f"num_key_value_heads {kv_heads} cannot be split or replicated over tensor_parallel_size {tp}")
     experts = getattr(config, "n_routed_experts", None)
     if experts:
