@@ -1,7 +1,11 @@
-"""GPU FP8 MoE benchmark (Hopper): glm_plugin's CUDA kernel (csrc/cuda) and Triton kernel against torch's bf16
+"""GPU FP8 MoE benchmark (Hopper): glm_plugin's CUDA kernel (csrc/cuda; block and channel scales) and Triton kernel
+against torch's bf16
 grouped GEMM, the PyTorch reference and (where importable) vLLM's fused MoE, at GLM-4.5, GLM-4.5-Air and
 GLM-4.7-Flash expert shapes, with microseconds, % of the measured copy bandwidth, % of the dense FP8 peak, and
 each result's distance from the reference.
+
+`cuda_channel` is the CUDA kernel on per-output-row (`channel`) scales: the same FP8 bytes with each row given its
+128-row block's first scale, checked against the reference in the channel layout.
 
 Bytes of one call: the FP8 weights and block scales of the experts the routing touches, each read once, plus the
 activations in and out (the least any implementation must move); FLOPs: 2 x routed rows x (2I x H + H x I).
@@ -37,13 +41,13 @@ SHAPES = {"air": dict(name="GLM-4.5-Air", H=4096, I=1408, E=128, topk=8),
           "full": dict(name="GLM-4.5", H=5120, I=1536, E=160, topk=8),   # also GLM-4.6 / 4.7
           "flash": dict(name="GLM-4.7-Flash", H=2048, I=1536, E=64, topk=4)}
 BATCHES = (1, 8, 64, 512, 4096)
-IMPLS = ("cuda", "triton", "torch", "reference", "vllm")
-OURS = ("cuda", "triton")
+IMPLS = ("cuda", "cuda_channel", "triton", "torch", "reference", "vllm")
+OURS = ("cuda", "cuda_channel", "triton")
 # Relative (Frobenius) distance from the W8A16 reference allowed per implementation. cuda and vllm quantise
 # activations to e4m3 per 1x128 group (~sqrt(2) x 3 % for two GEMM inputs; docs/kernels-cuda.md); triton is the
 # reference's maths in bf16 (the SiLU-and-mul intermediate and the output rounded to 8 bits: ~0.3 %); torch
 # rounds the dequantised weights and both GEMM outputs to bf16 (~0.6 %).
-TOLERANCE = {"cuda": 0.08, "vllm": 0.08, "triton": 0.02, "torch": 0.02, "reference": 0.0}
+TOLERANCE = {"cuda": 0.08, "cuda_channel": 0.08, "vllm": 0.08, "triton": 0.02, "torch": 0.02, "reference": 0.0}
 # Dense FP8 TFLOPS (no sparsity) by device-name substring, from NVIDIA's data sheets; twice the bf16 figure. The
 # first match counts: "H200" before "H20", "H100 PCIe" before "H100".
 FP8_PEAKS = (("H100 PCIe", 1513.0), ("H200", 1979.0), ("H20", 296.0), ("H100", 1979.0), ("H800", 1979.0))
@@ -199,21 +203,32 @@ def _bf16_weights(w, s):
     return out.transpose(1, 2)
 
 
+def channel_scales(s, rows: int):
+    """Block scales [E, Mb, Kb] -> per-row scales [E, rows, 1]: each row takes its block's first scale (the same FP8
+    bytes then make a channel-layout checkpoint, with its own reference output)."""
+    return s[:, :, :1].repeat_interleave(128, dim=1)[:, :rows].contiguous()
+
+
 def _runners(selected, w13, s13, w2, s2) -> dict:
-    """impl -> (fn(hidden, topk_weights, topk_ids) or None, why not) for one shape's block-FP8 weights."""
+    """impl -> (fn(hidden, topk_weights, topk_ids) or None, why not) for one shape's block-FP8 weights (and, for
+    cuda_channel, the channel scales derived from them)."""
     import torch
 
     from glm_plugin.kernels import reference
 
     runners = {}
-    if "cuda" in selected:
+    if "cuda" in selected or "cuda_channel" in selected:
         from glm_plugin.kernels import build_cuda
 
-        if build_cuda.load_cuda_extension(build=True):
-            op = torch.ops.glm_plugin.fp8_moe_experts_cuda
-            runners["cuda"] = (lambda h, w, i: op(h, w13, s13, w2, s2, w, i, "block"), None)
-        else:
-            runners["cuda"] = (None, build_cuda.unavailable_reason())
+        loaded = build_cuda.load_cuda_extension(build=True)
+        op = torch.ops.glm_plugin.fp8_moe_experts_cuda if loaded else None
+        if "cuda" in selected:
+            runners["cuda"] = ((lambda h, w, i: op(h, w13, s13, w2, s2, w, i, "block"), None) if loaded
+                               else (None, build_cuda.unavailable_reason()))
+        if "cuda_channel" in selected:
+            s13c, s2c = channel_scales(s13, w13.shape[1]), channel_scales(s2, w2.shape[1])
+            runners["cuda_channel"] = ((lambda h, w, i: op(h, w13, s13c, w2, s2c, w, i, "channel"), None) if loaded
+                                       else (None, build_cuda.unavailable_reason()))
     if "triton" in selected:
         try:
             from glm_plugin.kernels import triton_fp8_moe as tm
@@ -293,10 +308,14 @@ def _point(key: str, T: int, fp8_weights, runnable: dict, timer, device: dict, a
     size = problem_size(shape, T, touched)
     point = {"shape": shape["name"], "key": key, **{k: shape[k] for k in ("H", "I", "E", "topk")}, "tokens": T,
              "experts_touched": touched, **size, "impls": {}}
-    expected = reference.fp8_moe_experts(hidden, *fp8_weights, weights, ids, "block")
+    expected = {"block": reference.fp8_moe_experts(hidden, *fp8_weights, weights, ids, "block")}
+    if "cuda_channel" in runnable:
+        w13, s13, w2, s2 = fp8_weights
+        expected["channel"] = reference.fp8_moe_experts(hidden, w13, channel_scales(s13, w13.shape[1]), w2,
+                                                        channel_scales(s2, w2.shape[1]), weights, ids, "channel")
     for impl, fn in runnable.items():
-        record = point["impls"][impl] = _measure(impl, fn, (hidden, weights, ids),
-                                                 None if impl == "reference" else expected, timer, size, device,
+        want = None if impl == "reference" else expected["channel" if impl == "cuda_channel" else "block"]
+        record = point["impls"][impl] = _measure(impl, fn, (hidden, weights, ids), want, timer, size, device,
                                                  args.point_budget_s, args.iters)
         if record.get("fatal"):
             break

@@ -306,7 +306,8 @@ def made_up_result() -> dict:
 
     point = {"shape": "GLM-4.5-Air", "key": "air", "H": 4096, "I": 1408, "E": 128, "topk": 8, "tokens": 1,
              "experts_touched": 8, "weight_bytes": 138_000_000, "bytes": 138_100_000, "flops": 2_770_000_000,
-             "impls": {"cuda": impl(40.0, 0.045, 0.08), "triton": impl(90.0, 0.003, 0.02),
+             "impls": {"cuda": impl(40.0, 0.045, 0.08), "cuda_channel": impl(41.0, 0.044, 0.08),
+                       "triton": impl(90.0, 0.003, 0.02),
                        "torch": impl(70.0, 0.006, 0.02), "reference": impl(900.0, 0.0, 0.0)}}
     prefill = dict(point, tokens=4096, experts_touched=128, weight_bytes=2_215_000_000, bytes=2_290_000_000,
                    flops=1_135_000_000_000, impls={**point["impls"], "cuda": dict(impl(2000.0, 0.045, 0.08),

@@ -17,7 +17,7 @@ DECODE_TOKENS = 8        # "decode" is 1 to this many tokens
 DECODE_COPY_PCT = 70.0   # % of the measured copy bandwidth on the touched experts' FP8 weights
 PREFILL_TOKENS = 4096
 PREFILL_TFLOPS = 600.0
-OURS = ("cuda", "triton")
+OURS = ("cuda", "cuda_channel", "triton")
 BASELINES = ("triton", "torch")  # what the CUDA kernel should beat at every point
 
 GOALS = {
@@ -145,7 +145,7 @@ def _tail(step: dict | None) -> list[str]:
 
 def _bench_tables(bench: dict) -> list[str]:
     lines = []
-    impls = [i for i in ("cuda", "triton", "torch", "reference", "vllm")
+    impls = [i for i in ("cuda", "cuda_channel", "triton", "torch", "reference", "vllm")
              if any(i in p["impls"] for p in bench.get("points", []))]
     for shape in dict.fromkeys(p["shape"] for p in bench.get("points", [])):
         points = [p for p in bench["points"] if p["shape"] == shape]

@@ -1,6 +1,7 @@
 // C++ entry point of the sm_90a FP8 MoE experts op, free of torch headers (the binding, torch_binding.cpp, wraps
-// it). Semantics: glm_plugin.kernels.reference.fp8_moe_experts for layout "block", with activations quantised to
-// e4m3 per 1 x 128 token group on the way into each GEMM (as DeepGEMM and SGLang/vLLM's block-FP8 paths do).
+// it). Semantics: glm_plugin.kernels.reference.fp8_moe_experts for layouts "block" and "channel", with activations
+// quantised to e4m3 per 1 x 128 token group on the way into each GEMM (as DeepGEMM and SGLang/vLLM's block-FP8
+// paths do; for "channel" too, so both layouts share one GEMM main loop).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -10,15 +11,18 @@
 namespace glm_moe {
 
 enum class ActDType : int { kBFloat16 = 0, kHalf = 1, kFloat = 2 };
+// Weight scales: 128 x 128 blocks (weight_scale_inv) or one per output row (compressed-tensors channel).
+enum class ScaleLayout : int { kBlock = 0, kChannel = 1 };
 
 struct MoeCudaArgs {
   const void* hidden;          // [T, H] in `dtype`
   ActDType dtype;
   int64_t T, H, I, E, topk;
   const uint8_t* w13;          // e4m3 [E, 2I, H]
-  const float* w13_scale;      // [E, 2I/128, H/128]
+  ScaleLayout layout;
+  const float* w13_scale;      // block: [E, 2I/128, H/128]; channel: [E, 2I, 1]
   const uint8_t* w2;           // e4m3 [E, H, I]
-  const float* w2_scale;       // [E, H/128, I/128]
+  const float* w2_scale;       // block: [E, H/128, I/128]; channel: [E, H, 1]
   const float* topk_weights;   // [T, topk]
   const int32_t* topk_ids;     // [T, topk], each in [0, E)
   void* out;                   // [T, H] in `dtype`

@@ -2,12 +2,18 @@
 //
 //   1. expert_counts / expert_rows: routing -> rows per expert, stable expert-major permutation (moe_plan.h)
 //   2. transpose_scales: checkpoint weight scales [E, Mb, Kb] -> the MN-major [E, Kb, Mb] CUTLASS SM90 reads
+//      (channel layout: unit_scales fills that buffer with 1; the row scales are applied in steps 5 and 7)
 //   3. permute_quantize: gathers each routed row and quantises it per 1 x 128 group to e4m3 (+ float scale)
 //   4. grouped GEMM 1 (gate/up, float out)
 //   5. silu_mul_quantize: silu(gate) * up, rounded to the activation dtype like the reference, re-quantised
+//      (channel layout: gate and up first multiplied by their rows' w13 scales: GEMM 1's epilogue)
 //   6. grouped GEMM 2 (down, float out)
 //   7. gather_reduce: out[t] = sum_k w[t,k] * y[pos[t,k]], in pair order; each output row is written once by one
-//      block, so the "weighted scatter-add" of the un-permutation needs no atomics and is deterministic.
+//      block, so the "weighted scatter-add" of the un-permutation needs no atomics and is deterministic
+//      (channel layout: y scaled by its rows' w2 scales on the way: GEMM 2's epilogue).
+// Why the channel layout's row scales are applied outside CUTLASS: the activations' 1 x 128 scales vary along k,
+// so the blockwise main loop is needed anyway; with unit weight scales it is the block kernel's (same
+// instantiations, same SASS), and the per-row multiply costs nothing in kernels that already read every output.
 // Every index formula comes from moe_plan.h, which tests/cuda_build checks on the host.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -110,6 +116,13 @@ __global__ void transpose_scales(const float* __restrict__ s, int64_t E, int64_t
   }
 }
 
+// Channel layout: the blockwise main loop's weight scales are all 1 (the row scales come after the GEMM).
+__global__ void unit_scales(float* __restrict__ st, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    st[i] = 1.0f;
+}
+
 // Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales.
 template <typename T>
 __global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, const int32_t* __restrict__ ids,
@@ -130,11 +143,13 @@ __global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int to
   }
 }
 
+// row_scale: the w13 row scales [E, 2I, 1] for the channel layout, nullptr for the block layout (already applied).
 template <typename T>
 __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int topk,
                                   const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
                                   const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
-                                  uint8_t* __restrict__ aq, float* __restrict__ as) {
+                                  const float* __restrict__ row_scale, uint8_t* __restrict__ aq,
+                                  float* __restrict__ as) {
   const int64_t r = blockIdx.x;
   const int32_t e = ids[src_pair[r]];
   const float* g = gate_up + r * 2 * I;
@@ -144,7 +159,11 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
     const int64_t k = kb * kBlock + lane * 4;
     float v[4];
     for (int i = 0; i < 4; ++i) {
-      const float gate = g[k + i], up = g[I + k + i];
+      float gate = g[k + i], up = g[I + k + i];
+      if (row_scale != nullptr) {
+        gate *= row_scale[row_scale_index(e, k + i, 2 * I)];
+        up *= row_scale[row_scale_index(e, I + k + i, 2 * I)];
+      }
       // The reference materialises this product in the activation dtype before the down projection.
       v[i] = to_float<T>(from_float<T>(gate / (1.0f + expf(-gate)) * up));
     }
@@ -154,18 +173,20 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
 }
 
 // Pairs routed outside [0, E) were given no row: they contribute nothing, as in the reference (expert parallelism:
-// vLLM maps experts of other ranks to -1).
+// vLLM maps experts of other ranks to -1). row_scale: the w2 row scales [E, H, 1] (channel layout) or nullptr.
 template <typename T>
 __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
                               const int32_t* __restrict__ ids, int E, const int32_t* __restrict__ pos,
-                              T* __restrict__ out) {
+                              const float* __restrict__ row_scale, T* __restrict__ out) {
   const int64_t t = blockIdx.x;
   for (int64_t h = threadIdx.x; h < H; h += blockDim.x) {
     float acc = 0.0f;
     for (int k = 0; k < topk; ++k) {
       const int64_t p = t * topk + k;
       if (ids[p] < 0 || ids[p] >= E) continue;
-      acc += weights[p] * y[static_cast<int64_t>(pos[p]) * H + h];
+      float v = y[static_cast<int64_t>(pos[p]) * H + h];
+      if (row_scale != nullptr) v *= row_scale[row_scale_index(ids[p], h, H)];
+      acc += weights[p] * v;
     }
     out[t * H + h] = from_float<T>(acc);
   }
@@ -219,8 +240,14 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   expert_counts<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, i32(w.counts));
   expert_rows<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, static_cast<int>(E), i32(w.counts), i32(w.offsets),
                                           i32(w.pos), i32(w.src_pair));
-  transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
-  transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
+  const bool channel = a.layout == ScaleLayout::kChannel;
+  if (channel) {
+    unit_scales<<<64, 256, 0, stream>>>(f32(w.w13_scale_t), E * (2 * I / kBlock) * (H / kBlock));
+    unit_scales<<<64, 256, 0, stream>>>(f32(w.w2_scale_t), E * (H / kBlock) * (I / kBlock));
+  } else {
+    transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
+    transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
+  }
   permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk, a.topk_ids,
                                                           i32(w.src_pair), i32(w.counts), i32(w.offsets),
                                                           u8(w.xq), f32(w.xs));
@@ -246,7 +273,8 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   if (const char* err = grouped_gemm(c, g, stream)) return err;
 
   silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, topk, a.topk_ids, i32(w.src_pair),
-                                                           i32(w.counts), i32(w.offsets), u8(w.aq), f32(w.as));
+                                                           i32(w.counts), i32(w.offsets),
+                                                           channel ? a.w13_scale : nullptr, u8(w.aq), f32(w.as));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching silu_mul_quantize failed";
 
   g.stage = 2;
@@ -259,6 +287,7 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
 
   gather_reduce<T><<<static_cast<unsigned>(a.T), 256, 0, stream>>>(f32(w.y), H, topk, a.topk_weights, a.topk_ids,
                                                                    static_cast<int>(E), i32(w.pos),
+                                                                   channel ? a.w2_scale : nullptr,
                                                                    static_cast<T*>(a.out));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching gather_reduce failed";
   return nullptr;
@@ -289,6 +318,8 @@ const char* moe_fp8_experts_sm90(MoeCudaArgs const& a, cudaStream_t stream) {
   const int sms = sm_count_of(a.device);
   const Workspace w = workspace_layout(a.T, a.H, a.I, a.E, a.topk, args_bytes(c, a.E), cutlass_bytes(c, a.E, sms));
   if (a.workspace_bytes < w.total) return "glm_plugin FP8 MoE: workspace smaller than moe_workspace_bytes()";
+  if (a.layout != ScaleLayout::kBlock && a.layout != ScaleLayout::kChannel)
+    return "glm_plugin FP8 MoE: weight scales must be in the block or channel layout";
   switch (a.dtype) {
     case ActDType::kBFloat16: return enqueue<__nv_bfloat16>(a, c, w, sms, stream);
     case ActDType::kHalf: return enqueue<__half>(a, c, w, sms, stream);

@@ -17,6 +17,9 @@
 //     weights: checkpoint layout [E, Mb, Kb] (K-major) is transposed once per call to [E, Kb, Mb].
 //     activations (1 x 128 token groups): per expert segment [Kb, count_e], i.e. element (row r of expert e,
 //     k-block kb) at offset_e * Kb + kb * count_e + (r - offset_e).
+//   Channel layout (one weight scale per output row, [E, M, 1]): the same GEMMs run with unit weight scales
+//   (the transposed-scale buffer filled with 1) and the row scale multiplies the GEMM's float output where it is
+//   consumed (SiLU-and-mul for gate/up, the gather-reduce for down): row_scale_index.
 #pragma once
 
 #include <cmath>
@@ -54,6 +57,9 @@ GLM_HD int64_t weight_scale_t_index(int64_t e, int64_t mb, int64_t kb, int64_t M
 GLM_HD int64_t act_scale_index(int64_t row, int64_t offset, int64_t count, int64_t kb, int64_t Kb) {
   return offset * Kb + kb * count + (row - offset);
 }
+
+// Channel layout: the scale of output row `row` of expert e's [M, K] weight, checkpoint layout [E, M, 1].
+GLM_HD int64_t row_scale_index(int64_t e, int64_t row, int64_t M) { return e * M + row; }
 
 // ---- GEMM problem per expert -----------------------------------------------------------------------------------
 

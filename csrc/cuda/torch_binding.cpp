@@ -38,10 +38,7 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
                                 const at::Tensor& w2, const at::Tensor& w2_scale, const at::Tensor& topk_weights,
                                 const at::Tensor& topk_ids, const std::string& layout) {
   namespace chk = glm_plugin_checks;
-  TORCH_CHECK(chk::parse_layout(layout) == chk::ScaleLayout::kBlock,
-              "glm_plugin: the sm_90a FP8 MoE CUDA kernel implements layout 'block' (", chk::kBlock, "x",
-              chk::kBlock, " weight_scale_inv) only, got '", layout,
-              "'; set GLM_PLUGIN_KERNEL=triton or reference for per-channel checkpoints");
+  const chk::ScaleLayout scales = chk::parse_layout(layout);
   TORCH_CHECK(hidden.is_cuda(), "glm_plugin: fp8_moe_experts_cuda needs CUDA tensors");
   for (const at::Tensor* t : {&w13, &w13_scale, &w2, &w2_scale, &topk_weights, &topk_ids}) {
     TORCH_CHECK(t->device() == hidden.device(), "glm_plugin: fp8_moe_experts_cuda needs every tensor on ",
@@ -49,7 +46,7 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
   }
   const c10::cuda::CUDAGuard guard(hidden.device());
   const chk::MoeShape s = chk::check_moe_shapes(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids,
-                                                chk::ScaleLayout::kBlock);
+                                                scales);
   const int64_t T = s.T, H = s.H, E = s.E, I = s.I, K = s.K;
   if (const char* why = glm_moe::moe_unsupported(T, H, I, E, K)) TORCH_CHECK(false, "glm_plugin: ", why);
 
@@ -69,6 +66,7 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
   a.dtype = act_dtype(x);
   a.T = T; a.H = H; a.I = I; a.E = E; a.topk = K;
   a.w13 = fp8(w13c, "w13");
+  a.layout = scales == chk::ScaleLayout::kChannel ? glm_moe::ScaleLayout::kChannel : glm_moe::ScaleLayout::kBlock;
   a.w13_scale = s13.data_ptr<float>();
   a.w2 = fp8(w2c, "w2");
   a.w2_scale = s2.data_ptr<float>();

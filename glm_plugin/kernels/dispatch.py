@@ -65,7 +65,7 @@ DEVICE = {"cuda": "cuda", "triton": "cuda", "cpp": "cpu"}
 """The torch device type whose tensors each implementation's kernels take."""
 
 KERNELS: dict[str, dict[str, Kernel]] = {  # op -> implementation -> kernel, in dispatch order; never the reference
-    "fp8_moe_experts": {"cuda": Kernel(("block",), _moe_cuda), "triton": Kernel(LAYOUTS, _moe_triton),
+    "fp8_moe_experts": {"cuda": Kernel(LAYOUTS, _moe_cuda), "triton": Kernel(LAYOUTS, _moe_triton),
                         "cpp": Kernel(LAYOUTS, _moe_cpp)},
     "fp8_linear": {"cpp": Kernel(LAYOUTS, _linear_cpp)},
     "glm_route": {},

@@ -1,5 +1,6 @@
 // Links every compiled kernel object into one program and runs the parts of moe_cuda.h that need no GPU: the
-// workspace size of each configuration (CUTLASS's own sizing included), the shape refusal and the workspace check.
+// workspace size of each configuration (CUTLASS's own sizing included), the shape refusal, the workspace check (both
+// scale layouts) and the layout check.
 // An undefined or duplicate symbol across the objects fails the link here instead of at `import` on a GPU box.
 #include <cstdio>
 
@@ -21,5 +22,12 @@ int main() {
   a.config = -1;
   const char* err = moe_fp8_experts_sm90(a, nullptr);  // no workspace: refused before any launch
   std::printf("run %s\n", err ? err : "-");
+  a.layout = ScaleLayout::kChannel;
+  err = moe_fp8_experts_sm90(a, nullptr);
+  std::printf("run_channel %s\n", err ? err : "-");
+  a.layout = static_cast<ScaleLayout>(7);  // neither layout: refused by name before any launch
+  a.workspace_bytes = int64_t{1} << 40;
+  err = moe_fp8_experts_sm90(a, nullptr);
+  std::printf("layout %s\n", err ? err : "-");
   return 0;
 }

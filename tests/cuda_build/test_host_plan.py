@@ -261,3 +261,99 @@ def test_emulated_pipeline_drops_pairs_routed_elsewhere(host_plan):
     kept_w = weights.clone()
     kept_w[::2, 1] = 0.0  # same routing, zero weight for the dropped pairs
     assert _rel(got, _w8a8_reference(hidden, w13, s13, w2, s2, kept_w, ids)) < 1e-4
+
+
+# ---- the channel layout: unit weight scales in the GEMMs, each output row's scale applied after them -------------
+
+def _channel_case(seed: int, T: int, H: int, I: int, E: int, topk: int, empty: tuple[int, ...]):
+    """Per-output-row FP8 weights (compressed-tensors `strategy: channel`) with row magnitudes spread over two
+    decades, so a scale applied to the wrong row or expert cannot hide in the tolerance."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(T, H, generator=g).to(torch.bfloat16)
+    rows13 = torch.logspace(-2, 0, 2 * I)[torch.randperm(2 * I, generator=g)]
+    rows2 = torch.logspace(-2, 0, H)[torch.randperm(H, generator=g)]
+    w13, s13 = reference.quantize_fp8_channel(torch.randn(E, 2 * I, H, generator=g) * rows13[:, None] * 0.1)
+    w2, s2 = reference.quantize_fp8_channel(torch.randn(E, H, I, generator=g) * rows2[:, None] * 0.1)
+    ids = torch.from_numpy(_routing(seed, T, E, topk, empty))
+    weights = torch.rand(T, topk, generator=g).float()
+    return hidden, w13, s13, w2, s2, weights, ids
+
+
+def _emulate_layout(lib, layout, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
+    T, H = hidden.shape
+    E, two_i, _ = w13.shape
+    x = hidden.float().contiguous().numpy()
+    a13, a2 = w13.view(torch.uint8).contiguous().numpy(), w2.view(torch.uint8).contiguous().numpy()
+    f13, f2 = s13.contiguous().numpy(), s2.contiguous().numpy()
+    tw, idn = weights.contiguous().numpy(), ids.to(torch.int32).contiguous().numpy()
+    out = np.zeros((T, H), np.float32)
+    rc = lib.glm_moe_emulate_layout(_ptr(x), T, H, two_i // 2, E, ids.shape[1], _ptr(a13), _ptr(f13), _ptr(a2),
+                                    _ptr(f2), _ptr(tw), _ptr(idn), int(hidden.dtype == torch.bfloat16),
+                                    int(layout == "channel"), _ptr(out))
+    assert rc == 0
+    return torch.from_numpy(out)
+
+
+def _w8a8_reference_layout(layout, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
+    """reference.fp8_moe_experts (either layout) with the GPU path's 1x128 activation quantisation, in float64."""
+    inter = w13.shape[1] // 2
+    x = _quant_act(hidden.float()).double()
+    out = torch.zeros(hidden.shape, dtype=torch.float64)
+    for e in ids.unique().tolist():
+        if not 0 <= e < w13.shape[0]:
+            continue
+        tok, slot = (ids == e).nonzero(as_tuple=True)
+        gu = x[tok] @ reference.dequantize_fp8(w13[e], s13[e], layout).double().t()
+        act = (torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:]).to(hidden.dtype).float()
+        down = _quant_act(act).double() @ reference.dequantize_fp8(w2[e], s2[e], layout).double().t()
+        out.index_add_(0, tok, down * weights[tok, slot].double().unsqueeze(1))
+    return out
+
+
+def test_row_scale_index_is_torchs_flat_index_of_the_checkpoint_scale(host_plan):
+    E, M = 5, 384
+    flat = torch.arange(E * M).reshape(E, M, 1)
+    for e, row in ((0, 0), (2, 17), (4, M - 1), (3, 200)):
+        assert host_plan.glm_moe_row_scale_index(e, row, M) == int(flat[e, row, 0])
+
+
+@pytest.mark.parametrize("seed,T,H,I,E,topk,empty", [
+    (0, 1, 256, 128, 8, 8, ()),            # decode: one token on every expert
+    (1, 37, 256, 256, 8, 3, (5,)),         # 111 rows, an empty expert, no tile divides the counts
+    (2, 19, 384, 128, 16, 4, (0, 15)),     # first and last expert empty
+])
+def test_emulated_channel_pipeline_matches_reference(host_plan, seed, T, H, I, E, topk, empty):
+    case = _channel_case(seed, T, H, I, E, topk, empty)
+    got = _emulate_layout(host_plan, "channel", *case)
+    # Bookkeeping: the same maths in float64 torch (row scales applied by dequantising the weights, as the
+    # reference does); only float32 accumulation and rare one-ulp flips of the intermediate's rounding differ.
+    assert _rel(got, _w8a8_reference_layout("channel", *case)) < 1e-4
+    # Contract against the W8A16 oracle: the same activation quantisation error as the block layout's (8%).
+    oracle = reference.fp8_moe_experts(*case, "channel").float()
+    assert _rel(got.to(torch.bfloat16), oracle) < 0.08
+
+
+def test_emulated_channel_pipeline_applies_each_rows_own_scale(host_plan):
+    """Scaling the scale of one output row of w2 by 4 (same FP8 bytes) scales that output column exactly (a power
+    of two), and leaves every other column bit-identical."""
+    case = list(_channel_case(5, 11, 256, 128, 4, 2, ()))
+    base = _emulate_layout(host_plan, "channel", *case)
+    s2 = case[4].clone()
+    s2[:, 37, 0] *= 4.0
+    scaled = _emulate_layout(host_plan, "channel", *case[:4], s2, *case[5:])
+    assert torch.equal(scaled[:, 37], base[:, 37] * 4.0)
+    others = [h for h in range(256) if h != 37]
+    assert torch.equal(scaled[:, others], base[:, others])
+
+
+def test_block_entry_point_is_the_layout_one_with_block_scales(host_plan):
+    case = _moe_case(3, 9, 256, 128, 4, 2, ())
+    assert torch.equal(_emulate(host_plan, *case), _emulate_layout(host_plan, "block", *case))
+
+
+def test_emulated_channel_pipeline_drops_pairs_routed_elsewhere(host_plan):
+    hidden, w13, s13, w2, s2, weights, ids = _channel_case(4, 23, 256, 128, 8, 3, ())
+    masked = ids.clone()
+    masked[::2, 1] = -1
+    got = _emulate_layout(host_plan, "channel", hidden, w13, s13, w2, s2, weights, masked)
+    assert _rel(got, _w8a8_reference_layout("channel", hidden, w13, s13, w2, s2, weights, masked)) < 1e-4

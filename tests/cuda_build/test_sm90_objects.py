@@ -1,6 +1,10 @@
 """csrc/cuda compiled for sm_90a without a GPU: the build is warning-free, every kernel we ship uses no local
 memory (no spills, no stack) and reports its registers, and both grouped GEMMs run FP8 warpgroup MMAs
-(`QGMMA.*.E4M3.E4M3`, the SASS of wgmma with e4m3 operands) inside their main loop."""
+(`QGMMA.*.E4M3.E4M3`, the SASS of wgmma with e4m3 operands) inside their main loop.
+
+Both weight-scale layouts run these same GEMM instantiations: the channel layout (one scale per output row) gives
+the blockwise main loop unit weight scales (`unit_scales`) and applies the row scales in the glue kernels that
+read the GEMMs' outputs (silu_mul_quantize, gather_reduce), so every check of the GEMMs below holds for it too."""
 
 from __future__ import annotations
 
@@ -77,6 +81,12 @@ def test_every_shipped_instantiation_is_present(resources):
     for kernel in GLUE_KERNELS:
         per_dtype = 3 if kernel in ("permute_quantize", "silu_mul_quantize", "gather_reduce") else 1
         assert sum(kernel in n for n in glue) == per_dtype, (kernel, glue)
+
+
+def test_channel_layout_glue_is_shipped_without_spills(resources):
+    glue = [k for k in resources["cuda/moe_fp8_sm90.cu"] if "unit_scales" in k.name]
+    assert len(glue) == 1, [k.name for k in resources["cuda/moe_fp8_sm90.cu"]]
+    assert glue[0].local == 0 and glue[0].stack == 0 and 0 < glue[0].registers <= 255
 
 
 def test_gemm_registers_fit_the_cooperative_schedule(resources):
@@ -176,3 +186,5 @@ def test_objects_link_and_size_their_workspace(sm90_objects, tmp_path):
     assert len(sizes) == 3 and all(floor < s < 2 * floor for s in sizes), sizes
     assert "multiples of 128" in lines["unsupported"]
     assert "workspace smaller" in lines["run"]
+    assert "workspace smaller" in lines["run_channel"]
+    assert "block or channel layout" in lines["layout"]

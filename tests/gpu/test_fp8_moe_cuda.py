@@ -1,4 +1,5 @@
-"""The sm_90a FP8 MoE CUDA kernel (csrc/cuda) against the PyTorch reference, on an H100/H200/H800.
+"""The sm_90a FP8 MoE CUDA kernel (csrc/cuda) against the PyTorch reference, on an H100/H200/H800, for both weight
+scale layouts: 128x128 blocks and one scale per output row (`channel`, applied after each GEMM).
 
 Skipped without a CUDA device or on a GPU other than sm_90 (with the reason). On a Hopper GPU a failure to build
 the extension is a failure, not a skip: that is what these tests are for.
@@ -6,7 +7,7 @@ the extension is a failure, not a skip: that is what these tests are for.
 Tolerances. The kernel quantises activations to e4m3 per 1 x 128 token group before each GEMM (DeepGEMM's
 recipe); the reference is W8A16. Against the reference *with that quantisation added* (`_w8a8`) only the
 tensor-core accumulation order and rare one-ulp flips of the intermediate's rounding differ: 1% relative
-(Frobenius). Against the W8A16 oracle the activation quantisation itself shows: ~sqrt(2) x 3% for two quantised
+(Frobenius). The channel layout quantises activations the same way, so the same bounds hold. Against the W8A16 oracle the activation quantisation itself shows: ~sqrt(2) x 3% for two quantised
 GEMM inputs, measured 4.3-4.9% by the host emulation in tests/cuda_build; we allow 8%.
 """
 
@@ -45,14 +46,14 @@ def cuda_op():
     return torch.ops.glm_plugin.fp8_moe_experts_cuda
 
 
-def _weights(E: int, H: int, I: int, seed: int):
+def _weights(E: int, H: int, I: int, seed: int, layout: str = "block"):
     g = torch.Generator(device="cuda").manual_seed(seed)
     w13, s13, w2, s2 = [], [], [], []
     for start in range(0, E, 16):  # a few experts at a time: the float copies of GLM-4.5's are 12 GB
         n = min(16, E - start)
-        q, s = reference.quantize_fp8_block(torch.randn(n, 2 * I, H, generator=g, device="cuda") * 0.05)
+        q, s = reference.quantize_fp8(torch.randn(n, 2 * I, H, generator=g, device="cuda") * 0.05, layout)
         w13.append(q), s13.append(s)
-        q, s = reference.quantize_fp8_block(torch.randn(n, H, I, generator=g, device="cuda") * 0.05)
+        q, s = reference.quantize_fp8(torch.randn(n, H, I, generator=g, device="cuda") * 0.05, layout)
         w2.append(q), s2.append(s)
     return torch.cat(w13), torch.cat(s13), torch.cat(w2), torch.cat(s2)
 
@@ -79,17 +80,19 @@ def _quant_act(x: torch.Tensor) -> torch.Tensor:
     return ((g / s).clamp(-448, 448).to(torch.float8_e4m3fn).float() * s).reshape(rows, k)
 
 
-def _w8a8(hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
+def _w8a8(hidden, w13, s13, w2, s2, weights, ids, layout: str = "block") -> torch.Tensor:
     """reference.fp8_moe_experts with the kernel's 1x128 activation quantisation added."""
     inter = w13.shape[1] // 2
     x = _quant_act(hidden)
     out = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
     idl = ids.long()
     for e in idl.unique().tolist():
+        if not 0 <= e < w13.shape[0]:
+            continue
         tok, slot = (idl == e).nonzero(as_tuple=True)
-        gu = x[tok] @ reference.dequantize_fp8(w13[e], s13[e], "block").t()
+        gu = x[tok] @ reference.dequantize_fp8(w13[e], s13[e], layout).t()
         act = (torch.nn.functional.silu(gu[:, :inter]) * gu[:, inter:]).to(hidden.dtype).float()
-        down = _quant_act(act) @ reference.dequantize_fp8(w2[e], s2[e], "block").t()
+        down = _quant_act(act) @ reference.dequantize_fp8(w2[e], s2[e], layout).t()
         out.index_add_(0, tok, down * weights[tok, slot].float().unsqueeze(1))
     return out
 
@@ -182,13 +185,21 @@ def test_public_op_dispatches_to_cuda(cuda_op, monkeypatch):
     kernels.reset_choices()
 
 
-def test_empty_batch_and_channel_layout(cuda_op):
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_empty_batch(cuda_op, layout):
     H, I, E = 256, 128, 4
-    w13, s13, w2, s2 = _weights(E, H, I, 5)
+    w13, s13, w2, s2 = _weights(E, H, I, 5, layout)
     hidden = torch.zeros(0, H, device="cuda", dtype=torch.bfloat16)
     ids = torch.zeros(0, 2, dtype=torch.int32, device="cuda")
-    assert cuda_op(hidden, w13, s13, w2, s2, ids.float(), ids, "block").shape == (0, H)
-    with pytest.raises(RuntimeError, match="GLM_PLUGIN_KERNEL"):
+    assert cuda_op(hidden, w13, s13, w2, s2, ids.float(), ids, layout).shape == (0, H)
+
+
+def test_scales_of_the_other_layout_are_refused(cuda_op):
+    H, I, E = 256, 128, 4
+    w13, s13, w2, s2 = _weights(E, H, I, 5, "block")
+    hidden = torch.zeros(1, H, device="cuda", dtype=torch.bfloat16)
+    ids = torch.zeros(1, 2, dtype=torch.int32, device="cuda")
+    with pytest.raises(RuntimeError, match="w13_scale has shape"):
         cuda_op(hidden, w13, s13, w2, s2, ids.float(), ids, "channel")
 
 
@@ -222,3 +233,96 @@ def test_ids_outside_the_experts_contribute_nothing(cuda_op):
     expect = _w8a8(hidden, w13, s13, w2, s2, weights[:, :-1].contiguous(), ids[:, :-1].contiguous())
     assert _rel(out, expect) < 1e-2
     assert _rel(out, reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, masked, "block")) < 0.08
+
+
+# ---- the channel layout (per-output-row weight scales, GLM's compressed-tensors FP8 checkpoints) ------------------
+
+@pytest.fixture(scope="module")
+def air_channel_weights(cuda_op):
+    return _weights(AIR["E"], AIR["H"], AIR["I"], 0, "channel")
+
+
+@pytest.mark.parametrize("T", [1, 7, 64, 256, 1024, 4096])
+def test_channel_glm45_air_shapes_match_reference(cuda_op, air_channel_weights, T):
+    w13, s13, w2, s2 = air_channel_weights
+    assert s13.shape == (AIR["E"], 2 * AIR["I"], 1) and s2.shape == (AIR["E"], AIR["H"], 1)
+    hidden = torch.randn(T, AIR["H"], device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, AIR["E"], AIR["topk"], seed=T, empty=(3, 100))
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")
+    torch.cuda.synchronize()
+    assert out.shape == hidden.shape and out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids, "channel")) < 1e-2
+    if T <= 64:
+        oracle = reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "channel")
+        assert _rel(out, oracle) < 0.08
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_channel_random_shapes_match_reference(cuda_op, seed):
+    c = _random_case(100 + seed)
+    w13, s13, w2, s2 = _weights(c["E"], c["H"], c["I"], seed, "channel")
+    hidden = torch.randn(c["T"], c["H"], device="cuda").to(c["dtype"])
+    weights, ids = _routing(c["T"], c["E"], c["topk"], seed=seed, empty=c["empty"])
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")
+    assert out.dtype == c["dtype"] and torch.isfinite(out).all(), c
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids, "channel")) < 1e-2, c
+    assert _rel(out, reference.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "channel")) < 0.08, c
+
+
+def test_channel_row_scales_reach_their_rows(cuda_op):
+    """Quadrupling the scale of one w2 row (same FP8 bytes) quadruples that output column and nothing else: a
+    scale applied to the wrong row or expert would move other columns."""
+    H, I, E, T = 256, 128, 8, 9
+    w13, s13, w2, s2 = _weights(E, H, I, 8, "channel")
+    hidden = torch.randn(T, H, device="cuda").to(torch.float32)
+    weights, ids = _routing(T, E, 2, seed=3)
+    base = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")
+    s2x = s2.clone()
+    s2x[:, 37] *= 4.0
+    scaled = cuda_op(hidden, w13, s13, w2, s2x, weights, ids, "channel")
+    others = [h for h in range(H) if h != 37]
+    assert torch.equal(scaled[:, others], base[:, others])
+    assert torch.equal(scaled[:, 37], base[:, 37] * 4.0)
+
+
+def test_channel_ids_outside_the_experts_contribute_nothing(cuda_op):
+    H, I, E, T = 256, 128, 8, 17
+    w13, s13, w2, s2 = _weights(E, H, I, 6, "channel")
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, E, 3, seed=2)
+    masked = ids.clone()
+    masked[:, -1] = -1
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, masked, "channel")
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, masked, "channel")) < 1e-2
+
+
+def test_channel_cuda_graph_capture_replays(cuda_op, air_channel_weights):
+    w13, s13, w2, s2 = air_channel_weights
+    T = 4
+    hidden = torch.randn(T, AIR["H"], device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, AIR["E"], AIR["topk"], seed=11)
+    cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")  # warm-up outside capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")
+    new_weights, new_ids = _routing(T, AIR["E"], AIR["topk"], seed=12)
+    hidden.copy_(torch.randn_like(hidden))
+    weights.copy_(new_weights), ids.copy_(new_ids)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids, "channel")) < 1e-2
+
+
+def test_public_op_dispatches_channel_to_cuda(cuda_op, monkeypatch):
+    from glm_plugin import kernels
+
+    monkeypatch.delenv("GLM_PLUGIN_KERNEL", raising=False)
+    kernels.reset_choices()
+    H, I, E, T = 256, 128, 4, 3
+    w13, s13, w2, s2 = _weights(E, H, I, 4, "channel")
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, E, 2, seed=1)
+    out = kernels.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "channel")
+    assert kernels.implementation("fp8_moe_experts", hidden.device, "channel") == "cuda"
+    assert torch.equal(out, cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel"))
+    kernels.reset_choices()
