@@ -1,6 +1,6 @@
 """Triton fused FP8 MoE experts (W8A16, block 128x128 or per-channel scales) for CUDA tensors.
 
-Why: on a GPU without our compiled CUDA kernel (or for the channel layout, which that kernel does not take) the
+Why: on a GPU without our compiled CUDA kernel (it needs sm_90a and a build) the
 dispatcher in `glm_plugin.kernels` tries this module before falling back to the PyTorch reference. The maths is
 the reference's (`reference.fp8_moe_experts`): FP8 weights widened exactly to the activation dtype inside the
 GEMM loop (never a dequantised copy), fp32 accumulation, scales applied per 128-wide K block and per output row,
