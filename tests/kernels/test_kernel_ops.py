@@ -148,12 +148,13 @@ def test_gpu_candidates_absent_here_are_named():
 
 
 def test_the_cuda_kernel_is_offered_only_what_it_implements():
-    """csrc/cuda has block-scaled MoE experts only: a channel-scaled checkpoint or the dense linear on a GPU goes to
-    the next implementation instead of reaching the CUDA binding's refusal."""
-    assert "block" in kernels.why_unavailable("cuda", "fp8_moe_experts", "cuda", "channel")
+    """csrc/cuda has MoE experts (both scale layouts) and no dense linear: the linear on a GPU goes to the next
+    implementation instead of reaching a missing binding, and either layout is refused here only for the reason
+    the kernel is not built."""
     assert "no fp8_linear" in kernels.why_unavailable("cuda", "fp8_linear", "cuda", "block")
     reason = kernels.why_unavailable("cuda", "fp8_moe_experts", "cuda", "block")
     assert "CUDA" in reason or "cuda" in reason  # this CPU build of torch: built nowhere, said why
+    assert kernels.why_unavailable("cuda", "fp8_moe_experts", "cuda", "channel") == reason
 
 
 def test_missing_compiler_falls_back_to_reference_with_one_message(tmp_path):
