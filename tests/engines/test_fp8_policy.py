@@ -45,7 +45,7 @@ def test_policy_table(engine, device, layer, layout, opted_in, owner):
     assert decision.owner == owner, decision
     if owner == OURS and device != "cpu":
         # Opted in on a GPU: the kernels that may take it, compiled ones only (dispatch order), never "reference".
-        assert decision.kernels == (("cuda", "triton") if layout == "block" else ("triton",))
+        assert decision.kernels == ("cuda", "triton")  # the CUDA kernel takes both scale layouts
     if owner == ENGINE and device != "cpu" and not opted_in and layer == "experts":
         assert policy.ENV_OPT_IN in decision.reason  # the default says how to opt in
 
