@@ -191,7 +191,9 @@ def _moe_case(seed: int, T: int, H: int, I: int, E: int, topk: int, empty: tuple
     return hidden, w13, s13, w2, s2, weights, ids
 
 
-def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
+def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids, layout: str | None = None) -> torch.Tensor:
+    """The host emulation of the GPU path: `glm_moe_emulate` (block scales), or with a layout
+    `glm_moe_emulate_layout`."""
     T, H = hidden.shape
     E, two_i, _ = w13.shape
     x = hidden.float().contiguous().numpy()
@@ -199,8 +201,12 @@ def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
     f13, f2 = s13.contiguous().numpy(), s2.contiguous().numpy()
     tw, idn = weights.contiguous().numpy(), ids.to(torch.int32).contiguous().numpy()
     out = np.zeros((T, H), np.float32)
-    rc = lib.glm_moe_emulate(_ptr(x), T, H, two_i // 2, E, ids.shape[1], _ptr(a13), _ptr(f13), _ptr(a2), _ptr(f2),
-                             _ptr(tw), _ptr(idn), int(hidden.dtype == torch.bfloat16), _ptr(out))
+    args = (_ptr(x), T, H, two_i // 2, E, ids.shape[1], _ptr(a13), _ptr(f13), _ptr(a2), _ptr(f2), _ptr(tw),
+            _ptr(idn), int(hidden.dtype == torch.bfloat16))
+    if layout is None:
+        rc = lib.glm_moe_emulate(*args, _ptr(out))
+    else:
+        rc = lib.glm_moe_emulate_layout(*args, int(layout == "channel"), _ptr(out))
     assert rc == 0
     return torch.from_numpy(out)
 
@@ -279,21 +285,6 @@ def _channel_case(seed: int, T: int, H: int, I: int, E: int, topk: int, empty: t
     return hidden, w13, s13, w2, s2, weights, ids
 
 
-def _emulate_layout(lib, layout, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
-    T, H = hidden.shape
-    E, two_i, _ = w13.shape
-    x = hidden.float().contiguous().numpy()
-    a13, a2 = w13.view(torch.uint8).contiguous().numpy(), w2.view(torch.uint8).contiguous().numpy()
-    f13, f2 = s13.contiguous().numpy(), s2.contiguous().numpy()
-    tw, idn = weights.contiguous().numpy(), ids.to(torch.int32).contiguous().numpy()
-    out = np.zeros((T, H), np.float32)
-    rc = lib.glm_moe_emulate_layout(_ptr(x), T, H, two_i // 2, E, ids.shape[1], _ptr(a13), _ptr(f13), _ptr(a2),
-                                    _ptr(f2), _ptr(tw), _ptr(idn), int(hidden.dtype == torch.bfloat16),
-                                    int(layout == "channel"), _ptr(out))
-    assert rc == 0
-    return torch.from_numpy(out)
-
-
 def _w8a8_reference_layout(layout, hidden, w13, s13, w2, s2, weights, ids) -> torch.Tensor:
     """reference.fp8_moe_experts (either layout) with the GPU path's 1x128 activation quantisation, in float64."""
     inter = w13.shape[1] // 2
@@ -324,7 +315,7 @@ def test_row_scale_index_is_torchs_flat_index_of_the_checkpoint_scale(host_plan)
 ])
 def test_emulated_channel_pipeline_matches_reference(host_plan, seed, T, H, I, E, topk, empty):
     case = _channel_case(seed, T, H, I, E, topk, empty)
-    got = _emulate_layout(host_plan, "channel", *case)
+    got = _emulate(host_plan, *case, layout="channel")
     # Bookkeeping: the same maths in float64 torch (row scales applied by dequantising the weights, as the
     # reference does); only float32 accumulation and rare one-ulp flips of the intermediate's rounding differ.
     assert _rel(got, _w8a8_reference_layout("channel", *case)) < 1e-4
@@ -337,10 +328,10 @@ def test_emulated_channel_pipeline_applies_each_rows_own_scale(host_plan):
     """Scaling the scale of one output row of w2 by 4 (same FP8 bytes) scales that output column exactly (a power
     of two), and leaves every other column bit-identical."""
     case = list(_channel_case(5, 11, 256, 128, 4, 2, ()))
-    base = _emulate_layout(host_plan, "channel", *case)
+    base = _emulate(host_plan, *case, layout="channel")
     s2 = case[4].clone()
     s2[:, 37, 0] *= 4.0
-    scaled = _emulate_layout(host_plan, "channel", *case[:4], s2, *case[5:])
+    scaled = _emulate(host_plan, *case[:4], s2, *case[5:], layout="channel")
     assert torch.equal(scaled[:, 37], base[:, 37] * 4.0)
     others = [h for h in range(256) if h != 37]
     assert torch.equal(scaled[:, others], base[:, others])
@@ -348,12 +339,12 @@ def test_emulated_channel_pipeline_applies_each_rows_own_scale(host_plan):
 
 def test_block_entry_point_is_the_layout_one_with_block_scales(host_plan):
     case = _moe_case(3, 9, 256, 128, 4, 2, ())
-    assert torch.equal(_emulate(host_plan, *case), _emulate_layout(host_plan, "block", *case))
+    assert torch.equal(_emulate(host_plan, *case), _emulate(host_plan, *case, layout="block"))
 
 
 def test_emulated_channel_pipeline_drops_pairs_routed_elsewhere(host_plan):
     hidden, w13, s13, w2, s2, weights, ids = _channel_case(4, 23, 256, 128, 8, 3, ())
     masked = ids.clone()
     masked[::2, 1] = -1
-    got = _emulate_layout(host_plan, "channel", hidden, w13, s13, w2, s2, weights, masked)
+    got = _emulate(host_plan, hidden, w13, s13, w2, s2, weights, masked, layout="channel")
     assert _rel(got, _w8a8_reference_layout("channel", hidden, w13, s13, w2, s2, weights, masked)) < 1e-4

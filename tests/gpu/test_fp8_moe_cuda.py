@@ -203,22 +203,23 @@ def test_scales_of_the_other_layout_are_refused(cuda_op):
         cuda_op(hidden, w13, s13, w2, s2, ids.float(), ids, "channel")
 
 
-def test_cuda_graph_capture_replays(cuda_op, air_weights):
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_cuda_graph_capture_replays(cuda_op, layout):
     """Engines capture decode steps in CUDA graphs: the op must be capturable and replay with new inputs."""
-    w13, s13, w2, s2 = air_weights
+    w13, s13, w2, s2 = _weights(AIR["E"], AIR["H"], AIR["I"], 0, layout)
     T = 4
     hidden = torch.randn(T, AIR["H"], device="cuda").to(torch.bfloat16)
     weights, ids = _routing(T, AIR["E"], AIR["topk"], seed=11)
-    cuda_op(hidden, w13, s13, w2, s2, weights, ids, "block")  # warm-up outside capture
+    cuda_op(hidden, w13, s13, w2, s2, weights, ids, layout)  # warm-up outside capture
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "block")
+        out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, layout)
     new_weights, new_ids = _routing(T, AIR["E"], AIR["topk"], seed=12)
     hidden.copy_(torch.randn_like(hidden))
     weights.copy_(new_weights), ids.copy_(new_ids)
     graph.replay()
     torch.cuda.synchronize()
-    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids)) < 1e-2
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids, layout)) < 1e-2
 
 
 def test_ids_outside_the_experts_contribute_nothing(cuda_op):
@@ -294,23 +295,6 @@ def test_channel_ids_outside_the_experts_contribute_nothing(cuda_op):
     masked[:, -1] = -1
     out = cuda_op(hidden, w13, s13, w2, s2, weights, masked, "channel")
     assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, masked, "channel")) < 1e-2
-
-
-def test_channel_cuda_graph_capture_replays(cuda_op, air_channel_weights):
-    w13, s13, w2, s2 = air_channel_weights
-    T = 4
-    hidden = torch.randn(T, AIR["H"], device="cuda").to(torch.bfloat16)
-    weights, ids = _routing(T, AIR["E"], AIR["topk"], seed=11)
-    cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")  # warm-up outside capture
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel")
-    new_weights, new_ids = _routing(T, AIR["E"], AIR["topk"], seed=12)
-    hidden.copy_(torch.randn_like(hidden))
-    weights.copy_(new_weights), ids.copy_(new_ids)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids, "channel")) < 1e-2
 
 
 def test_public_op_dispatches_channel_to_cuda(cuda_op, monkeypatch):
