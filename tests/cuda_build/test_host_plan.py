@@ -238,11 +238,14 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp(min=1e-30))
 
 
-@pytest.mark.parametrize("seed,T,H,I,E,topk,empty", [
+PIPELINE_CASES = [
     (0, 1, 256, 128, 8, 8, ()),            # decode: one token on every expert
     (1, 37, 256, 256, 8, 3, (5,)),         # 111 rows, an empty expert, no tile divides the counts
     (2, 19, 384, 128, 16, 4, (0, 15)),     # first and last expert empty
-])
+]
+
+
+@pytest.mark.parametrize("seed,T,H,I,E,topk,empty", PIPELINE_CASES)
 def test_emulated_gpu_pipeline_matches_reference(host_plan, seed, T, H, I, E, topk, empty):
     case = _moe_case(seed, T, H, I, E, topk, empty)
     got = _emulate(host_plan, *case)
@@ -308,11 +311,7 @@ def test_row_scale_index_is_torchs_flat_index_of_the_checkpoint_scale(host_plan)
         assert host_plan.glm_moe_row_scale_index(e, row, M) == int(flat[e, row, 0])
 
 
-@pytest.mark.parametrize("seed,T,H,I,E,topk,empty", [
-    (0, 1, 256, 128, 8, 8, ()),            # decode: one token on every expert
-    (1, 37, 256, 256, 8, 3, (5,)),         # 111 rows, an empty expert, no tile divides the counts
-    (2, 19, 384, 128, 16, 4, (0, 15)),     # first and last expert empty
-])
+@pytest.mark.parametrize("seed,T,H,I,E,topk,empty", PIPELINE_CASES)
 def test_emulated_channel_pipeline_matches_reference(host_plan, seed, T, H, I, E, topk, empty):
     case = _channel_case(seed, T, H, I, E, topk, empty)
     got = _emulate(host_plan, *case, layout="channel")
