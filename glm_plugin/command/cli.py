@@ -1,8 +1,9 @@
 """`glm-plugin`: serve GLM (or the bundled tiny checkpoint), run the demo, chat, check an endpoint, set up Claude Code.
 
-Each subcommand lives in its own module and is imported only when chosen, so `glm-plugin --help` is instant and no
-engine is imported here: `serve` builds the command (glm_plugin.command.serve_command) and hands the process over to
-the engine with exec, so the engine's own signals and logs behave as if the user had typed the command.
+Each subcommand lives in its own module. `serve`'s two (serve_command, cpu_server: standard library only) are
+imported with this one; `demo`, `chat`, `check` and `claude-code`, which pull in HTTP clients, only when chosen, so
+`glm-plugin --help` stays instant and no engine is imported here. `serve` builds the command and hands the process
+over to the engine with exec, so the engine's own signals and logs behave as if the user had typed the command.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 from glm_plugin.command import serve_command as sc
 from glm_plugin.command.cpu_server import (DEMO_MODEL_NAME, bundled_model_dir, cpu_environment, cpu_step_flags,
-                                           demo_server_command)
+                                           demo_server_command, disabled_note)
 
 DEMO_URL = "http://127.0.0.1:8000"  # where `glm-plugin serve` listens by default
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -58,7 +59,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
     sc.refuse_conflicts(engine, cmd[:len(cmd) - len(extra)], extra)
     hidden = {args.api_key: '"$GLM_API_KEY"'} if args.api_key and args.api_key == os.environ.get("GLM_API_KEY") else {}
     print(f"glm-plugin: {sc.shell_line(cmd, env, dict(os.environ), hidden)}", flush=True)
-    for line in _reach_notes(args.host, args.port, bool(args.api_key), args.node_rank):
+    note = disabled_note(env)
+    for line in ([note] if note else []) + _reach_notes(args.host, args.port, bool(args.api_key), args.node_rank):
         print(f"glm-plugin: {line}", flush=True)
     if args.dry_run:
         return 0
