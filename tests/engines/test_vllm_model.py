@@ -146,11 +146,7 @@ def test_default_aux_layers_are_distinct_and_in_range(model_mod, layers, expecte
 
 
 def test_default_aux_layers_match_the_training_script(model_mod):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-    try:
-        import train_eagle3
-    finally:
-        sys.path.pop(0)
+    import train_eagle3
     for layers in range(1, 100):
         assert tuple(train_eagle3.default_aux_layers(layers)) == model_mod.default_aux_layers(layers)
 
