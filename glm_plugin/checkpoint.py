@@ -239,6 +239,10 @@ class Checkpoint:
         return self._int("n_routed_experts")
 
     @property
+    def is_mla(self) -> bool:
+        return self.config.get("kv_lora_rank") is not None
+
+    @property
     def has_mtp(self) -> bool:
         return self._int("num_nextn_predict_layers") > 0
 
@@ -276,26 +280,31 @@ def kv_heads_fit(kv_heads: int, tp: int) -> bool:
     return kv_heads % tp == 0 if kv_heads >= tp else tp % kv_heads == 0
 
 
-def split_problem(checkpoint: Checkpoint, gpus: int) -> str | None:
-    """Why `gpus` GPUs (tensor parallel `gpus`, expert parallel from 8) cannot hold the checkpoint, or None."""
-    tp, ep = gpus, gpus if gpus >= EXPERT_PARALLEL_FROM else 1
-    if tp <= 1:
+def parallel_problem(checkpoint: Checkpoint, tp: int, ep: int = 1) -> str | None:
+    """Why tensor parallel `tp` with expert parallel `ep` (1: experts split by width instead) cannot hold the
+    checkpoint, or None. The one split rule: the command's GPU advice and vLLM's start-up check both ask it."""
+    if tp <= 1 and ep <= 1:
         return None
     heads, kv = checkpoint.attention_heads, checkpoint.kv_heads
     if heads % tp:
         return f"{heads} attention heads cannot be split over {tp} GPUs (tensor parallel {tp})"
-    if not kv_heads_fit(kv, tp):
+    if not checkpoint.is_mla and not kv_heads_fit(kv, tp):  # MLA caches one latent per token, not per KV head
         return f"{kv} KV heads cannot be split or replicated evenly over {tp} GPUs"
     if ep > 1 and checkpoint.routed_experts % ep:
         return f"{checkpoint.routed_experts} routed experts cannot be split over {ep} GPUs (expert parallel)"
     layout = checkpoint.fp8
-    if layout is None or layout.block is None:
-        return None
     for what, module, width in _split_matrices(checkpoint, tp, ep):
-        if width and layout.quantized(module) and (width // tp) % layout.block:
+        if width % tp:
+            return f"{what} {width} cannot be split over {tp} GPUs (tensor parallel {tp})"
+        if layout and layout.block and layout.quantized(module) and (width // tp) % layout.block:
             return (f"{what} {width} / tp {tp} = {width // tp} is not a multiple of the FP8 block {layout.block} "
                     f"(the checkpoint's quantization_config declares {layout.block}x{layout.block} blocks)")
     return None
+
+
+def split_problem(checkpoint: Checkpoint, gpus: int) -> str | None:
+    """Why `gpus` GPUs (tensor parallel `gpus`, expert parallel from 8) cannot hold the checkpoint, or None."""
+    return parallel_problem(checkpoint, gpus, gpus if gpus >= EXPERT_PARALLEL_FROM else 1)
 
 
 def parallel_sizes(checkpoint: Checkpoint, gpus: int) -> tuple[int, int]:

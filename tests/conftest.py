@@ -1,12 +1,12 @@
-"""Suite-wide settings: hypothesis profiles (CI runs every property 10^4 times); tests/support is importable; the
-`numerics` marker on every test whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic
-code paths, `make test-numerics`, so a CPU unlike the submitter's shows up before a user meets it)."""
+"""Suite-wide settings: hypothesis profiles (CI runs every property 10^4 times); the `numerics` marker on every test
+whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic code paths, `make test-numerics`,
+so a CPU unlike the submitter's shows up before a user meets it). tests/support and scripts/ are on the path through
+pyproject's `pythonpath`."""
 
 import collections
 import hashlib
 import os
 import pathlib
-import sys
 import tempfile
 
 import pytest
@@ -20,8 +20,6 @@ settings.register_profile(
     "ci", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
-
-sys.path.insert(0, str(HERE / "support"))  # test fixtures shared by several groups
 
 
 def _inductor_cache_for_this_isa() -> str:

@@ -1,8 +1,9 @@
 """`glm-plugin`: serve GLM (or the bundled tiny checkpoint), run the demo, chat, check an endpoint, set up Claude Code.
 
-Each subcommand lives in its own module and is imported only when chosen, so `glm-plugin --help` is instant and no
-engine is imported here: `serve` builds the command (glm_plugin.command.serve_command) and hands the process over to
-the engine with exec, so the engine's own signals and logs behave as if the user had typed the command.
+Each subcommand lives in its own module. `serve`'s two (serve_command, cpu_server: standard library only) are
+imported with this one; `demo`, `chat`, `check` and `claude-code`, which pull in HTTP clients, only when chosen, so
+`glm-plugin --help` stays instant and no engine is imported here. `serve` builds the command and hands the process
+over to the engine with exec, so the engine's own signals and logs behave as if the user had typed the command.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import os
 import sys
 
+from glm_plugin import settings
 from glm_plugin.command import serve_command as sc
 from glm_plugin.command.cpu_server import (DEMO_MODEL_NAME, bundled_model_dir, cpu_environment, cpu_step_flags,
-                                           demo_server_command)
+                                           demo_server_command, disabled_note)
 
 DEMO_URL = "http://127.0.0.1:8000"  # where `glm-plugin serve` listens by default
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -56,9 +58,10 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
                                 flags=flags + key, extra=extra)
         env = cpu_environment(extra=flags + extra) if gpus == 0 and engine == "vllm" else dict(os.environ)
     sc.refuse_conflicts(engine, cmd[:len(cmd) - len(extra)], extra)
-    hidden = {args.api_key: '"$GLM_API_KEY"'} if args.api_key and args.api_key == os.environ.get("GLM_API_KEY") else {}
+    hidden = {args.api_key: '"$GLM_API_KEY"'} if args.api_key and args.api_key == settings.value("GLM_API_KEY") or None else {}
     print(f"glm-plugin: {sc.shell_line(cmd, env, dict(os.environ), hidden)}", flush=True)
-    for line in _reach_notes(args.host, args.port, bool(args.api_key), args.node_rank):
+    note = disabled_note(env)
+    for line in ([note] if note else []) + _reach_notes(args.host, args.port, bool(args.api_key), args.node_rank):
         print(f"glm-plugin: {line}", flush=True)
     if args.dry_run:
         return 0
@@ -138,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 for a "
                             "server other machines use, with --api-key")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"),
+    serve.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None,
                        help="clients must send it as a bearer token (default: $GLM_API_KEY, else none)")
     serve.add_argument("--max-model-len", type=int, help="default: the checkpoint's own limit")
 
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=EXIT_CODES.format(ok="the chat ended", failed="a request failed mid-chat"))
     chat.add_argument("--url", default=DEMO_URL, help=f"the server (default {DEMO_URL}; http:// may be left out)")
     chat.add_argument("--model", help="default: the server's first model")
-    chat.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"), help="default: $GLM_API_KEY")
+    chat.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None, help="default: $GLM_API_KEY")
     chat.add_argument("--script", help="replay a file of typed lines ('-' for stdin) instead of reading input")
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=0.0)
@@ -166,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("url", nargs="?", default=DEMO_URL,
                        help=f"the server (default {DEMO_URL}; http:// may be left out)")
     check.add_argument("--model", help="default: the server's first model")
-    check.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"), help="default: $GLM_API_KEY")
+    check.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None, help="default: $GLM_API_KEY")
     check.add_argument("--max-tokens", type=int, default=256)
 
     claude = sub.add_parser("claude-code", allow_abbrev=False,
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or does not serve --model: nothing is written")
     claude.add_argument("--url", default=DEMO_URL, help=f"the server (default {DEMO_URL}; http:// may be left out)")
     claude.add_argument("--model", help="default: the server's first model")
-    claude.add_argument("--api-key", default=os.environ.get("GLM_API_KEY"),
+    claude.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None,
                         help="the server's --api-key (default: $GLM_API_KEY, else none)")
     claude.add_argument("--max-output-tokens", type=int, default=None,
                         help="CLAUDE_CODE_MAX_OUTPUT_TOKENS (default: the served context minus 49,152 tokens for "

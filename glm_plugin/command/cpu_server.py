@@ -103,12 +103,20 @@ def cpu_worker_binding(extra: list[str], cores: list[int] | None = None) -> str 
     return "|".join(",".join(map(str, cores[i * per:(i + 1) * per])) for i in range(workers))
 
 
+def disabled_note(env: dict[str, str]) -> str | None:
+    """What a user who set `GLM_PLUGIN_DISABLE` (to compare with the engine's built-ins) gets, said once at start."""
+    value = env.get("GLM_PLUGIN_DISABLE", "").strip()
+    if not value:
+        return None
+    return (f"GLM_PLUGIN_DISABLE={value}: those parts of glm_plugin are off in this server and the engine's own serve "
+            "them (unset it for glm_plugin's)")
+
+
 def demo_server_command(host: str = "127.0.0.1", port: int = 8000, max_model_len: int | None = None,
                         extra: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The bundled checkpoint on this CPU with vLLM: (argv, environment)."""
     max_model_len = max_model_len or DEMO_MAX_MODEL_LEN
     env = cpu_environment(extra=extra)
-    env.pop("GLM_PLUGIN_DISABLE", None)
     longer = []
     if max_model_len > DEMO_MAX_MODEL_LEN:
         # Clients such as Claude Code need a long context; the tiny model then answers past its trained positions

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from glm_plugin.command import chat
-from glm_plugin.command.cpu_server import DEMO_MODEL_NAME, demo_server_command
+from glm_plugin.command.cpu_server import DEMO_MODEL_NAME, demo_server_command, disabled_note
 from glm_plugin.command.server_process import ServerFailed, ServerProcess
 
 # What a user would type: a string argument, then an integer one. The bundled tiny model was trained on these
@@ -39,6 +39,9 @@ def run(script: str | None = None, port: int | None = None, log_dir: str | None 
     cmd, env = demo_server_command(port=port)
     base = f"http://127.0.0.1:{port}"
     print("glm-plugin demo: starting vLLM on this CPU with the bundled tiny GLM checkpoint", flush=True)
+    note = disabled_note(env)
+    if note:
+        print(f"glm-plugin demo: {note}", flush=True)
     server = ServerProcess(cmd, base, log_dir / "server.log", env)
     with server:
         try:

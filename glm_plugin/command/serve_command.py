@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from glm_plugin import settings
 from glm_plugin.checkpoint import (GLM5_ARCHITECTURE, TARGET_ARCHITECTURES, Checkpoint, SplitError, parallel_sizes,
                                    split_problem)
 
@@ -249,10 +250,8 @@ def default_served_name(model: Path) -> str:
 
 def detect_gpus() -> int:
     """NVIDIA GPUs visible to this process (0 when nvidia-smi is absent); no torch import, so it is instant."""
-    import os
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
+    if settings.is_set("CUDA_VISIBLE_DEVICES"):
+        visible = settings.value("CUDA_VISIBLE_DEVICES")
         return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
     if not shutil.which("nvidia-smi"):
         return 0

@@ -14,8 +14,9 @@ Each part's patches of engine classes are installed with it (`engines/<engine>/p
 from __future__ import annotations
 
 import logging
-import os
 from typing import Callable, Mapping, Sequence
+
+from glm_plugin import settings
 
 ENV_VAR = "GLM_PLUGIN_DISABLE"
 PARTS = ("parsers", "model", "kernels")
@@ -26,7 +27,7 @@ _warned: set[str] = set()
 
 def disabled_parts(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """The parts switched off by `GLM_PLUGIN_DISABLE`; an unknown name is warned about once, then ignored."""
-    raw = (os.environ if environ is None else environ).get(ENV_VAR, "")
+    raw = settings.value(ENV_VAR, environ)
     names = {part.strip().lower() for part in raw.split(",") if part.strip()}
     if "all" in names:
         return frozenset(PARTS)

@@ -1,7 +1,7 @@
 """The events a GLM output stream is parsed into; both engine adapters translate exactly these.
 
-Plain slotted classes, not frozen dataclasses: the parser creates one per token-sized delta, and frozen
-dataclasses pay for `object.__setattr__` on every construction.
+Slotted, mutable dataclasses, not frozen ones: the parser creates one per token-sized delta, and a frozen dataclass
+pays for `object.__setattr__` on every construction.
 """
 
 from __future__ import annotations

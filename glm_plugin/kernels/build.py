@@ -13,11 +13,12 @@ return False, never raise; `unavailable_reason()` says why, and the dispatcher l
 from __future__ import annotations
 
 import logging
-import os
 import platform
 import shutil
 import sys
 from pathlib import Path
+
+from glm_plugin import settings
 
 from .jit_cache import LoadOnce, library_dir, source_dir
 
@@ -38,7 +39,7 @@ def cache_dir() -> Path:
 def _missing_prerequisite() -> str | None:
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"the CPU kernels are x86-64 only (this machine is {platform.machine()})"
-    cxx = os.environ.get("CXX", "c++")
+    cxx = settings.value("CXX")
     if shutil.which(cxx) is None:
         return (f"no C++ compiler ({cxx!r} is not on PATH); install one (e.g. `apt-get install g++`) and restart, "
                 f"or set GLM_PLUGIN_KERNEL=reference to silence this")

@@ -27,6 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from glm_plugin import settings
+
 from .jit_cache import LoadOnce, cache_root, library_dir, source_dir
 from .opt_in import ENV_OPT_IN, opted_in
 
@@ -64,8 +66,8 @@ def wheel_dir(package: str, *parts: str) -> Path | None:
 
 
 def nvcc_path() -> str | None:
-    for candidate in (os.environ.get("NVCC"),
-                      os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc") if os.environ.get("CUDA_HOME") else None,
+    cuda_home = settings.value("CUDA_HOME")
+    for candidate in (settings.value("NVCC"), os.path.join(cuda_home, "bin", "nvcc") if cuda_home else None,
                       shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
@@ -73,7 +75,7 @@ def nvcc_path() -> str | None:
 
 
 def cutlass_include() -> Path | None:
-    env = os.environ.get("CUTLASS_INCLUDE")
+    env = settings.value("CUTLASS_INCLUDE")
     if env:
         return Path(env) if Path(env, "cutlass", "cutlass.h").exists() else None
     found = wheel_dir("cutlass_library", "source", "include")
@@ -192,7 +194,7 @@ def compile_kernels(jobs: int = 2, timeout_s: float = 1800.0) -> CompiledKernels
 
 def build_host_library(directory: Path | None = None) -> Path:
     """moe_plan.h compiled for the host behind moe_host_capi.cpp's C ABI (g++), for ctypes; cached by content."""
-    cxx = os.environ.get("CXX", "c++")
+    cxx = settings.value("CXX")
     if shutil.which(cxx) is None:
         raise CompileError(f"no C++ compiler ({cxx!r}); install g++")
     src = source_dir()
@@ -274,7 +276,7 @@ def _build_and_load(verbose: bool) -> None:
     cuda_flags = [f for f in nvcc_flags(werror=False) if not f.startswith("-gencode")]
     cuda_flags += [f"-U__CUDA_NO_{what}__" for what in ("HALF_OPERATORS", "HALF_CONVERSIONS", "HALF2_OPERATORS",
                                                         "BFLOAT16_CONVERSIONS")]
-    saved = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    saved = settings.value("TORCH_CUDA_ARCH_LIST") if settings.is_set("TORCH_CUDA_ARCH_LIST") else None
     os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0a"
     try:
         cpp_extension.load(

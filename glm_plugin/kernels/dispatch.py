@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
+from glm_plugin import settings
 from glm_plugin.checkpoint import SCALE_LAYOUTS as LAYOUTS
 
 logger = logging.getLogger("glm_plugin.kernels")
@@ -165,7 +165,7 @@ def implementation(op: str, device, layout: str | None = None) -> str:
     """The implementation that runs `op` on tensors of `device` (a torch.device or its type string), for FP8
     weights of scale `layout` ("block" / "channel"; not every kernel takes both)."""
     device_type = getattr(device, "type", str(device))
-    forced = os.environ.get(ENV_KERNEL, "auto").strip().lower() or "auto"
+    forced = settings.value(ENV_KERNEL).strip().lower() or "auto"
     key = (op, device_type, layout, forced)
     impl = _chosen.get(key)
     if impl is not None:

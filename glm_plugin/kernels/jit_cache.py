@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from glm_plugin import settings
+
 logger = logging.getLogger("glm_plugin.kernels")
 
 FIRST_SOURCE = "bindings.cpp"
@@ -32,10 +34,9 @@ def source_dir() -> Path:
 
 def cache_root() -> Path:
     """$GLM_PLUGIN_CACHE, else $XDG_CACHE_HOME/glm_plugin, else ~/.cache/glm_plugin."""
-    root = os.environ.get("GLM_PLUGIN_CACHE")
+    root = settings.value("GLM_PLUGIN_CACHE")
     if not root:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "glm_plugin")
+        root = os.path.join(os.path.expanduser(settings.value("XDG_CACHE_HOME")), "glm_plugin")
     return Path(root)
 
 

@@ -7,8 +7,9 @@ inside a serving process only when asked). Standard library only.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Mapping
+
+from glm_plugin import settings
 
 ENV_OPT_IN = "GLM_PLUGIN_GPU_KERNELS"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -19,7 +20,7 @@ _warned: set[str] = set()
 
 def opted_in(environ: Mapping[str, str] | None = None) -> bool:
     """`GLM_PLUGIN_GPU_KERNELS=1`; an unreadable value is warned about once and counts as not opted in."""
-    raw = (os.environ if environ is None else environ).get(ENV_OPT_IN, "")
+    raw = settings.value(ENV_OPT_IN, environ)
     value = raw.strip().lower()
     if value in _TRUE:
         return True

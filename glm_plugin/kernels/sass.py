@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from glm_plugin import settings
+
 from .build_cuda import CompileError, compile_kernels, nvcc_path, wheel_dir
 
 TOOLS_PACKAGES = "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm"
@@ -24,7 +26,7 @@ TOOLS_PACKAGES = "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm"
 
 def _tool(name: str) -> str | None:
     nvcc = nvcc_path()
-    places = [os.environ.get(name.upper())]
+    places = [settings.value(name.upper())]
     if nvcc:
         places.append(os.path.join(os.path.dirname(nvcc), name))
     places.append(shutil.which(name))
@@ -85,7 +87,8 @@ def sass_functions(obj: Path) -> dict[str, list[tuple[int, str]]]:
     tool, disasm = cuobjdump_path(), nvdisasm_path()
     if tool is None or disasm is None:
         raise CompileError(f"cuobjdump/nvdisasm not found (`pip install {TOOLS_PACKAGES}`)")
-    env = dict(os.environ, PATH=os.path.dirname(disasm) + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ)  # cuobjdump runs the nvdisasm it finds on PATH
+    env["PATH"] = os.path.dirname(disasm) + os.pathsep + env.get("PATH", "")
     text = subprocess.run([tool, "-sass", str(obj)], capture_output=True, text=True, check=True, env=env,
                           timeout=600).stdout
     functions: dict[str, list[tuple[int, str]]] = {}

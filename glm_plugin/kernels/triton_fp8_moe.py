@@ -22,10 +22,10 @@ tests/gpu/test_fp8_moe_triton.py; see docs/kernels.md, "Triton kernel".
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
+
+from glm_plugin import settings
 
 from . import reference
 
@@ -39,7 +39,7 @@ BLOCK_K = reference.BLOCK
 
 def available() -> bool:
     """True with a CUDA device, or under TRITON_INTERPRET=1 (the tests run the kernels on CPU tensors then)."""
-    if os.environ.get("TRITON_INTERPRET", "") == "1":
+    if settings.value("TRITON_INTERPRET") == "1":
         return True
     try:
         import torch

@@ -305,13 +305,28 @@ def test_the_printed_line_is_the_run_environment_included(tmp_path, monkeypatch,
     argv = [str(checkpoint(tmp_path, "GLM-4.7", GLM47)) if a == "GLM-4.7" else a for a in argv]
     for name in ("VLLM_TARGET_DEVICE", "VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GLM_PLUGIN_DISABLE", "parsers")  # the demo serves with every part on
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
     cmd, env, out = captured_run(monkeypatch, capsys, *argv)
     line = out.splitlines()[0].removeprefix("glm-plugin: ")
     assert pasted(line, dict(cli.os.environ)) == (cmd, env)
     if "--model" not in argv:
-        assert line.startswith("env -u GLM_PLUGIN_DISABLE ") and "VLLM_TARGET_DEVICE=cpu" in line
+        assert "VLLM_TARGET_DEVICE=cpu" in line
+
+
+@pytest.mark.parametrize("argv", [[], ["--demo"]])
+def test_the_demo_honours_glm_plugin_disable_and_says_so(monkeypatch, capsys, argv):
+    """A user comparing with the engine's built-ins (GLM_PLUGIN_DISABLE=parsers) gets them, told in one line."""
+    monkeypatch.setenv("GLM_PLUGIN_DISABLE", "parsers")
+    _, env, out = captured_run(monkeypatch, capsys, *argv)
+    assert env["GLM_PLUGIN_DISABLE"] == "parsers"
+    assert "GLM_PLUGIN_DISABLE" not in out.splitlines()[0]  # inherited as set, not re-set or unset
+    assert "glm-plugin: GLM_PLUGIN_DISABLE=parsers: those parts of glm_plugin are off" in out
+
+
+def test_no_disable_note_when_every_part_is_on(monkeypatch, capsys):
+    monkeypatch.delenv("GLM_PLUGIN_DISABLE", raising=False)
+    _, env, out = captured_run(monkeypatch, capsys)
+    assert "GLM_PLUGIN_DISABLE" not in env and "GLM_PLUGIN_DISABLE" not in out
 
 
 def test_an_api_key_goes_to_the_engine_and_an_env_held_one_stays_in_the_env(tmp_path, monkeypatch, capsys):

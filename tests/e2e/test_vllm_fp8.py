@@ -40,13 +40,6 @@ if not (ASSET / "model.safetensors").exists():
     pytest.skip("tiny-glm weights missing (run scripts/train_tiny.py)", allow_module_level=True)
 
 
-def _scripts_module(name):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Without an engine: the registration and the GLM-only claim.
@@ -152,10 +145,11 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def held_out():
+    import train_eagle3
     import transformers
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(ASSET))
-    return _scripts_module("train_eagle3").make_prompts(tokenizer, random.Random(2026), N_PROMPTS, "eval", 384)
+    return train_eagle3.make_prompts(tokenizer, random.Random(2026), N_PROMPTS, "eval", 384)
 
 
 def run_engine(model, prompts, disable, max_tokens=N_TOKENS, extra_env=None, **request):

@@ -65,13 +65,6 @@ def acceptance_length(metrics):
     return 1 + metrics["accepted"] / metrics["drafts"]
 
 
-def scripts_module(name):
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
-
 
 @pytest.fixture(scope="module")
 def domain_prompts(tokenizer):  # noqa: F811
@@ -79,7 +72,7 @@ def domain_prompts(tokenizer):  # noqa: F811
     held-out entities): the domain an EAGLE-3 head trained on the model's generations is meant for."""
     import random
 
-    train_eagle3 = scripts_module("train_eagle3")
+    import train_eagle3
     return train_eagle3.make_prompts(tokenizer, random.Random(2026), 8, "eval", 384)
 
 
@@ -239,7 +232,9 @@ LITE_TOKENS = 16
 def tiny_lite(tmp_path_factory):
     """A random tiny Flash checkpoint with one MTP layer, as Flash ships (the target ignores that layer)."""
     out = str(tmp_path_factory.mktemp("tiny-glm-lite"))
-    return pathlib.Path(scripts_module("make_tiny_glm_lite").make(out, 0, mtp=True))
+    import make_tiny_glm_lite
+
+    return pathlib.Path(make_tiny_glm_lite.make(out, 0, mtp=True))
 
 
 @pytest.fixture(scope="module")

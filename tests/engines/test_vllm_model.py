@@ -127,7 +127,7 @@ def model_mod():
 
 def glm_config(**over):
     base = dict(architectures=["Glm4MoeForCausalLM"], num_attention_heads=96, num_key_value_heads=8,
-                n_routed_experts=160, moe_intermediate_size=1536, hidden_size=5120, num_hidden_layers=92,
+                n_routed_experts=160, moe_intermediate_size=1536, hidden_size=5120, head_dim=128, num_hidden_layers=92,
                 num_nextn_predict_layers=1)
     base.update(over)
     return SimpleNamespace(**base)
@@ -146,11 +146,7 @@ def test_default_aux_layers_are_distinct_and_in_range(model_mod, layers, expecte
 
 
 def test_default_aux_layers_match_the_training_script(model_mod):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
-    try:
-        import train_eagle3
-    finally:
-        sys.path.pop(0)
+    import train_eagle3
     for layers in range(1, 100):
         assert tuple(train_eagle3.default_aux_layers(layers)) == model_mod.default_aux_layers(layers)
 
@@ -165,22 +161,35 @@ def test_tp_not_dividing_heads_names_the_fix(model_mod):
         model_mod.check_parallel_sizes(glm_config(num_attention_heads=4, num_key_value_heads=2,
                                                   moe_intermediate_size=128), parallel(3))
     text = str(info.value)
-    assert "num_attention_heads 4 is not divisible by tensor_parallel_size 3" in text
-    assert "--tensor-parallel-size in [1, 2, 4]" in text
+    assert "4 attention heads cannot be split over 3 GPUs (tensor parallel 3)" in text
+    assert "--tensor-parallel-size in [1, 2, 4], or --enable-expert-parallel" in text
 
 
 def test_tp_not_dividing_expert_width_or_expert_count(model_mod):
     cfg = glm_config(num_attention_heads=96, moe_intermediate_size=1400)
-    with pytest.raises(ValueError, match="moe_intermediate_size 1400 is not divisible by tensor_parallel_size 16"):
+    with pytest.raises(ValueError, match=r"moe_intermediate_size 1400 cannot be split over 16 GPUs"):
         model_mod.check_parallel_sizes(cfg, parallel(16))
-    with pytest.raises(ValueError, match="n_routed_experts 160 is not divisible by the expert-parallel size 3"):
-        model_mod.check_parallel_sizes(glm_config(num_attention_heads=3), parallel(3, ep=True))
+    with pytest.raises(ValueError, match=r"160 routed experts cannot be split over 3 GPUs \(expert parallel\)"):
+        model_mod.check_parallel_sizes(glm_config(num_attention_heads=3, num_key_value_heads=3), parallel(3, ep=True))
 
 
-def test_mla_config_ignores_kv_head_count(model_mod):
-    lite = glm_config(num_attention_heads=20, num_key_value_heads=20, kv_lora_rank=512, n_routed_experts=64,
-                      moe_intermediate_size=1536)
-    model_mod.check_parallel_sizes(lite, parallel(4))
+def test_expert_parallel_spans_data_parallel_ranks(model_mod):
+    model_mod.check_parallel_sizes(glm_config(), parallel(4, ep=True, dp=2))  # 160 experts over 8 ranks
+    with pytest.raises(ValueError, match="160 routed experts cannot be split over 12 GPUs"):
+        model_mod.check_parallel_sizes(glm_config(), parallel(4, ep=True, dp=3))
+
+
+def test_the_advice_heeds_kv_heads_and_fp8_blocks(model_mod):
+    """GLM-4.5's shape in FP8 at TP 16: its 1,536-wide experts cut into 96, not a multiple of the 128 block. The
+    advice is the command's split rule: not 8 either (192-wide slices: vLLM's "output_partition_size = 192"), nor 12
+    (8 KV heads cannot be spread over 12 ranks); expert parallelism is the way to more GPUs."""
+    fp8 = {"quant_method": "fp8", "weight_block_size": [128, 128]}
+    with pytest.raises(ValueError) as info:
+        model_mod.check_parallel_sizes(glm_config(quantization_config=fp8), parallel(16))
+    text = str(info.value)
+    assert "moe_intermediate_size 1536 / tp 16 = 96 is not a multiple of the FP8 block 128" in text
+    assert "--tensor-parallel-size in [1, 2, 4], or --enable-expert-parallel" in text
+    model_mod.check_parallel_sizes(glm_config(quantization_config=fp8), parallel(8, ep=True))
 
 
 def eagle3_vllm_config(draft_hidden, layers=None, method="eagle3"):

@@ -10,11 +10,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # part -> the parts of glm_plugin it may import (besides itself); "root" is glm_plugin/__init__.py (the version).
 ALLOWED = {
+    "settings": set(),
     "formats": set(),
     "checkpoint": set(),
-    "kernels": {"checkpoint", "root"},
-    "engines": {"formats", "checkpoint", "kernels", "root"},
-    "command": {"formats", "checkpoint", "root"},
+    "kernels": {"settings", "checkpoint", "root"},
+    "engines": {"settings", "formats", "checkpoint", "kernels", "root"},
+    "command": {"settings", "formats", "checkpoint", "root"},
     "root": set(),
 }
 

@@ -27,7 +27,7 @@ from sglang.srt.layers.moe.topk import TopKOutputChecker
 from sglang.srt.models import glm4_moe as _sgl_glm
 from sglang.srt.models import glm4_moe_nextn as _sgl_nextn
 
-from glm_plugin import checkpoint as names
+from glm_plugin import checkpoint
 from glm_plugin.engines import part_enabled
 from glm_plugin.engines.log_once import log_once
 from glm_plugin.kernels import policy
@@ -57,7 +57,7 @@ def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
         return "the top-k output is not the standard (weights, ids) pair"
     # Read on every call (a few attribute and shape checks), not cached: SGLang's weight updates
     # (update_weights_from_disk / _tensor) may replace the parameters after the first forward.
-    found = names.op_expert_weights(layer)
+    found = checkpoint.op_expert_weights(layer)
     if isinstance(found, str):
         return found
     # The device policy (docs/kernels.md): on an accelerator SGLang's tuned runner stays, unless opted in.
@@ -126,7 +126,7 @@ def _built(model: torch.nn.Module) -> None:
 
 def _nextn_index(config) -> int:
     # SGLang's loader reads a one-layer config as a draft-only export whose MTP layer is layer 0.
-    return 0 if config.num_hidden_layers == 1 else names.nextn_layer_index(config)
+    return 0 if config.num_hidden_layers == 1 else checkpoint.nextn_layer_index(config)
 
 
 def _recording(weights: Iterable[tuple[str, torch.Tensor]], seen: list[str]):
@@ -143,67 +143,58 @@ def _check_nextn_loaded(config, seen: list[str]) -> None:
     if not any(n.startswith(prefix) for n in seen):
         raise ValueError(
             f"the checkpoint has no tensor named {prefix}* although num_nextn_predict_layers = "
-            f"{names.num_nextn_layers(config)}: its MTP (NextN) layer was stripped, so the EAGLE draft would run "
+            f"{checkpoint.num_nextn_layers(config)}: its MTP (NextN) layer was stripped, so the EAGLE draft would run "
             "on random weights. Use the original checkpoint, or drop --speculative-algorithm.")
-    for module, target in names.NEXTN_TIED.items():
+    for module, target in checkpoint.NEXTN_TIED.items():
         if f"{prefix}{module}.weight" not in seen:
             log_once(logger, f"tied:{module}", logging.INFO,
                      "glm_plugin: MTP layer %d has no %s; the draft uses the target's %s (SGLang's EAGLE worker "
                      "binds the target's embedding and head to the draft)", index, module, target)
 
 
-def _glm_subclass(base: type, doc: str, *, draft: bool = False, check_loaded: bool = False) -> type:
-    """SGLang's GLM class `base`, subclassed under its own name: SGLang builds the model, then `_built` hooks its
-    MoE layers; a NextN `draft` first refuses a checkpoint without an MTP layer, and with `check_loaded` also one
-    whose MTP layer was stripped. One `__init__` for all four classes, made here rather than by a leading mixin so
-    that SGLang's class stays the class right after ours in the MRO (`__mro__[1]`, as the registry tests read it).
-    """
-    name = base.__name__
+class _Built:
+    """Ahead of SGLang's GLM class in each of ours: SGLang builds the model, then `_built` hooks its MoE layers."""
 
     def __init__(self, config, quant_config=None, prefix: str = "") -> None:
-        if draft:
-            names.check_has_nextn_layer(config, engine_flag=NEXTN_FLAG)
-        super(cls, self).__init__(config, quant_config=quant_config, prefix=prefix)
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
         _built(self)
+
+
+class _NextNDraft(_Built):
+    """A NextN (EAGLE / MTP) draft: refuses a checkpoint without an MTP layer before SGLang builds anything."""
+
+    def __init__(self, config, quant_config=None, prefix: str = "") -> None:
+        checkpoint.check_has_nextn_layer(config, engine_flag=NEXTN_FLAG)
+        super().__init__(config, quant_config=quant_config, prefix=prefix)
+
+
+class Glm4MoeForCausalLM(_Built, _sgl_glm.Glm4MoeForCausalLM):
+    """GLM-4.5/4.6/4.7: SGLang's class; FP8 routed experts through glm_plugin's op."""
+
+
+class Glm4MoeForCausalLMNextN(_NextNDraft, _sgl_nextn.Glm4MoeForCausalLMNextN):
+    """The GLM MTP layer as SGLang's EAGLE draft: SGLang's class, checked before build and after loading."""
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]):
         seen: list[str] = []
-        result = super(cls, self).load_weights(_recording(weights, seen))
+        result = super().load_weights(_recording(weights, seen))
         _check_nextn_loaded(self.config, seen)
         return result
 
-    body = {"__init__": __init__, "__doc__": doc, "__module__": __name__, "__qualname__": name}
-    if check_loaded:
-        body["load_weights"] = load_weights
-    cls = type(name, (base,), body)
-    return cls
-
-
-Glm4MoeForCausalLM = _glm_subclass(
-    _sgl_glm.Glm4MoeForCausalLM, "GLM-4.5/4.6/4.7: SGLang's class; FP8 routed experts through glm_plugin's op.")
-Glm4MoeForCausalLMNextN = _glm_subclass(
-    _sgl_nextn.Glm4MoeForCausalLMNextN,
-    "The GLM MTP layer as SGLang's EAGLE draft: SGLang's class, checked before build and after loading.",
-    draft=True, check_loaded=True)
-
-
-def _lite_classes():
-    """GLM-4.7-Flash (MLA attention, same MoE block) when this SGLang has it."""
-    try:
-        from sglang.srt.models import glm4_moe_lite as _lite
-        from sglang.srt.models import glm4_moe_lite_nextn as _lite_nextn
-    except ImportError as error:
-        logger.info("glm_plugin: SGLang's GLM-4.7-Flash classes are unavailable (%s); keeping SGLang's", error)
-        return []
-    return [
-        _glm_subclass(_lite.Glm4MoeLiteForCausalLM,
-                      "GLM-4.7-Flash: SGLang's class; FP8 routed experts through glm_plugin's op."),
-        _glm_subclass(_lite_nextn.Glm4MoeLiteForCausalLMNextN,
-                      "GLM-4.7-Flash's MTP layer as SGLang's EAGLE draft.", draft=True),
-    ]
-
 
 # What the registry maps: architecture name -> our class (SGLang keys its registry by class __name__).
-EntryClass = [Glm4MoeForCausalLM, Glm4MoeForCausalLMNextN, *_lite_classes()]
-for _cls in EntryClass[2:]:
-    globals()[_cls.__name__] = _cls
+EntryClass = [Glm4MoeForCausalLM, Glm4MoeForCausalLMNextN]
+
+try:  # GLM-4.7-Flash (MLA attention, same MoE block), where this SGLang has it
+    from sglang.srt.models import glm4_moe_lite as _sgl_lite
+    from sglang.srt.models import glm4_moe_lite_nextn as _sgl_lite_nextn
+except ImportError as error:
+    logger.info("glm_plugin: SGLang's GLM-4.7-Flash classes are unavailable (%s); keeping SGLang's", error)
+else:
+    class Glm4MoeLiteForCausalLM(_Built, _sgl_lite.Glm4MoeLiteForCausalLM):
+        """GLM-4.7-Flash: SGLang's class; FP8 routed experts through glm_plugin's op."""
+
+    class Glm4MoeLiteForCausalLMNextN(_NextNDraft, _sgl_lite_nextn.Glm4MoeLiteForCausalLMNextN):
+        """GLM-4.7-Flash's MTP layer as SGLang's EAGLE draft."""
+
+    EntryClass += [Glm4MoeLiteForCausalLM, Glm4MoeLiteForCausalLMNextN]

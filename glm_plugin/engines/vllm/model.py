@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from itertools import islice
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -26,40 +27,32 @@ from vllm.model_executor.models import glm4_moe_lite as _vllm_glm_lite
 from vllm.model_executor.models.interfaces import EagleModelMixin, SupportsEagle3
 from vllm.sequence import IntermediateTensors
 
-from glm_plugin.checkpoint import default_aux_layers, kv_heads_fit
+from glm_plugin.checkpoint import Checkpoint, default_aux_layers, parallel_problem
 
 logger = init_logger("vllm.glm_plugin.model")
 
 
 def check_parallel_sizes(config, parallel_config) -> None:
-    """Refuse tensor/expert-parallel sizes that do not split GLM's heads and experts evenly, naming the fix.
+    """Refuse tensor/expert-parallel sizes that do not split GLM's heads, experts and FP8 blocks evenly, naming the
+    sizes that do (the split rule is `checkpoint.parallel_problem`, the command's too).
 
     vLLM finds these too, but as a bare `assert` inside an attention or MoE constructor on every worker.
     """
+    expert_parallel = getattr(parallel_config, "enable_expert_parallel", False)
+    dp = parallel_config.data_parallel_size
+
+    def expert_ranks(tp: int) -> int:  # vLLM's expert-parallel group spans tensor x data parallel ranks
+        return tp * dp if expert_parallel else 1
+
     tp = parallel_config.tensor_parallel_size
-    if tp <= 1:
+    checkpoint = Checkpoint(Path(), config.to_dict() if hasattr(config, "to_dict") else dict(vars(config)))
+    problem = parallel_problem(checkpoint, tp, expert_ranks(tp))
+    if problem is None:
         return
-    problems = []
-    heads = config.num_attention_heads
-    if heads % tp:
-        problems.append(f"num_attention_heads {heads} is not divisible by tensor_parallel_size {tp}")
-    kv_heads = getattr(config, "num_key_value_heads", None)
-    is_mla = getattr(config, "kv_lora_rank", None) is not None
-    if kv_heads and not is_mla and not kv_heads_fit(kv_heads, tp):
-        problems.append(f"num_key_value_heads {kv_heads} cannot be split or replicated over tensor_parallel_size {tp}")
-    experts = getattr(config, "n_routed_experts", None)
-    if experts:
-        if getattr(parallel_config, "enable_expert_parallel", False):
-            ep = tp * parallel_config.data_parallel_size
-            if experts % ep:
-                problems.append(f"n_routed_experts {experts} is not divisible by the expert-parallel size {ep}")
-        elif config.moe_intermediate_size % tp:
-            problems.append(f"moe_intermediate_size {config.moe_intermediate_size} is not divisible by "
-                            f"tensor_parallel_size {tp} (each expert is split across the ranks)")
-    if problems:
-        fits = [n for n in range(1, heads + 1) if heads % n == 0 and config.moe_intermediate_size % n == 0]
-        raise ValueError(f"{type(config).__name__}: " + "; ".join(problems)
-                         + f". Use --tensor-parallel-size in {fits}, or --enable-expert-parallel for the experts.")
+    fits = [n for n in range(1, checkpoint.attention_heads + 1)
+            if parallel_problem(checkpoint, n, expert_ranks(n)) is None]
+    advice = "" if expert_parallel else ", or --enable-expert-parallel for the experts"
+    raise ValueError(f"{type(config).__name__}: {problem}. Use --tensor-parallel-size in {fits}{advice}.")
 
 
 def check_eagle3_draft(config, vllm_config) -> None:
