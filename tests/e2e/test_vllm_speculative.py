@@ -9,6 +9,9 @@ What is proven here, each on a real `LLM` engine (one engine start per setting, 
 - EAGLE-3 with the shipped head (glm_plugin/assets/tiny-glm-eagle3): same output, acceptance length > 1.5 over
   the five prompts plus eight held-out conversations of the tiny model's own domain;
   with `GLM_PLUGIN_DISABLE=model` the same engine start fails with vLLM's own error, which is what the plugin fixes;
+- EAGLE-3 with the same head in SpecForge's layout, as the published GLM heads are saved (scripts/eagle3_specforge.py:
+  the target's embedding, a reduced draft vocabulary with d2t / t2d, layer ids in SpecForge's convention): vLLM
+  loads it, our target reads the same layers for it as for the shipped head, and it drafts as well, output unchanged;
 - tensor parallelism 2: same tokens as TP=1, and every worker built our class;
 - GLM-4.7-Flash (random tiny MLA checkpoint): our target class gives vLLM's tokens, and `method: mtp` builds our
   Flash MTP draft with unchanged output.
