@@ -436,7 +436,9 @@ def main(argv=None):
         "tie_word_embeddings": False,
         "attention_bias": False,
         "dtype": "bfloat16",
-        "eagle_config": {"eagle_aux_hidden_state_layer_ids": aux, "use_aux_hidden_state": True},
+        # SpecForge's and SGLang's convention (id = the decoder layer whose output is read; `aux` counts layers
+        # run), which glm_plugin's vLLM targets read too: one head directory serves on both engines.
+        "eagle_config": {"eagle_aux_hidden_state_layer_ids": [k - 1 for k in aux], "use_aux_hidden_state": True},
     }
     with open(os.path.join(args.out, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)

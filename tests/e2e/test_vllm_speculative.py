@@ -9,6 +9,9 @@ What is proven here, each on a real `LLM` engine (one engine start per setting, 
 - EAGLE-3 with the shipped head (glm_plugin/assets/tiny-glm-eagle3): same output, acceptance length > 1.5 over
   the five prompts plus eight held-out conversations of the tiny model's own domain;
   with `GLM_PLUGIN_DISABLE=model` the same engine start fails with vLLM's own error, which is what the plugin fixes;
+- EAGLE-3 with the same head in SpecForge's layout, as the published GLM heads are saved (scripts/eagle3_specforge.py:
+  the target's embedding, a reduced draft vocabulary with d2t / t2d, layer ids in SpecForge's convention): vLLM
+  loads it, our target reads the same layers for it as for the shipped head, and it drafts as well, output unchanged;
 - tensor parallelism 2: same tokens as TP=1, and every worker built our class;
 - GLM-4.7-Flash (random tiny MLA checkpoint): our target class gives vLLM's tokens, and `method: mtp` builds our
   Flash MTP draft with unchanged output.
@@ -176,29 +179,59 @@ def test_mtp_without_an_mtp_layer_is_refused_by_name(prompts, tmp_path, disable,
 # ---------------------------------------------------------------------------------------------------------------
 # EAGLE-3
 # ---------------------------------------------------------------------------------------------------------------
-def eagle3_config(n_spec=3):
-    return {"speculative_config": {"method": "eagle3", "model": str(EAGLE3_HEAD), "num_speculative_tokens": n_spec}}
+def eagle3_config(n_spec=3, head=EAGLE3_HEAD):
+    return {"speculative_config": {"method": "eagle3", "model": str(head), "num_speculative_tokens": n_spec}}
 
 
-def test_eagle3_head_ships_in_vllm_layout():
+def test_eagle3_head_ships_with_layers_named_as_specforge_and_sglang_name_them():
     config = json.loads((EAGLE3_HEAD / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLMEagle3"]
-    assert config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [1, 2, 3]
+    # the outputs of decoder layers 0, 1, 2: vLLM's capture index 1, 2, 3 (checked on the engine below)
+    assert config["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == [0, 1, 2]
     assert (EAGLE3_HEAD / "model.safetensors").stat().st_size < 8 * 2**20
 
 
-def test_eagle3_output_equals_plain_with_acceptance_above_1_5(ours, prompts, domain_prompts,  # noqa: F811
-                                                               tokenizer):  # noqa: F811
-    res = run_engine(prompts + domain_prompts, ignore_eos=False, llm=eagle3_config())
+@pytest.fixture(scope="module")
+def eagle3_run(prompts, domain_prompts):  # noqa: F811
+    return run_engine(prompts + domain_prompts, ignore_eos=False, llm=eagle3_config())
+
+
+def assert_eagle3_run(res, plain, tokenizer, label):  # noqa: F811
+    """Our target, vLLM's Llama EAGLE-3 draft, the head's layers read where it was trained, output unchanged;
+    returns the acceptance length."""
     assert {c["target"] for c in res["classes"]} == {OURS}
     assert {c["draft"] for c in res["classes"]} == {"vllm.model_executor.models.llama_eagle3:Eagle3LlamaForCausalLM"}
-    for i, (spec, plain) in enumerate(zip(res["tokens"], ours["tokens"])):
-        assert spec == cut_at_stop(plain), f"prompt {i}: EAGLE-3 {tokenizer.decode(spec)!r}"
+    assert [c["eagle3_layers_in_use"] for c in res["classes"]] == [[1, 2, 3]] * len(res["classes"])
+    for i, (spec, ref) in enumerate(zip(res["tokens"], plain["tokens"])):
+        assert spec == cut_at_stop(ref), f"prompt {i}: {label} {tokenizer.decode(spec)!r}"
     m = res["metrics"]
     length = acceptance_length(m)
-    print(f"EAGLE-3 x3 (5 parity prompts + 8 domain prompts): accepted {m['accepted']:.0f}/{m['drafted']:.0f} "
+    print(f"{label} x3 (5 parity prompts + 8 domain prompts): accepted {m['accepted']:.0f}/{m['drafted']:.0f} "
           f"drafted tokens, acceptance length {length:.2f}")
-    assert length > 1.5
+    return length
+
+
+def test_eagle3_output_equals_plain_with_acceptance_above_1_5(ours, eagle3_run, tokenizer):  # noqa: F811
+    assert assert_eagle3_run(eagle3_run, ours, tokenizer, "EAGLE-3") > 1.5
+
+
+@pytest.fixture(scope="module")
+def specforge_head(tmp_path_factory):
+    """The shipped head rewritten in SpecForge's layout, as the published GLM heads are saved
+    (scripts/eagle3_specforge.py): the target's `embed_tokens`, a 1,024-token draft vocabulary with `d2t` / `t2d`
+    and a 1,024-row `lm_head`, a transformers LlamaConfig dump with the layers in SpecForge's convention."""
+    out = tmp_path_factory.mktemp("specforge-head")
+    scripts_module("eagle3_specforge").convert(str(EAGLE3_HEAD), str(ASSET), str(out))
+    return out
+
+
+def test_specforge_layout_head_loads_and_drafts_like_ours_with_the_output_unchanged(
+        ours, eagle3_run, specforge_head, prompts, domain_prompts, tokenizer):  # noqa: F811
+    res = run_engine(prompts + domain_prompts, ignore_eos=False, llm=eagle3_config(head=specforge_head))
+    length = assert_eagle3_run(res, ours, tokenizer, "EAGLE-3, SpecForge layout")
+    # Same weights, fewer draft tokens: read right (layers, d2t), it drafts as the full-vocabulary head does; a
+    # head fed the wrong layers or with its draft ids unmapped drafts near acceptance length 1.
+    assert length >= 0.9 * acceptance_length(eagle3_run["metrics"])
 
 
 def test_eagle3_without_the_plugin_model_fails_as_vllm_does(prompts):  # noqa: F811

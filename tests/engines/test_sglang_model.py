@@ -320,6 +320,10 @@ BUILD = textwrap.dedent(
     out["target_layer3_w2"] = torch.equal(tparams["model.layers.3.mlp.experts.w2_weight"],
                                           cn.stack_experts(tensors.__getitem__, 3, config.n_routed_experts)["w2"])
     out["target_head"] = torch.equal(tparams["lm_head.weight"], tensors["lm_head.weight"])
+    # SGLang's EAGLE-3 layer selection for the shipped head's ids (its eagle_config, SpecForge's convention)
+    head = json.load(open(ASSET + "-eagle3/config.json"))["eagle_config"]["eagle_aux_hidden_state_layer_ids"]
+    target.set_eagle3_layers_to_capture(head)
+    out["eagle3_capture"] = list(target.model.layers_to_capture)
 
     tied = {f"model.layers.{n}.embed_tokens.weight", f"model.layers.{n}.shared_head.head.weight"}
     build([name for name in tensors if name not in tied])
@@ -347,6 +351,8 @@ def test_target_and_nextn_draft_build_and_load_the_bundled_checkpoint_on_cpu():
     assert "no tensor named model.layers.4.*" in res["stripped_error"]
     # The target: every MoE layer (1..3; layer 0 is dense) hooked, and loaded from the same checkpoint.
     assert res["target_hooked"] == 3 and res["target_layer3_w2"] and res["target_head"], res
+    # The shipped EAGLE-3 head is read after layers 1, 2, 3 here too (vLLM: tests/e2e/test_vllm_speculative.py).
+    assert res["eagle3_capture"] == [1, 2, 3]
 
 
 FP8 = textwrap.dedent(

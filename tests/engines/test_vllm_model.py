@@ -206,12 +206,28 @@ def test_eagle3_head_with_wrong_hidden_size_is_refused(model_mod):
 
 
 def test_eagle3_head_reading_missing_layers_is_refused(model_mod):
-    with pytest.raises(ValueError, match=r"layers \[2, 46, 89\].*4 layers"):
+    # SpecForge's ids 1, 45, 88 (GLM-4.7) are the residual after 2, 46 and 89 layers
+    with pytest.raises(ValueError, match=r"after \[2, 46, 89\] decoder layers.*4 layers"):
         model_mod.check_eagle3_draft(glm_config(hidden_size=256, num_hidden_layers=4),
-                                     eagle3_vllm_config(256, [2, 46, 89]))
+                                     eagle3_vllm_config(256, [1, 45, 88]))
+    with pytest.raises(ValueError, match=r"after \[2, 3, 5\]"):  # the output of layer 4 of a 4-layer model
+        model_mod.check_eagle3_draft(glm_config(hidden_size=256, num_hidden_layers=4),
+                                     eagle3_vllm_config(256, [1, 2, 4]))
+
+
+def test_head_layers_are_read_in_the_convention_of_where_they_sit(model_mod):
+    """`eagle_config` ids are SpecForge's and SGLang's (output of layer i: vLLM's capture index i + 1); top-level
+    ids are vLLM's speculators format (already the capture index); a head that names none gets the defaults."""
+    nested = SimpleNamespace(eagle_config={"eagle_aux_hidden_state_layer_ids": [0, 1, 2]})
+    assert model_mod.head_aux_layers(nested) == (1, 2, 3)
+    top = SimpleNamespace(eagle_aux_hidden_state_layer_ids=[1, 2, 3], eagle_config={})
+    assert model_mod.head_aux_layers(top) == (1, 2, 3)
+    assert model_mod.head_aux_layers(SimpleNamespace(eagle_config=None)) is None
+    assert model_mod.head_aux_layers(SimpleNamespace()) is None
 
 
 def test_matching_eagle3_head_and_other_methods_pass(model_mod):
+    model_mod.check_eagle3_draft(glm_config(hidden_size=256, num_hidden_layers=4), eagle3_vllm_config(256, [0, 1, 2]))
     model_mod.check_eagle3_draft(glm_config(hidden_size=256, num_hidden_layers=4), eagle3_vllm_config(256, [1, 2, 3]))
     model_mod.check_eagle3_draft(glm_config(hidden_size=256), eagle3_vllm_config(4096, method="mtp"))
     model_mod.check_eagle3_draft(glm_config(), SimpleNamespace(speculative_config=None))

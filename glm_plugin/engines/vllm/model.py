@@ -72,13 +72,28 @@ def check_eagle3_draft(config, vllm_config) -> None:
             f"EAGLE-3 head {spec.draft_model_config.model!r} was trained on a target with hidden size {width}, "
             f"but this {config.architectures[0]} has hidden_size {config.hidden_size}. Use a head trained for "
             "this model (scripts/train_eagle3.py trains one), or serve it with its own target model.")
-    layers = getattr(draft, "eagle_aux_hidden_state_layer_ids", None) or \
-        (getattr(draft, "eagle_config", None) or {}).get("eagle_aux_hidden_state_layer_ids")
-    if layers and not all(0 <= int(i) <= config.num_hidden_layers for i in layers):
+    layers = head_aux_layers(draft)
+    if layers and not all(0 <= i <= config.num_hidden_layers for i in layers):
         raise ValueError(
-            f"EAGLE-3 head {spec.draft_model_config.model!r} reads hidden states of layers {list(layers)}, but this "
-            f"target has {config.num_hidden_layers} layers (valid: 0..{config.num_hidden_layers}). The head was "
-            "trained for a deeper model; use one trained for this checkpoint.")
+            f"EAGLE-3 head {spec.draft_model_config.model!r} reads the hidden states after {list(layers)} decoder "
+            f"layers, but this target has {config.num_hidden_layers} layers. The head was trained for a deeper "
+            "model; use one trained for this checkpoint.")
+
+
+def head_aux_layers(draft) -> tuple[int, ...] | None:
+    """The layers an EAGLE-3 head's config names, as vLLM's capture index (k = the residual after k layers).
+
+    Two conventions exist, told apart by where the ids sit. `eagle_config.eagle_aux_hidden_state_layer_ids` is
+    SpecForge's and SGLang's: id i is the output of decoder layer i (SGLang captures at i + 1); SpecForge trains the
+    published GLM heads with that meaning. A top-level `eagle_aux_hidden_state_layer_ids` is vLLM's own (speculators
+    format): already the capture index. vLLM reads both as the capture index, so a SpecForge head that names its
+    layers would get each one a layer early: drafts stay lossless but acceptance collapses, with no error.
+    """
+    top = getattr(draft, "eagle_aux_hidden_state_layer_ids", None)
+    if top:
+        return tuple(int(i) for i in top)
+    nested = (getattr(draft, "eagle_config", None) or {}).get("eagle_aux_hidden_state_layer_ids")
+    return tuple(int(i) + 1 for i in nested) if nested else None
 
 
 _swap_lock = threading.Lock()
@@ -164,11 +179,18 @@ class _Eagle3Target:
         check_eagle3_draft(config, vllm_config)
         with _building_with(self._vllm_module, self._inner_name, self._inner_class):
             super().__init__(vllm_config=vllm_config, prefix=prefix)
+        spec = vllm_config.speculative_config
+        draft = spec.draft_model_config if spec is not None and spec.method == "eagle3" else None
+        self._head_aux_layers = head_aux_layers(draft.hf_config) if draft is not None else None
         logger.info("glm_plugin: %s built by glm_plugin (vLLM's class + EAGLE-3 aux hidden states)",
                     type(self).__name__)
 
     def get_eagle3_default_aux_hidden_state_layers(self) -> tuple[int, ...]:
         return default_aux_layers(self.config.num_hidden_layers)
+
+    def set_aux_hidden_state_layers(self, layers: tuple[int, ...]) -> None:
+        # vLLM passes the head's ids unconverted when its config names any (see head_aux_layers).
+        super().set_aux_hidden_state_layers(self._head_aux_layers or layers)
 
     # The name vLLM's DeepSeek target and older vLLM releases ask for.
     def get_eagle3_aux_hidden_state_layers(self) -> tuple[int, ...]:
