@@ -89,19 +89,27 @@ class _GlmToolDetection:
             return StreamingParseResult()
         normal: list[str] = []
         calls: list[ToolCallItem] = []
+        # Each item's fragments, joined once: an undeclared tool's call arrives whole, one fragment per token, and
+        # growing a string per fragment would cost the square of its length (docs/formats.md, undeclared tool).
+        parts: list[list[str]] = []
         for event in events:
             kind = type(event)
             if kind is ToolArgsDelta:
                 if calls and calls[-1].tool_index == event.index:
-                    calls[-1].parameters += event.text
+                    parts[-1].append(event.text)
                 else:
-                    calls.append(ToolCallItem(tool_index=event.index, parameters=event.text))
+                    calls.append(ToolCallItem(tool_index=event.index, parameters=""))
+                    parts.append([event.text])
             elif kind is ContentDelta:
                 normal.append(event.text)
             elif kind is ToolCallStart:
                 calls.append(ToolCallItem(tool_index=event.index, name=event.name, parameters=""))
+                parts.append([])
             elif kind is ToolCallEnd:
                 self._record(event)
+        for item, texts in zip(calls, parts):
+            if texts:
+                item.parameters = "".join(texts)
         return StreamingParseResult(normal_text="".join(normal), calls=calls)
 
     def _record(self, end: ToolCallEnd) -> None:
