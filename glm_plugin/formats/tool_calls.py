@@ -116,12 +116,17 @@ class ToolCallParser:
     # ---- public -------------------------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
-        if self._state == _VALUE and self._mode == _STREAM and "<" not in text and text and not self._pending \
-                and self._buffer is None:  # the hot path: a token inside a long string value
+        if self._state == _VALUE and self._mode == _STREAM and "<" not in text and text and not self._pending:
+            # the hot path: a token inside a long string value
             self._value.append(text)
             fragment = json_string_body(text)
             self._fragments.append(fragment)
-            return [ToolArgsDelta(self._index, fragment)]
+            event = ToolArgsDelta(self._index, fragment)
+            if self._buffer is None:
+                return [event]
+            self._raw.append(text)  # an undeclared tool's call: held until </tool_call>
+            self._buffer.append(event)
+            return []
         out: list[Event] = []
         if self._pending:
             text = self._pending + text
