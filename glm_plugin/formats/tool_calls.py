@@ -11,7 +11,7 @@ Policies (docs/formats.md explains each, with the field-failure rule number behi
   raw text is returned as content. Nothing is dropped (R1.7).
 - Recoveries that depend on the name (name and key run together, a stray `</arg_value>` after the name, a second
   `<tool_call>` where the first `<arg_key>` belongs) and those of a missing or repeated tag (`<arg_value>`, a
-  `</arg_value>` before `</tool_call>`, a doubled `</arg_key>`) apply only to declared names (R1.3, R1.10-R1.12).
+  `</arg_value>` before `</tool_call>`, a doubled `</arg_key>`) apply only to declared names (R1.3, R1.5).
 - A value ends at a `</arg_value>` only where what follows it can follow a value: `<arg_key>`, `</tool_call>`,
   `<tool_call>`, an end-of-turn token or the end of the output, whitespace allowed (R1.9). Elsewhere the tag is
   value text. Deciding holds back that tag (and its repeats and the whitespace after it) until the next marker
@@ -57,7 +57,7 @@ _KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
 _EXPECT_VALUE_MARKERS = (VALUE_OPEN, KEY_OPEN, CALL_CLOSE, CALL_OPEN, KEY_CLOSE)
 # Inside a value every other marker is literal text (R1.9); these two may end it, depending on what follows them.
 _VALUE_MARKERS = (VALUE_CLOSE,)
-_DECLARED_VALUE_MARKERS = (VALUE_CLOSE, CALL_CLOSE)  # R1.11: `</arg_value>` missing before `</tool_call>`
+_DECLARED_VALUE_MARKERS = (VALUE_CLOSE, CALL_CLOSE)  # R1.3: `</arg_value>` missing before `</tool_call>`
 # What may follow a closing tag for it to close: the same tag repeated (looked past), then one of the rest.
 _AFTER_VALUE_CLOSE = (VALUE_CLOSE, KEY_OPEN, CALL_CLOSE, CALL_OPEN) + STOP_TOKENS
 _AFTER_CALL_CLOSE = (CALL_CLOSE, CALL_OPEN) + STOP_TOKENS
@@ -111,7 +111,7 @@ class ToolCallParser:
         self._value: list[str] = []
         self._container = False
         self._held: list[str] = []  # _CLOSING: the closing tag, its repeats and whitespace, not yet decided
-        self._doubled: tuple[str, str] | None = None  # (name, region) of `<tool_call>name<tool_call>` (R1.12)
+        self._doubled: tuple[str, str] | None = None  # (name, region) of `<tool_call>name<tool_call>` (R1.3)
 
     # ---- public -------------------------------------------------------------------------------------------
 
@@ -292,14 +292,14 @@ class ToolCallParser:
         if self._doubled is not None:
             first, first_region = self._doubled
             self._doubled = None
-            if marker == KEY_CLOSE and schemas.declares_key(first, name):  # R1.12: <tool_call> for <arg_key>
+            if marker == KEY_CLOSE and schemas.declares_key(first, name):  # R1.3: <tool_call> for <arg_key>
                 self._start(out, first, marker)
                 self._key = name
                 self._state = _EXPECT_VALUE
                 return True
             self._release(out, first_region)
         if marker == CALL_OPEN and looks_like_name(name) and schemas.declares(name):
-            self._doubled = (name, region)  # R1.12 if a parameter's name and `</arg_key>` follow; decided then
+            self._doubled = (name, region)  # R1.3 if a parameter's name and `</arg_key>` follow; decided then
             self._name_parts = []
             self._name_len = 0
             return True
@@ -450,7 +450,7 @@ class ToolCallParser:
         if self._buffer is not None:  # an undeclared call gets no recovery
             self._abort(out)
             return j
-        if marker == KEY_CLOSE:  # R1.10: a doubled </arg_key> carries nothing
+        if marker == KEY_CLOSE:  # R1.5: a doubled </arg_key> carries nothing
             return j + len(marker)
         if marker is not None:  # a key with no value at all: an empty string, then the marker as usual
             self._begin_value(out)
@@ -463,7 +463,7 @@ class ToolCallParser:
 
     def _closing_step(self, out: list[Event], text: str, pos: int) -> int:
         """After a `</arg_value>` (or, in a declared call, a `</tool_call>`) inside a value: what follows decides
-        whether it closed the value (R1.9, R1.11). Holds the tag, its repeats and whitespace; O(len(delta))."""
+        whether it closed the value (R1.9, R1.3). Holds the tag, its repeats and whitespace; O(len(delta))."""
         n = len(text)
         j = pos
         while j < n and text[j].isspace():

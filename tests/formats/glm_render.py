@@ -85,7 +85,7 @@ def _has_marker(text: str) -> bool:
 free_text = st.lists(_ALPHABET, max_size=30).map("".join).filter(lambda t: not _has_marker(t))
 stripped_text = free_text.map(str.strip)
 _STOPS = "|".join(re.escape(token) for token in STOP_TOKENS)
-# Where a closing tag inside a value would end it (docs/formats.md R1.9, R1.11): only what follows decides.
+# Where a closing tag inside a value would end it (docs/formats.md R1.9, R1.3): only what follows decides.
 _ENDS_A_VALUE = re.compile(
     rf"</arg_value>(?:\s*</arg_value>)*\s*(?:<arg_key>|</tool_call>|<tool_call>|{_STOPS}|\Z)"
     rf"|</tool_call>(?:\s*</tool_call>)*\s*(?:<tool_call>|{_STOPS})"

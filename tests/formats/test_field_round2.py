@@ -1,4 +1,4 @@
-"""Field cases, round two: five malformed-call shapes GLM emits in production (docs/formats.md R1.9-R1.12, R3.6).
+"""Field cases, round two: five malformed-call shapes GLM emits in production (docs/formats.md R1.3, R1.5, R1.9, R3.4).
 
 Each test name carries the public report the shape comes from. Every case goes through `parse` of
 test_failure_modes: whole, and streamed at several chunkings that must agree with it. Agent-client tools (Claude
@@ -44,7 +44,7 @@ def check(text, expected_calls, content=None, start=C):
     return result
 
 
-# ---- R1.10: a doubled closing key tag (vLLM PR #54971) -------------------------------------------------------
+# ---- R1.5: a doubled closing key tag (vLLM PR #54971) --------------------------------------------------------
 
 @pytest.mark.parametrize("text,expected", [
     pytest.param("<tool_call>Read<arg_key>file_path</arg_key></arg_key><arg_value>/src/app.py</arg_value></tool_call>",
@@ -74,7 +74,7 @@ def test_vllm_pr54971_after_thinking_glm47_flash():
           "config.yaml</arg_value></tool_call>", [("Read", {"file_path": "config.yaml"})], start=R)
 
 
-# ---- R1.11: `</arg_value>` missing right before `</tool_call>` (Ollama PR #14656) ----------------------------
+# ---- R1.3: `</arg_value>` missing right before `</tool_call>` (Ollama PR #14656) -----------------------------
 
 @pytest.mark.parametrize("text,expected,content", [
     pytest.param("<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</tool_call>",
@@ -112,7 +112,7 @@ def test_ollama_pr14656_after_thinking_glm5():
           [("get_weather", {"city": "Oslo"})], start=R)
 
 
-# ---- R1.12: a second `<tool_call>` where the first `<arg_key>` belongs (agent clients) -----------------------
+# ---- R1.3: a second `<tool_call>` where the first `<arg_key>` belongs (agent clients) ------------------------
 
 @pytest.mark.parametrize("text,expected,content", [
     pytest.param("<tool_call>Bash<tool_call>command</arg_key><arg_value>npm test</arg_value></tool_call>",
@@ -140,7 +140,7 @@ def test_agent_clients_after_thinking_glm47():
           "</tool_call>", [("Bash", {"command": "ls"})], start=R)
 
 
-# ---- R3.6: a JSON-quoted scalar for a typed parameter (SGLang test_schema_type_coercion) ---------------------
+# ---- R3.4: a JSON-quoted scalar for a typed parameter (SGLang test_schema_type_coercion) ---------------------
 
 @pytest.mark.parametrize("tool,key,text,value", [
     pytest.param("Read", "limit", '"42"', 42, id="sglang_schema_type_coercion_integer"),
