@@ -3,7 +3,9 @@ interface, in one run:
 
 1. glm_plugin's parsers against the engine's built-in ones, a 64 KB string argument (`--size`);
 2. glm_plugin's parsers alone at 8 KB, 64 KB, 256 KB and 1 MB, string and array arguments, with each engine path's
-   1 MB / 8 KB cost ratio (flat = linear time; the anchor is the 8 KB run of the same process).
+   1 MB / 8 KB cost ratio (flat = linear time; the anchor is the 8 KB run of the same process);
+3. a 1 MB argument to a tool the request does not declare (held until `</tool_call>`, then released in one step)
+   against the same argument to a declared tool, per token, in the same process (the anchor): at most 1.3x.
 
 - vLLM: `ParserManager.get_parser(tool_parser_name="glm47", reasoning_parser_name="glm45", ...)`, then
   `parse_delta()` per token with the prompt ids, as `serving.py` streams a chat completion.
@@ -20,7 +22,7 @@ while another reference to it is alive copies it per token, and measures itself,
 
     python bench/engine_parsers.py                 # both parts
     python bench/engine_parsers.py --size 262144   # part 1 at another size
-    python bench/engine_parsers.py --scaling-only  # part 2 alone (vLLM's built-in takes minutes at 64 KB)
+    python bench/engine_parsers.py --scaling-only  # parts 2 and 3 (vLLM's built-in takes minutes at 64 KB)
 """
 
 from __future__ import annotations
@@ -39,18 +41,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"
 
 MESSAGES = [{"role": "user", "content": "write the file"}]
 KINDS = {"string": ("content", string_argument), "array": ("lines", array_argument)}
+UNDECLARED = "undeclared"  # a string argument, to a tool the request does not declare: part 3
+UNDECLARED_TOOL = "save_file"
 GOALS = {"vllm": 1000.0, "sglang": 3.0}  # at 64 KB, x faster than the engine's built-in (docs/engines.md)
 FLAT = 1.3  # the most a 1 MB argument may cost per token, relative to an 8 KB one
 MIN_SECONDS = 2.0  # repeat a fast run until this much time was measured, and keep the best
 
 
+def _tool_and_kind(kind: str) -> tuple[str, str]:
+    return (UNDECLARED_TOOL, "string") if kind == UNDECLARED else ("write_file", kind)
+
+
 def model_output(kind: str, size: int) -> str:
+    tool, kind = _tool_and_kind(kind)
     key, make = KINDS[kind]
-    return ("I will write the file.</think><tool_call>write_file<arg_key>path</arg_key><arg_value>/tmp/x.py"
+    return (f"I will write the file.</think><tool_call>{tool}<arg_key>path</arg_key><arg_value>/tmp/x.py"
             f"</arg_value><arg_key>{key}</arg_key><arg_value>{make(size)}</arg_value></tool_call>")
 
 
 def _check(kind: str, size: int):
+    tool, kind = _tool_and_kind(kind)
     key, make = KINDS[kind]
     value = make(size)
     expected = {"path": "/tmp/x.py", key: value if kind == "string" else json.loads(value)}
@@ -58,7 +68,7 @@ def _check(kind: str, size: int):
     def check(result: tuple[str, str, str]) -> None:
         reasoning, name, arguments = result
         assert reasoning == "I will write the file.", f"reasoning {reasoning[:80]!r}"
-        assert name == "write_file", f"tool name {name!r}"
+        assert name == tool, f"tool name {name!r}"
         assert json.loads(arguments) == expected, "arguments differ from the model's"
     return check
 
@@ -253,11 +263,35 @@ def scaling(timeout: float) -> bool:
     return ok
 
 
+def undeclared(timeout: float) -> bool:
+    """Part 3. True if every run worked and the undeclared tool's call cost per token stayed within FLAT."""
+    size = SIZES[-1]
+    print(f"3. a {size >> 10} KB string argument to an undeclared tool vs a declared one, us/token "
+          f"(flat: undeclared / declared <= {FLAT}x)")
+    ok = True
+    for engine in ("vllm", "sglang"):
+        results = run_worker(engine, [("string", size), (UNDECLARED, size)], builtin=False, timeout=timeout)
+        if isinstance(results, dict):
+            print(f"  {engine:6s} FAILED: {results['error']}")
+            ok = False
+            continue
+        if engine == "sglang":
+            results = [r["ours"] for r in results]
+        declared, held = (_us_per_token(r) for r in results)
+        ratio = held / declared
+        flat = ratio <= FLAT
+        ok = ok and flat
+        print(f"  {engine:6s} declared {declared:6.2f}  undeclared {held:6.2f}   undeclared/declared {ratio:4.2f}x "
+              f"{'flat' if flat else 'NOT FLAT'}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64 << 10, help="part 1's argument size in characters (64 KB)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds allowed per engine process")
     parser.add_argument("--scaling-only", action="store_true", help="skip part 1 (the built-in parsers)")
+    parser.add_argument("--undeclared-only", action="store_true", help="part 3 alone")
     parser.add_argument("--worker", choices=("vllm", "sglang"), help=argparse.SUPPRESS)
     parser.add_argument("--cases", help=argparse.SUPPRESS)
     parser.add_argument("--builtin", action="store_true", help=argparse.SUPPRESS)
@@ -268,8 +302,11 @@ def main(argv: list[str] | None = None) -> int:
         results = vllm_worker(cases) if args.worker == "vllm" else sglang_worker(cases, args.builtin)
         print(json.dumps(results))
         return 0
+    if args.undeclared_only:
+        return 0 if undeclared(args.timeout) else 1
     ok = args.scaling_only or compare_with_builtins(args.size, args.timeout)
     ok = scaling(args.timeout) and ok
+    ok = undeclared(args.timeout) and ok
     return 0 if ok else 1
 
 

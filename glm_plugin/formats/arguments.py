@@ -165,6 +165,10 @@ class ToolSchemas:
     def declares(self, name: str) -> bool:
         return name in self._keys
 
+    def declares_key(self, name: str, key: str) -> bool:
+        """Whether `key` is one of the tool's declared parameters (its schema's `properties`)."""
+        return key in self._keys.get(name, ())
+
     def value_type(self, tool: str, key: str) -> ValueType:
         return self._keys.get(tool, {}).get(key, UNDECLARED)
 
@@ -250,6 +254,8 @@ def decode_value(vtype: ValueType, text: str) -> Any:
     ok, value = _json_value(text)
     if not ok and vtype.types is not None:
         ok, value = _python_literal(text)  # only for declared non-strings: undeclared keys stay conservative
+    if ok and isinstance(value, str) and not vtype.may_be_string:
+        return _unquoted(vtype, value)
     if not ok or isinstance(value, str):
         return text
     kind = _json_type_of(value)
@@ -260,3 +266,13 @@ def decode_value(vtype: ValueType, text: str) -> Any:
     # A value of the wrong type: keep what the model wrote rather than invent a conversion, unless the key
     # admits no string at all, where the decoded JSON is closer to what the client validates against.
     return text if vtype.may_be_string else value
+
+
+def _unquoted(vtype: ValueType, inner: str) -> Any:
+    """A key that admits no string got a quoted one (`"10"` for an integer; SGLang's schema coercion test expects
+    42 from `"42"`): the quoted text as a value of the key's type where it is one, else the string without its
+    quotes. The quotes are the model's, never part of the value."""
+    if inner.strip()[:1] in ("'", '"'):
+        return inner  # quoted twice: one level is taken off, never more (each costs a decode of the whole text)
+    value = decode_value(vtype, inner)
+    return inner if isinstance(value, str) else value

@@ -9,8 +9,13 @@ Policies (docs/formats.md explains each, with the field-failure rule number behi
 - A call to an undeclared name is still a call (clients answer "no such tool" and the model recovers), but it is
   held until `</tool_call>` and only recoveries that need no declared name apply; if it turns out malformed, its
   raw text is returned as content. Nothing is dropped (R1.7).
-- Recoveries that depend on the name (name and key run together, a stray `</arg_value>` after the name) and the
-  missing `<arg_value>` recovery apply only to declared names (R1.3).
+- Recoveries that depend on the name (name and key run together, a stray `</arg_value>` after the name, a second
+  `<tool_call>` where the first `<arg_key>` belongs) and those of a missing or repeated tag (`<arg_value>`, a
+  `</arg_value>` before `</tool_call>`, a doubled `</arg_key>`) apply only to declared names (R1.3, R1.5).
+- A value ends at a `</arg_value>` only where what follows it can follow a value: `<arg_key>`, `</tool_call>`,
+  `<tool_call>`, an end-of-turn token or the end of the output, whitespace allowed (R1.9). Elsewhere the tag is
+  value text. Deciding holds back that tag (and its repeats and the whitespace after it) until the next marker
+  or other character arrives.
 - A call cut off by the end of the stream ends with `complete=False`, its arguments closed to valid JSON: the
   complete arguments plus a string value streamed so far; a partial non-string value is left out (R2.6).
 - Whitespace at the start and end of content, and before a call, is format, not content (templates render
@@ -41,7 +46,7 @@ from .tags import (
     marker_at,
 )
 
-_CONTENT, _NAME, _EXPECT_KEY, _KEY, _EXPECT_VALUE, _VALUE = range(6)
+_CONTENT, _NAME, _EXPECT_KEY, _KEY, _EXPECT_VALUE, _VALUE, _CLOSING = range(7)
 _STREAM, _CHECK, _HOLD = range(3)  # how a value is emitted: as it arrives, held while it may be non-string, held
 
 _CONTENT_MARKERS = (CALL_OPEN,) + STOP_TOKENS
@@ -49,8 +54,13 @@ _AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE) + STOP_TOKENS  # a doubled </tool_
 _NAME_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN)
 _EXPECT_KEY_MARKERS = (KEY_OPEN, CALL_CLOSE, VALUE_CLOSE, CALL_OPEN, KEY_CLOSE, VALUE_OPEN)
 _KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
-_EXPECT_VALUE_MARKERS = (VALUE_OPEN, KEY_OPEN, CALL_CLOSE, CALL_OPEN)
-_VALUE_MARKERS = (VALUE_CLOSE,)  # inside a value every other marker is literal text (R1.9)
+_EXPECT_VALUE_MARKERS = (VALUE_OPEN, KEY_OPEN, CALL_CLOSE, CALL_OPEN, KEY_CLOSE)
+# Inside a value every other marker is literal text (R1.9); these two may end it, depending on what follows them.
+_VALUE_MARKERS = (VALUE_CLOSE,)
+_DECLARED_VALUE_MARKERS = (VALUE_CLOSE, CALL_CLOSE)  # R1.3: `</arg_value>` missing before `</tool_call>`
+# What may follow a closing tag for it to close: the same tag repeated (looked past), then one of the rest.
+_AFTER_VALUE_CLOSE = (VALUE_CLOSE, KEY_OPEN, CALL_CLOSE, CALL_OPEN) + STOP_TOKENS
+_AFTER_CALL_CLOSE = (CALL_CLOSE, CALL_OPEN) + STOP_TOKENS
 
 MAX_KEY_CHARS = 256
 
@@ -100,26 +110,38 @@ class ToolCallParser:
         self._vtype = None
         self._value: list[str] = []
         self._container = False
+        self._held: list[str] = []  # _CLOSING: the closing tag, its repeats and whitespace, not yet decided
+        self._doubled: tuple[str, str] | None = None  # (name, region) of `<tool_call>name<tool_call>` (R1.3)
 
     # ---- public -------------------------------------------------------------------------------------------
 
     def feed(self, text: str) -> list[Event]:
-        if self._state == _VALUE and self._mode == _STREAM and "<" not in text and text and not self._pending \
-                and self._buffer is None:  # the hot path: a token inside a long string value
+        if self._state == _VALUE and self._mode == _STREAM and "<" not in text and text and not self._pending:
+            # the hot path: a token inside a long string value
             self._value.append(text)
             fragment = json_string_body(text)
             self._fragments.append(fragment)
-            return [ToolArgsDelta(self._index, fragment)]
+            event = ToolArgsDelta(self._index, fragment)
+            if self._buffer is None:
+                return [event]
+            self._raw.append(text)  # an undeclared tool's call: held until </tool_call>
+            self._buffer.append(event)
+            return []
         out: list[Event] = []
         if self._pending:
             text = self._pending + text
             self._pending = ""
+        self._scan(out, text)
+        return out
+
+    def _scan(self, out: list[Event], text: str) -> None:
         pos = 0
         n = len(text)
         while pos < n:
             state = self._state
             if state == _VALUE:
-                i, marker = find_marker(text, pos, _VALUE_MARKERS)
+                markers = _VALUE_MARKERS if self._buffer is not None else _DECLARED_VALUE_MARKERS
+                i, marker = find_marker(text, pos, markers)
                 end = n if i < 0 else i
                 if end > pos:
                     self._value_text(out, text[pos:end])
@@ -128,9 +150,11 @@ class ToolCallParser:
                 if marker is PARTIAL:
                     self._pending = text[i:]
                     break
-                pos = i + len(VALUE_CLOSE)
-                self._track(VALUE_CLOSE)
-                self._close_value(out)
+                pos = i + len(marker)
+                self._held = [marker]
+                self._state = _CLOSING
+            elif state == _CLOSING:
+                pos = self._closing_step(out, text, pos)
             elif state == _CONTENT:
                 i, marker = find_marker(text, pos, _AFTER_CALL_MARKERS if self._after_call else _CONTENT_MARKERS)
                 end = n if i < 0 else i
@@ -154,17 +178,23 @@ class ToolCallParser:
                 pos = self._key_step(out, text, pos)
             else:
                 pos = self._expect_value_step(out, text, pos)
-        return out
 
     def finish(self) -> list[Event]:
         """End of stream: flush held text; a call still open is ended with complete=False."""
         out: list[Event] = []
         pending, self._pending = self._pending, ""
+        if self._state == _CLOSING:
+            if pending:  # a marker's beginning follows the tag, not the end of the output: the tag was text
+                self._literal_close(out, pending)
+                pending = ""
+            else:
+                self._confirm_close(out)
         state = self._state
         if state == _CONTENT:
             if pending:
                 self._content(out, pending)
         elif state == _NAME:
+            self._release_doubled(out)
             self._content(out, CALL_OPEN + "".join(self._name_parts) + pending)
             self._reset_call()
             self._state = _CONTENT
@@ -238,6 +268,7 @@ class ToolCallParser:
         room = MAX_NAME_CHARS - self._name_len
         if end - pos > room:  # too long to be a name: cut at a fixed length so chunking cannot matter
             self._name_parts.append(text[pos:pos + room + 1])
+            self._release_doubled(out)
             self._content(out, CALL_OPEN + "".join(self._name_parts))
             self._reset_call()
             self._state = _CONTENT
@@ -250,37 +281,64 @@ class ToolCallParser:
         if marker is PARTIAL:
             self._pending = text[i:]
             return len(text)
-        self._end_name(out, marker)
-        return i + len(marker) if marker != CALL_OPEN else i
+        return i + len(marker) if self._end_name(out, marker) else i
 
-    def _end_name(self, out: list[Event], marker: str) -> None:
+    def _end_name(self, out: list[Event], marker: str) -> bool:
+        """Decides what the name region was, given the marker that ended it. Returns whether `marker` was consumed
+        (a `<tool_call>` that is not part of this call is left for the next one)."""
         region = "".join(self._name_parts)
         name = region.strip()
         schemas = self._schemas
+        if self._doubled is not None:
+            first, first_region = self._doubled
+            self._doubled = None
+            if marker == KEY_CLOSE and schemas.declares_key(first, name):  # R1.3: <tool_call> for <arg_key>
+                self._start(out, first, marker)
+                self._key = name
+                self._state = _EXPECT_VALUE
+                return True
+            self._release(out, first_region)
+        if marker == CALL_OPEN and looks_like_name(name) and schemas.declares(name):
+            self._doubled = (name, region)  # R1.3 if a parameter's name and `</arg_key>` follow; decided then
+            self._name_parts = []
+            self._name_len = 0
+            return True
         if marker in (KEY_OPEN, CALL_CLOSE) and looks_like_name(name):
             self._start(out, name, marker)
             if marker == KEY_OPEN:
                 self._state = _KEY
             else:
                 self._end_call(out)
-            return
+            return True
         if marker == VALUE_CLOSE and looks_like_name(name) and schemas.declares(name):
             self._start(out, name, marker)  # R1.3: a stray </arg_value> glued to a zero-argument name
             self._state = _EXPECT_KEY
-            return
+            return True
         if marker == KEY_CLOSE:  # R1.3: the <arg_key> is missing, so name and key ran together
             split = self._split_name_and_key(name)
             if split is not None:
                 self._start(out, split[0], marker)
                 self._key = split[1]
                 self._state = _EXPECT_VALUE
-                return
+                return True
         self._reset_call()
         self._state = _CONTENT
         if marker == CALL_OPEN:
             self._content(out, CALL_OPEN + region)  # the next call starts at this marker
-        else:
-            self._content(out, CALL_OPEN + region + marker)
+            return False
+        self._content(out, CALL_OPEN + region + marker)
+        return True
+
+    def _release(self, out: list[Event], region: str) -> None:
+        """`<tool_call>` + region was not a call: content, as if the `<tool_call>` after it had just begun one."""
+        self._content(out, CALL_OPEN + region)
+        self._edges.finish()  # whitespace before a call is dropped
+        self._after_call = False
+
+    def _release_doubled(self, out: list[Event]) -> None:
+        if self._doubled is not None:
+            self._release(out, self._doubled[1])
+            self._doubled = None
 
     def _split_name_and_key(self, region: str) -> tuple[str, str] | None:
         parts = region.split(None, 1)
@@ -392,6 +450,8 @@ class ToolCallParser:
         if self._buffer is not None:  # an undeclared call gets no recovery
             self._abort(out)
             return j
+        if marker == KEY_CLOSE:  # R1.5: a doubled </arg_key> carries nothing
+            return j + len(marker)
         if marker is not None:  # a key with no value at all: an empty string, then the marker as usual
             self._begin_value(out)
             self._close_value(out)
@@ -400,6 +460,50 @@ class ToolCallParser:
         return j
 
     # ---- values -------------------------------------------------------------------------------------------
+
+    def _closing_step(self, out: list[Event], text: str, pos: int) -> int:
+        """After a `</arg_value>` (or, in a declared call, a `</tool_call>`) inside a value: what follows decides
+        whether it closed the value (R1.9, R1.3). Holds the tag, its repeats and whitespace; O(len(delta))."""
+        n = len(text)
+        j = pos
+        while j < n and text[j].isspace():
+            j += 1
+        if j > pos:
+            self._held.append(text[pos:j])
+        if j == n:
+            return n
+        tag = self._held[0]
+        marker = marker_at(text, j, _AFTER_VALUE_CLOSE if tag == VALUE_CLOSE else _AFTER_CALL_CLOSE)
+        if marker is PARTIAL:
+            self._pending = text[j:]
+            return n
+        if marker == tag:  # repeated: what follows the run decides for its first tag
+            self._held.append(tag)
+            return j + len(tag)
+        if marker is None:
+            self._literal_close(out, "")
+        else:
+            self._confirm_close(out)
+        return j
+
+    def _literal_close(self, out: list[Event], more: str) -> None:
+        """The held tag was value text after all; scanning goes on inside the value."""
+        held = "".join(self._held) + more
+        self._held = []
+        self._state = _VALUE
+        self._value_text(out, held)
+
+    def _confirm_close(self, out: list[Event]) -> None:
+        """The held run's first tag closed the value (and, for `</tool_call>`, the call); the rest of the run
+        (repeats, whitespace) is read as if it had followed a well-formed close."""
+        tag, rest = self._held[0], "".join(self._held[1:])
+        self._held = []
+        self._track(tag)
+        self._close_value(out)
+        if tag == CALL_CLOSE:
+            self._end_call(out)
+        if rest:
+            self._scan(out, rest)
 
     def _begin_value(self, out: list[Event]) -> None:
         key_json = json_value(self._key)

@@ -14,6 +14,7 @@ Reasoning and content are rendered `.strip()`ped, so generated turns are strippe
 from __future__ import annotations
 
 import json
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,10 +84,22 @@ def _has_marker(text: str) -> bool:
 
 free_text = st.lists(_ALPHABET, max_size=30).map("".join).filter(lambda t: not _has_marker(t))
 stripped_text = free_text.map(str.strip)
-# Declared strings may hold anything but their own closing tag (docs/formats.md R1.9), markers included.
-string_value = st.lists(st.one_of(_ALPHABET, st.sampled_from(MARKERS[:6])), max_size=20).map("".join).filter(
-    lambda t: "</arg_value>" not in t
+_STOPS = "|".join(re.escape(token) for token in STOP_TOKENS)
+# Where a closing tag inside a value would end it (docs/formats.md R1.9, R1.3): only what follows decides.
+_ENDS_A_VALUE = re.compile(
+    rf"</arg_value>(?:\s*</arg_value>)*\s*(?:<arg_key>|</tool_call>|<tool_call>|{_STOPS}|\Z)"
+    rf"|</tool_call>(?:\s*</tool_call>)*\s*(?:<tool_call>|{_STOPS})"
 )
+
+
+def round_trips(value: str) -> bool:
+    """Whether a value rendered raw (nothing escaped) reads back as itself: no closing tag in it is followed by
+    what would end a value there (the value's own end counts: the renderer puts `</arg_value>` after it)."""
+    return _ENDS_A_VALUE.search(value) is None
+
+
+# Declared strings may hold any text, every marker of the format included, that does not end a value early.
+string_value = st.lists(st.one_of(_ALPHABET, st.sampled_from(MARKERS)), max_size=20).map("".join).filter(round_trips)
 # A string for a key whose type also admits non-strings: one that cannot be read as JSON of another type.
 union_string = string_value.map(lambda t: "s" + t)
 identifier = st.from_regex(r"[a-z_][a-z0-9_]{0,11}", fullmatch=True)
@@ -98,7 +111,7 @@ _scalar = st.one_of(
 json_value = st.recursive(
     _scalar, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
     max_leaves=6,
-).filter(lambda v: "</arg_value>" not in json.dumps(v, ensure_ascii=False))
+).filter(lambda v: round_trips(json.dumps(v, ensure_ascii=False)))
 
 # (schema, value strategy): the value is what the client should get back.
 PARAM_KINDS = [

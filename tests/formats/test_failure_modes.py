@@ -152,11 +152,11 @@ def test_r1_9_values_may_hold_other_tag_text():
     assert calls(result) == [("search", {"query": value})]
 
 
-def test_r1_9_a_value_holding_its_own_close_tag_is_cut_there_and_json_stays_valid():
+def test_r1_9_a_value_holding_its_own_close_tag_keeps_it_unless_a_value_end_follows():
     text = "<tool_call>search<arg_key>query</arg_key><arg_value>a</arg_value>b</arg_value></tool_call>"
     result = parse(text)
-    assert calls(result) == [("search", {"query": "a"})]
-    assert result.content == "b"  # the rest is not lost
+    assert calls(result) == [("search", {"query": "a</arg_value>b"})]
+    assert result.content is None
     json.loads(result.tool_calls[0].arguments_json)
 
 
@@ -199,7 +199,8 @@ def test_r2_5_string_values_stream_before_their_close_tag_other_values_wait():
     early = parser.feed("world")
     assert early == [ToolArgsDelta(0, "world")]
     assert parser.feed("</arg_value><arg_key>ids</arg_key><arg_value>[1, ") == [ToolArgsDelta(0, '"')]
-    assert parser.feed("2]</arg_value>") == [ToolArgsDelta(0, ', "ids": [1, 2]')]
+    assert parser.feed("2]</arg_value>") == []  # a close tag closes once what follows it is known (R1.9)
+    assert parser.feed("</tool_call>")[0] == ToolArgsDelta(0, ', "ids": [1, 2]')
 
 
 def test_r2_6_streamed_json_is_typed_python_booleans_and_bad_numbers():
@@ -313,7 +314,8 @@ def test_r3_5_undeclared_values_are_held_while_they_may_still_be_json():
     parser = ToolCallParser([fn("f")])
     parser.feed("<tool_call>f<arg_key>v</arg_key><arg_value>[1, ")
     assert parser.feed("2") == []
-    assert parser.feed("]</arg_value>") == [ToolArgsDelta(0, '{"v": [1, 2]')]
+    assert parser.feed("]</arg_value>") == []
+    assert parser.feed("<arg_key>") == [ToolArgsDelta(0, '{"v": [1, 2]')]
 
 
 def test_bad_tool_schema_is_a_clear_error():

@@ -43,8 +43,14 @@ def _args_result(index: int, text: str) -> StreamingParseResult:
     return StreamingParseResult(calls=[ToolCallItem(tool_index=index, parameters=text)])
 
 
-# One per streamed token of a long argument, so built without validation (glm_plugin.engines.unvalidated).
+def _fast_empty_result() -> StreamingParseResult:
+    return _new_result({"normal_text": "", "calls": []}, set())
+
+
+# One per streamed token of a long argument, so built without validation (glm_plugin.engines.unvalidated); the
+# empty one answers each token of an undeclared tool's call, which is held until `</tool_call>`.
 args_result = checked(_fast_args_result, _args_result, 2, '"x')
+empty_result = checked(_fast_empty_result, StreamingParseResult)
 
 
 def _tool_specs(tools: List[Any] | None) -> list[dict[str, Any]]:
@@ -81,27 +87,35 @@ class _GlmToolDetection:
     def finish(self, tools: List[Any]) -> StreamingParseResult:
         # SGLang's GLM detectors lose a second call buffered in the last delta here (docs/formats.md R2.2).
         if self._glm_stream is None:
-            return StreamingParseResult()
+            return empty_result()
         return self._to_result(self._glm_stream.finish())
 
     def _to_result(self, events: list) -> StreamingParseResult:
         if not events:
-            return StreamingParseResult()
+            return empty_result()
         normal: list[str] = []
         calls: list[ToolCallItem] = []
+        # Each item's fragments, joined once: an undeclared tool's call arrives whole, one fragment per token, and
+        # growing a string per fragment would cost the square of its length (docs/formats.md, undeclared tool).
+        parts: list[list[str]] = []
         for event in events:
             kind = type(event)
             if kind is ToolArgsDelta:
                 if calls and calls[-1].tool_index == event.index:
-                    calls[-1].parameters += event.text
+                    parts[-1].append(event.text)
                 else:
-                    calls.append(ToolCallItem(tool_index=event.index, parameters=event.text))
+                    calls.append(ToolCallItem(tool_index=event.index, parameters=""))
+                    parts.append([event.text])
             elif kind is ContentDelta:
                 normal.append(event.text)
             elif kind is ToolCallStart:
                 calls.append(ToolCallItem(tool_index=event.index, name=event.name, parameters=""))
+                parts.append([])
             elif kind is ToolCallEnd:
                 self._record(event)
+        for item, texts in zip(calls, parts):
+            if texts:
+                item.parameters = "".join(texts)
         return StreamingParseResult(normal_text="".join(normal), calls=calls)
 
     def _record(self, end: ToolCallEnd) -> None:

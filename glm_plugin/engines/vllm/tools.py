@@ -114,14 +114,18 @@ class GlmToolParser(ToolParser):
             return None
         content: list[str] = []
         calls: dict[int, DeltaToolCall] = {}  # one entry per call index: vLLM clients expect that
+        # A call's fragments, joined once: an undeclared tool's call arrives whole, one fragment per token, and
+        # growing a string per fragment would cost the square of its length (docs/formats.md, undeclared tool).
+        fragments: dict[int, list[str]] = {}
         for event in events:
             kind = type(event)
             if kind is ToolArgsDelta:
-                function = calls[event.index].function if event.index in calls else None
-                if function is None:
-                    calls[event.index] = DeltaToolCall(index=event.index, function=DeltaFunctionCall(arguments=event.text))
-                else:
-                    function.arguments = (function.arguments or "") + event.text
+                parts = fragments.get(event.index)
+                if parts is None:
+                    parts = fragments[event.index] = []
+                    if event.index not in calls:
+                        calls[event.index] = DeltaToolCall(index=event.index, function=DeltaFunctionCall())
+                parts.append(event.text)
             elif kind is ContentDelta:
                 content.append(event.text)
             elif kind is ToolCallStart:
@@ -131,6 +135,8 @@ class GlmToolParser(ToolParser):
                 )
             elif kind is ToolCallEnd:
                 self._record(event)
+        for index, parts in fragments.items():
+            calls[index].function.arguments = "".join(parts)
         return delta_message([], content, list(calls.values()))
 
     def _record(self, end: ToolCallEnd) -> None:
