@@ -148,8 +148,8 @@ class ToolCallParser:
                 pos = i + len(marker)
                 if marker == CALL_OPEN:
                     self._begin_call()
-                elif marker == CALL_CLOSE and not self._after_call:
-                    self._content(out, marker)  # not right after a call: ordinary text
+                elif marker in (CALL_CLOSE, THINK_CLOSE) and not self._after_call:
+                    self._content(out, marker)  # not right after a call (text came between): ordinary text
                 elif marker == THINK_CLOSE:
                     self._edges.finish()  # whitespace before it went with the call
             elif state == _NAME:
