@@ -129,7 +129,8 @@ def test_whitespace_before_an_undeclared_call_that_proves_malformed_is_kept():
 # ---- end-of-turn tokens ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("token", ["<|user|>", "<|observation|>", "<|endoftext|>"])
-def test_xinfer_pr392_end_of_turn_token_after_an_answer(token):
+def test_end_of_turn_token_after_an_answer_is_dropped(token):
+    """The core always dropped them; the field case (SGLang's whole path) is in tests/engines."""
     assert turn(parse("Sum.</think>The answer is 4." + token, R)) == ("Sum.", "The answer is 4.", [])
     assert turn(parse("Thinking" + token + "</think>x", R)) == ("Thinking", "x", [])
 
@@ -159,8 +160,10 @@ def test_thinking_off_block_before_answer_or_call(reasoning, answer, with_call, 
     assert turn(whole) == (reasoning or None, expected_content, CALL_A if with_call else [])
 
 
-@given(plain, st.sampled_from(["<tool_call>", "the <tool_call> tag", "`<tool_call>`", "<tool_call>, then a name"]), plain,
-       st.sampled_from(["", " ", "\n", "  \n"]), st.data())
+literal_tag = st.sampled_from(["<tool_call>", "the <tool_call> tag", "`<tool_call>`", "<tool_call>, then a name"])
+
+
+@given(plain, literal_tag, plain, st.sampled_from(["", " ", "\n", "  \n"]), st.data())
 def test_literal_tags_in_prose_keep_every_character(before, tag, after, gap, data):
     prose = (before + " " + tag + " " + after).strip()
     text = prose + gap + READ_A
