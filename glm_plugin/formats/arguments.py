@@ -145,11 +145,46 @@ def tool_name_and_parameters(tool: Any) -> tuple[str, Mapping[str, Any]]:
     return name, params
 
 
+class _OtherKeys:
+    """How a tool types keys outside `properties`: `patternProperties` whose pattern matches the key (each must
+    hold, so their types intersect), else `additionalProperties`. Patterns Python's `re` cannot compile (JSON
+    Schema patterns are ECMA-262) type nothing: such keys stay undeclared rather than guessed."""
+
+    __slots__ = ("patterns", "additional")
+
+    def __init__(self, params: Mapping[str, Any], resolver: _SchemaResolver, tool: str):
+        patterns = params.get("patternProperties") or {}
+        if not isinstance(patterns, Mapping):
+            raise ToolSchemaError(f"tool {tool!r}: 'patternProperties' must be an object mapping patterns to schemas")
+        self.patterns: list[tuple[re.Pattern[str], frozenset[str] | None]] = []
+        for pattern, schema in patterns.items():
+            try:
+                compiled = re.compile(pattern)
+            except (re.error, TypeError):
+                continue
+            self.patterns.append((compiled, resolver.types(schema)))
+        additional = params.get("additionalProperties")
+        self.additional = resolver.types(additional) if isinstance(additional, Mapping) else None
+
+    def value_type(self, key: str) -> ValueType:
+        matched = [types for pattern, types in self.patterns if pattern.search(key)]
+        if not matched:
+            return ValueType(self.additional) if self.additional is not None else UNDECLARED
+        known = [types for types in matched if types is not None]
+        if not known:
+            return UNDECLARED
+        found = known[0]
+        for types in known[1:]:
+            found = found & types or found  # contradictory patterns: keep the first rather than admit nothing
+        return ValueType(found)
+
+
 class ToolSchemas:
     """Per tool name, per argument key, the `ValueType`; built once per request."""
 
     def __init__(self, tools: Iterable[Any] | None):
         self._keys: dict[str, dict[str, ValueType]] = {}
+        self._other: dict[str, _OtherKeys] = {}
         for tool in tools or ():
             name, params = tool_name_and_parameters(tool)
             resolver = _SchemaResolver(params, name)
@@ -157,6 +192,9 @@ class ToolSchemas:
             if not isinstance(props, Mapping):
                 raise ToolSchemaError(f"tool {name!r}: 'properties' must be an object mapping names to schemas")
             self._keys[name] = {key: ValueType(resolver.types(schema)) for key, schema in props.items()}
+            other = _OtherKeys(params, resolver, name)
+            if other.patterns or other.additional is not None:
+                self._other[name] = other
 
     @property
     def names(self) -> frozenset[str]:
@@ -170,7 +208,11 @@ class ToolSchemas:
         return key in self._keys.get(name, ())
 
     def value_type(self, tool: str, key: str) -> ValueType:
-        return self._keys.get(tool, {}).get(key, UNDECLARED)
+        declared = self._keys.get(tool, {}).get(key)
+        if declared is not None:
+            return declared
+        other = self._other.get(tool)
+        return other.value_type(key) if other is not None else UNDECLARED
 
 
 # A prefix of a JSON number (`-`, `1.`, `2e` ...). Prefix-closed: once a prefix fails, every longer text fails.

@@ -2,15 +2,21 @@
 
 GLM-4.5/4.6 let the model open `<think>` itself; GLM-4.7's generation prompt already opens it, so the model only
 closes it; `enable_thinking=false` pre-fills a closed block. The start state therefore comes from the end of the
-rendered prompt, never from the model name (docs/formats.md R6.1). A `<tool_call>` ends reasoning implicitly: calls
-emitted inside thinking are still calls (R4.1); the tag is handed on, verbatim, as content for the tool stage.
-But prose *about* the tag is not a call (R4.2): inside reasoning, `<tool_call>` ends thinking only once a
-well-formed name region follows it; otherwise it stays reasoning text.
+rendered prompt, never from the model name (docs/formats.md R6.1). With thinking off the model sometimes writes a
+block anyway (`<think></think>` before a call, or a whole one before its answer: zai-org/GLM-4.5 #142, vLLM PR
+#31788): a block that opens the output is split off there too, so its tags never reach content.
+
+A `<tool_call>` ends reasoning implicitly: calls emitted inside thinking are still calls (R4.1); the tag is handed
+on, verbatim, as content for the tool stage. But text *about* the tag is not a call: inside reasoning,
+`<tool_call>` ends thinking only once a well-formed name region follows it (R4.2), and never inside a fenced code
+block or an inline code span, where the model is showing an example (gptme PR #1472, LM Studio #1592).
+`</think>` ends reasoning even inside a fence: a fence the model never closed must not swallow its answer.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 
 from .events import ContentDelta, ReasoningDelta
 from .tags import (
@@ -41,6 +47,8 @@ _DECIDE_MARKERS = (THINK_OPEN,)
 _START_MARKERS = (THINK_OPEN, THINK_CLOSE, CALL_OPEN) + STOP_TOKENS
 _REASONING_MARKERS = (THINK_CLOSE, CALL_OPEN) + STOP_TOKENS
 _NAME_END_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN, THINK_CLOSE)
+_CODE_SIGNS = re.compile("`+|\n")
+FENCE = 3  # a run of at least this many backticks opens or closes a fenced code block
 
 
 def _opens_call(region: str, marker: str) -> bool:
@@ -59,14 +67,18 @@ class ThinkingSplitter:
     content passes through untouched, for the tool-call stage to handle. `feed` costs O(len(delta)).
     """
 
-    __slots__ = ("_state", "_pending", "_ws", "_region", "reasoning_ended")
+    __slots__ = ("_state", "_pending", "_ws", "_region", "_ticks", "_fenced", "_inline", "reasoning_ended")
 
     def __init__(self, start: ThinkingStart = ThinkingStart.MODEL):
-        self._state = {ThinkingStart.MODEL: _DECIDE, ThinkingStart.REASONING: _REASONING_START}.get(start, _CONTENT)
+        # Thinking off (CONTENT) decides like MODEL: only a block that opens the output is reasoning.
+        self._state = _REASONING_START if start is ThinkingStart.REASONING else _DECIDE
         self._pending = ""  # unconsumed text: a possible marker prefix, or leading whitespace while deciding
         self._ws = ""  # reasoning whitespace held back until we know it is not trailing
         self._region = ""  # text after a <tool_call> met inside reasoning, until we know it is a call
-        self.reasoning_ended = start is ThinkingStart.CONTENT
+        self._ticks = 0  # length of the run of backticks that ends the reasoning so far
+        self._fenced = False  # inside a fenced code block of the reasoning
+        self._inline = False  # inside an inline `code` span of the reasoning
+        self.reasoning_ended = False
 
     def feed(self, text: str) -> list[ReasoningDelta | ContentDelta]:
         if self._state == _CONTENT and not self._pending:
@@ -147,7 +159,11 @@ class ThinkingSplitter:
             if marker in STOP_TOKENS:
                 continue
             if marker == CALL_OPEN:
-                self._state = _CALL_CHECK
+                self._end_run()
+                if self._fenced or self._inline:  # an example in a fence or in `code`: text, not a call
+                    self._reasoning(out, CALL_OPEN)
+                else:
+                    self._state = _CALL_CHECK
                 continue
             self._ws = ""
             self._state = _CONTENT
@@ -155,6 +171,7 @@ class ThinkingSplitter:
         return out
 
     def _reasoning(self, out: list, piece: str) -> None:
+        self._track_code(piece)
         body = piece.rstrip()
         if not body:
             if self._state == _REASONING:
@@ -164,6 +181,35 @@ class ThinkingSplitter:
             self._state = _REASONING
         out.append(ReasoningDelta(self._ws + body if self._ws else body))
         self._ws = piece[len(body):]
+
+    def _track_code(self, piece: str) -> None:
+        """Follow code markup across pieces. A run of backticks counts once it is complete (a later character
+        ends it, whatever the chunking): FENCE or more open or close a fenced block, fewer an inline span, which
+        a newline also ends (an unpaired backtick must not hide the calls of the lines after it)."""
+        if "`" not in piece and "\n" not in piece:
+            if piece:
+                self._end_run()
+            return
+        pos = 0
+        for sign in _CODE_SIGNS.finditer(piece):
+            if sign.start() > pos:
+                self._end_run()
+            if sign.group() == "\n":
+                self._end_run()
+                self._inline = False
+            else:
+                self._ticks += sign.end() - sign.start()
+            pos = sign.end()
+        if pos < len(piece):
+            self._end_run()
+
+    def _end_run(self) -> None:
+        ticks, self._ticks = self._ticks, 0
+        if ticks >= FENCE:
+            self._fenced = not self._fenced
+            self._inline = False
+        elif ticks and not self._fenced:
+            self._inline = not self._inline
 
     def finish(self) -> list[ReasoningDelta | ContentDelta]:
         """End of stream: text held as a possible marker prefix was not a marker after all."""

@@ -19,7 +19,9 @@ Policies (docs/formats.md explains each, with the field-failure rule number behi
 - A call cut off by the end of the stream ends with `complete=False`, its arguments closed to valid JSON: the
   complete arguments plus a string value streamed so far; a partial non-string value is left out (R2.6).
 - Whitespace at the start and end of content, and before a call, is format, not content (templates render
-  `content.strip()`); whitespace after a call is kept when content goes on around it.
+  `content.strip()`); whitespace after a call is kept when content goes on around it. Whitespace before a
+  `<tool_call>` that proves not to be a call is text and is kept.
+- A `</think>` right after a call closes the thinking block that call was written in (vLLM #46040): format.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .tags import (
     MAX_NAME_CHARS,
     PARTIAL,
     STOP_TOKENS,
+    THINK_CLOSE,
     VALUE_CLOSE,
     VALUE_OPEN,
     find_marker,
@@ -50,7 +53,8 @@ _CONTENT, _NAME, _EXPECT_KEY, _KEY, _EXPECT_VALUE, _VALUE, _CLOSING = range(7)
 _STREAM, _CHECK, _HOLD = range(3)  # how a value is emitted: as it arrives, held while it may be non-string, held
 
 _CONTENT_MARKERS = (CALL_OPEN,) + STOP_TOKENS
-_AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE) + STOP_TOKENS  # a doubled </tool_call> is dropped (R1.5)
+# Right after a call, a doubled </tool_call> (R1.5) and the </think> of a call made inside reasoning are dropped.
+_AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, THINK_CLOSE) + STOP_TOKENS
 _NAME_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN)
 _EXPECT_KEY_MARKERS = (KEY_OPEN, CALL_CLOSE, VALUE_CLOSE, CALL_OPEN, KEY_CLOSE, VALUE_OPEN)
 _KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
@@ -168,8 +172,10 @@ class ToolCallParser:
                 pos = i + len(marker)
                 if marker == CALL_OPEN:
                     self._begin_call()
-                elif marker == CALL_CLOSE and not self._after_call:
-                    self._content(out, marker)  # not right after a call: ordinary text
+                elif marker in (CALL_CLOSE, THINK_CLOSE) and not self._after_call:
+                    self._content(out, marker)  # not right after a call (text came between): ordinary text
+                elif marker == THINK_CLOSE:
+                    self._edges.finish()  # whitespace before it went with the call
             elif state == _NAME:
                 pos = self._name_step(out, text, pos)
             elif state == _EXPECT_KEY:
@@ -221,7 +227,6 @@ class ToolCallParser:
     # ---- call structure -----------------------------------------------------------------------------------
 
     def _begin_call(self) -> None:
-        self._edges.finish()  # whitespace before a call is dropped
         self._after_call = False
         self._reset_call()
         self._state = _NAME
@@ -239,9 +244,10 @@ class ToolCallParser:
 
     def _start(self, out: list[Event], name: str, marker: str) -> None:
         self._name = name
+        before = self._edges.finish(more_follows=True)  # whitespace before a call is format, once it is a call
         if not self._schemas.declares(name):
             self._buffer = []
-            self._raw = [CALL_OPEN, "".join(self._name_parts), marker]
+            self._raw = [before, CALL_OPEN, "".join(self._name_parts), marker]
         self._emit(out, ToolCallStart(self._index, name))
 
     def _abort(self, out: list[Event]) -> None:

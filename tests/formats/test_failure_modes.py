@@ -411,7 +411,11 @@ def test_r6_6_reasoning_end_is_known_while_streaming():
     assert not parser.reasoning_ended
     parser.feed("</think>")
     assert parser.reasoning_ended
-    assert GlmOutputParser(TOOLS, C).reasoning_ended
+    parser = GlmOutputParser(TOOLS, C)  # thinking off: the first text decides (the model may still open a block)
+    parser.feed("  ")
+    assert not parser.reasoning_ended
+    parser.feed("Answer")
+    assert parser.reasoning_ended
 
 
 def test_reasoning_and_content_events_are_typed():
@@ -423,7 +427,7 @@ def test_once_reasoning_has_ended_the_splitter_passes_text_through_unchanged():
     """Adapters rely on this to skip the splitter after `reasoning_ended` (SGLang's answer tokens)."""
     from glm_plugin.formats import ThinkingSplitter
 
-    for start, opening in ((R, "r</think>"), (M, "\n<think>r</think>"), (M, "answer"), (C, "")):
+    for start, opening in ((R, "r</think>"), (M, "\n<think>r</think>"), (M, "answer"), (C, "answer")):
         splitter = ThinkingSplitter(start)
         splitter.feed(opening)
         assert splitter.reasoning_ended

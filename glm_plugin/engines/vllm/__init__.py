@@ -12,7 +12,8 @@ when it builds the model, in the worker.
 
 What each `GLM_PLUGIN_DISABLE` part keeps as vLLM's own (the same split as in SGLang, `engines/sglang`):
 - `parsers`: the `glm45` / `glm47` tool and reasoning parsers, and the parser patches (`patches.py`: the prompt
-  forwarded to a composed reasoning parser, the hosted APIs' thinking switches);
+  forwarded to a composed reasoning parser, streams whose prompt closed thinking still split by it, the hosted
+  APIs' thinking switches);
 - `model`: the GLM target and MTP draft classes, and the draft-config check that refuses `method: mtp` on a
   checkpoint without an MTP layer by name (`patches.guard_mtp_config`);
 - `kernels`: the `fp8` / `compressed-tensors` quantization methods, so GLM's FP8 layers run on vLLM's kernels.
@@ -42,6 +43,7 @@ def register() -> None:
             ("vllm.tool_parsers", _register_tool_parsers),
             ("vllm.reasoning", _register_reasoning_parsers),
             ("vllm.parser.abstract_parser", patches.forward_prompt_token_ids),
+            ("vllm.parser.abstract_parser", patches.stream_closed_prompts_through_reasoning),
             ("vllm.entrypoints.openai.chat_completion.protocol", patches.accept_hosted_thinking_switches),
         ],
         "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, patches.guard_mtp_config)],

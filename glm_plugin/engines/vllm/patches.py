@@ -6,6 +6,7 @@ module level: this module is imported at plugin-load time in every vLLM process.
 steps aside where vLLM already does what it adds.
 
 - part `parsers`: `forward_prompt_token_ids` (`DelegatingParser.set_prompt_token_ids`),
+  `stream_closed_prompts_through_reasoning` (`DelegatingParser.parse_delta`),
   `accept_hosted_thinking_switches` (`ChatCompletionRequest.build_chat_params`);
 - part `model`: `guard_mtp_config` (`SpeculativeConfig.hf_config_override`);
 - part `kernels`: `register_on_first_lookup` (`quantization.get_quantization_config`, until its first call).
@@ -43,6 +44,40 @@ def forward_prompt_token_ids(module: ModuleType) -> None:
             hook(prompt_token_ids)
 
     delegating.set_prompt_token_ids = set_prompt_token_ids
+
+
+def stream_closed_prompts_through_reasoning(module: ModuleType) -> None:
+    """Let a GLM reasoning parser see a stream whose prompt already closed thinking.
+
+    Quirk (vLLM 0.32): `DelegatingParser.parse_delta` asks `is_reasoning_end(prompt)` once and, when the prompt
+    closed thinking (`enable_thinking: false`), never calls the reasoning parser: deltas go to the tool parser or
+    straight to content. GLM models at times write a think block anyway (zai-org/GLM-4.5 #142, vLLM PR #31788), whose
+    tags and reasoning then reached streamed content while the non-streaming path split them off. `is_reasoning_end`
+    must stay True for such prompts (structured output is constrained from the first token), so the first
+    `parse_delta` changes instead: for a reasoning parser that sets `splits_closed_prompts`, the prompt only sets
+    where the output starts, and the parser reports the end of reasoning itself (with its first text, unless that
+    opens a block). Other parsers are untouched; where vLLM's stream state has no `prompt_reasoning_checked`, vLLM's
+    own behaviour stays.
+    """
+    delegating = module.DelegatingParser
+    original = delegating.parse_delta
+    if getattr(original, "glm_plugin", False):
+        return
+    fields = getattr(getattr(module, "StreamState", None), "__dataclass_fields__", {})
+    if "prompt_reasoning_checked" not in fields:
+        return
+
+    def parse_delta(self, delta_text, delta_token_ids, request, prompt_token_ids=None, *, finished):
+        reasoning = self._reasoning_parser
+        state = self._stream_state
+        if (prompt_token_ids is not None and not state.prompt_reasoning_checked
+                and getattr(reasoning, "splits_closed_prompts", False)):
+            state.prompt_reasoning_checked = True
+            reasoning.adjust_initial_state_from_prompt(prompt_token_ids)
+        return original(self, delta_text, delta_token_ids, request, prompt_token_ids, finished=finished)
+
+    parse_delta.glm_plugin = True  # type: ignore[attr-defined]
+    delegating.parse_delta = parse_delta
 
 
 def accept_hosted_thinking_switches(module: ModuleType) -> None:

@@ -56,6 +56,9 @@ class GlmReasoningParser(ReasoningParser):
     """`<think>` splitting for GLM-4.5/4.6/4.7; where a turn starts is read from the prompt, not the model name."""
 
     engine_based_streaming = True
+    # Streams whose prompt closed thinking still come here (patches.stream_closed_prompts_through_reasoning): the
+    # model may write a think block anyway, and it must be split as in the non-streaming path.
+    splits_closed_prompts = True
 
     def __init__(self, tokenizer: Any, *args: Any, **kwargs: Any):
         super().__init__(tokenizer, *args, **kwargs)
@@ -84,7 +87,8 @@ class GlmReasoningParser(ReasoningParser):
         self._start = start_from_prompt_ids(self.model_tokenizer, prompt_token_ids, self._ids.boundaries)
 
     def adjust_initial_state_from_prompt(self, prompt_token_ids: Sequence[int]) -> None:
-        """Streaming hook: vLLM calls it once, before the first delta, when the prompt left reasoning open."""
+        """Streaming hook, called once before the first delta: by vLLM when the prompt left reasoning open, by our
+        patch when it closed it."""
         if self._splitter is None:
             self.set_prompt_token_ids(prompt_token_ids)
 
@@ -146,7 +150,7 @@ class GlmReasoningParser(ReasoningParser):
         """Reasoning tokens among the generated ids. vLLM calls this on every streamed chunk with continuous usage
         stats, each time with all ids so far, so the scan resumes where the previous call stopped."""
         ids = self._ids
-        if self._start is ThinkingStart.CONTENT or not ids.ends:
+        if not ids.ends:
             return 0
         scan = self._count_scan
         if scan is None or len(token_ids) < scan[0]:
