@@ -123,15 +123,18 @@ __global__ void unit_scales(float* __restrict__ st, int64_t n) {
     st[i] = 1.0f;
 }
 
-// Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales.
+// Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales; blocks past the placed
+// rows (pairs routed outside [0, E) have none) return at once (moe_plan.h: row_job).
 template <typename T>
-__global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, const int32_t* __restrict__ ids,
-                                 const int32_t* __restrict__ src_pair, const int32_t* __restrict__ counts,
-                                 const int32_t* __restrict__ offsets, uint8_t* __restrict__ xq,
-                                 float* __restrict__ xs) {
+__global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, int E,
+                                 const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
+                                 const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
+                                 uint8_t* __restrict__ xq, float* __restrict__ xs) {
   const int64_t r = blockIdx.x;
-  const int32_t p = src_pair[r], e = ids[p];
-  const T* x = hidden + static_cast<int64_t>(p / topk) * H;
+  const RowJob job = row_job(r, E, offsets, src_pair, ids);
+  if (job.pair < 0) return;
+  const int32_t e = job.expert;
+  const T* x = hidden + static_cast<int64_t>(job.pair / topk) * H;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t Kb = H / kBlock;
   for (int64_t kb = warp; kb < Kb; kb += kWarps) {
@@ -144,14 +147,17 @@ __global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int to
 }
 
 // row_scale: the w13 row scales [E, 2I, 1] for the channel layout, nullptr for the block layout (already applied).
+// Blocks past the placed rows return at once, as in permute_quantize.
 template <typename T>
-__global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int topk,
+__global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int E,
                                   const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
                                   const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
                                   const float* __restrict__ row_scale, uint8_t* __restrict__ aq,
                                   float* __restrict__ as) {
   const int64_t r = blockIdx.x;
-  const int32_t e = ids[src_pair[r]];
+  const RowJob job = row_job(r, E, offsets, src_pair, ids);
+  if (job.pair < 0) return;
+  const int32_t e = job.expert;
   const float* g = gate_up + r * 2 * I;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t Kb = I / kBlock;
@@ -172,8 +178,9 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
   }
 }
 
-// Pairs routed outside [0, E) were given no row: they contribute nothing, as in the reference (expert parallelism:
-// vLLM maps experts of other ranks to -1). row_scale: the w2 row scales [E, H, 1] (channel layout) or nullptr.
+// Pairs routed outside [0, E) were given no row (their pos slot is stale): they contribute nothing, as in the
+// reference (expert parallelism: vLLM maps experts of other ranks to -1). row_scale: the w2 row scales [E, H, 1]
+// (channel layout) or nullptr.
 template <typename T>
 __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
                               const int32_t* __restrict__ ids, int E, const int32_t* __restrict__ pos,
@@ -183,9 +190,10 @@ __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, 
     float acc = 0.0f;
     for (int k = 0; k < topk; ++k) {
       const int64_t p = t * topk + k;
-      if (ids[p] < 0 || ids[p] >= E) continue;
+      const int32_t e = ids[p];
+      if (!routed_here(e, E)) continue;
       float v = y[static_cast<int64_t>(pos[p]) * H + h];
-      if (row_scale != nullptr) v *= row_scale[row_scale_index(ids[p], h, H)];
+      if (row_scale != nullptr) v *= row_scale[row_scale_index(e, h, H)];
       acc += weights[p] * v;
     }
     out[t * H + h] = from_float<T>(acc);
@@ -248,9 +256,9 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
     transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
     transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
   }
-  permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk, a.topk_ids,
-                                                          i32(w.src_pair), i32(w.counts), i32(w.offsets),
-                                                          u8(w.xq), f32(w.xs));
+  permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk,
+                                                          static_cast<int>(E), a.topk_ids, i32(w.src_pair),
+                                                          i32(w.counts), i32(w.offsets), u8(w.xq), f32(w.xs));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching the permutation kernels failed";
 
   GroupedGemmArgs g{};
@@ -272,7 +280,8 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   g.d = f32(w.gate_up);
   if (const char* err = grouped_gemm(c, g, stream)) return err;
 
-  silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, topk, a.topk_ids, i32(w.src_pair),
+  silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, static_cast<int>(E), a.topk_ids,
+                                                           i32(w.src_pair),
                                                            i32(w.counts), i32(w.offsets),
                                                            channel ? a.w13_scale : nullptr, u8(w.aq), f32(w.as));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching silu_mul_quantize failed";

@@ -54,7 +54,10 @@ at::Tensor fp8_moe_experts_cuda(const at::Tensor& hidden, const at::Tensor& w13,
   const at::Tensor w13c = w13.contiguous(), w2c = w2.contiguous();
   const at::Tensor s13 = w13_scale.to(at::kFloat).contiguous(), s2 = w2_scale.to(at::kFloat).contiguous();
   const at::Tensor tw = topk_weights.to(at::kFloat).contiguous();
-  const at::Tensor ids = topk_ids.to(at::kInt).contiguous();
+  // int64 ids are clamped before narrowing, so one past 2^31 cannot wrap onto an expert of this rank (-1 and E
+  // both mean "not here" to the kernel).
+  const at::Tensor ids = topk_ids.scalar_type() == at::kInt ? topk_ids.contiguous()
+                                                            : topk_ids.clamp(-1, E).to(at::kInt).contiguous();
   at::Tensor out = at::empty_like(x);
 
   const int device = hidden.get_device();
