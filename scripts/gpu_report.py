@@ -60,6 +60,18 @@ def correctness(result: dict) -> tuple[bool | None, list[str]]:
             unknown.append("the GPU tests were cut at their time limit")
         elif not tests["passed"]:
             unknown.append("every GPU test was skipped")
+    for name, record in ((tests or {}).get("files") or {}).items():
+        if record.get("sticky"):
+            failures.append(f"{name}: {record['sticky']} (the files after it ran in their own processes)")
+    sanitize = steps.get("sanitize")
+    if sanitize and sanitize.get("rc") is not None:
+        if sanitize["ok"]:
+            facts.append("compute-sanitizer memcheck: no access error with ids outside [0, E)")
+        else:
+            failures.append(f"compute-sanitizer memcheck on ids outside [0, E) failed (exit {sanitize['rc']}: 3 is "
+                            "an access error, 1 a wrong result)")
+    elif sanitize and sanitize.get("timed_out"):
+        unknown.append("compute-sanitizer memcheck was cut at its time limit")
     bench = (steps.get("bench") or {}).get("data")
     if not bench or not bench.get("points"):
         unknown.append("the benchmark measured nothing")
@@ -133,6 +145,8 @@ def judge(result: dict) -> dict:
 def _step_line(name: str, step: dict | None) -> str:
     if step is None:
         return f"{name}: not run"
+    if step.get("skipped"):
+        return f"{name}: not run ({step['skipped']})"
     state = "ok" if step.get("ok") else ("timed out" if step.get("timed_out") else f"FAILED (exit {step.get('rc')})")
     return f"{name}: {state} in {step.get('seconds', 0):.0f} s"
 
@@ -185,7 +199,7 @@ def markdown(result: dict, verdict: dict) -> str:
     word = {True: "PASS", False: "FAIL", None: "NOT ESTABLISHED"}[verdict["correct"]]
     lines = [f"# GPU check: {gpu.get('name', 'no GPU')}, {result.get('started', '?')}", "",
              f"**Correctness: {word}** (exit {verdict['exit_code']}); {result.get('seconds', 0):.0f} s in all; "
-             + "; ".join(_step_line(n, steps.get(n)) for n in ("build", "tests", "bench")), "",
+             + "; ".join(_step_line(n, steps.get(n)) for n in ("build", "tests", "sanitize", "bench")), "",
              "## Goals (issue 24; a miss is a finding, not a failure of the run)", "",
              "| goal | status | detail |", "|---|---|---|"]
     lines += [f"| {g['goal']} | **{g['status']}** | {g['detail']} |" for g in verdict["goals"]]
@@ -199,16 +213,28 @@ def markdown(result: dict, verdict: dict) -> str:
                      f"{device['fp8_peak_tflops']} TFLOPS")
     build = steps.get("build")
     lines += ["", "## 1. Build", "", _step_line("build", build)
-              + (f" ({build.get('note')})" if build and build.get("note") else "")] + _tail(build)
+              + (f" ({build.get('note')})" if build and build.get("note") else "")]
+    if build and build.get("errors"):
+        lines += ["", "The compiler's error lines and last lines:", "", "```", build["errors"].rstrip(), "```"]
+    else:
+        lines += _tail(build)
     tests = steps.get("tests")
-    lines += ["", "## 2. Tests (tests/gpu)", "", _step_line("tests", tests)]
+    lines += ["", "## 2. Tests (tests/gpu, one process per file)", "", _step_line("tests", tests)]
     if tests and tests.get("passed") is not None:
         lines.append(f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
                      f"{tests['skipped']} skipped")
+        for name, record in (tests.get("files") or {}).items():
+            counts = ", ".join(f"{record[k]} {k}" for k in ("passed", "failed", "errors", "skipped") if record.get(k))
+            extra = "; ".join(record[k] for k in ("sticky", "note") if record.get(k))
+            lines.append(f"- `{name}`: {_step_line('', record).lstrip(': ')}" + (f"; {counts}" if counts else "")
+                         + (f"; **{extra}**" if extra else ""))
         lines += [f"- FAILED `{f['test']}`: {f['message']}" for f in tests.get("failures", [])]
         lines += [f"- skipped `{s['test']}`: {s['reason']}" for s in tests.get("skips", [])]
     lines += _tail(tests)
-    lines += ["", "## 3. Bench (bench/moe_gpu.py)", "", _step_line("bench", steps.get("bench"))]
+    sanitize = steps.get("sanitize")
+    lines += ["", "## 3. compute-sanitizer memcheck (ids outside [0, E))", "", _step_line("sanitize", sanitize)]
+    lines += _tail(sanitize)
+    lines += ["", "## 4. Bench (bench/moe_gpu.py)", "", _step_line("bench", steps.get("bench"))]
     lines += [f"- {impl} skipped: {why}" for impl, why in bench.get("skipped", {}).items()]
     if bench.get("stopped"):
         lines.append(f"- stopped early: {bench['stopped']}")
