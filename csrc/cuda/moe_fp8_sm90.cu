@@ -2,7 +2,9 @@
 //
 //   1. expert_counts / expert_rows: routing -> rows per expert, stable expert-major permutation (moe_plan.h)
 //   2. transpose_scales: checkpoint weight scales [E, Mb, Kb] -> the MN-major [E, Kb, Mb] CUTLASS SM90 reads
-//      (channel layout: unit_scales fills that buffer with 1; the row scales are applied in steps 5 and 7)
+//      (channel layout: unit_scales fills that buffer with 1; the row scales are applied in steps 5 and 7).
+//      Independent of the tokens: the binding runs it once per weight tensor (moe_prepare_weight_scales) and
+//      passes the result in; only a caller that passes none gets it on every call.
 //   3. permute_quantize: gathers each routed row and quantises it per 1 x 128 group to e4m3 (+ float scale)
 //   4. grouped GEMM 1 (gate/up, float out)
 //   5. silu_mul_quantize: silu(gate) * up, rounded to the activation dtype like the reference, re-quantised
@@ -235,6 +237,15 @@ const char* grouped_gemm(Config c, GroupedGemmArgs const& g, cudaStream_t stream
   }
 }
 
+// The MN-major weight-scale operand of a weight [E, M, K] (see moe_prepare_weight_scales).
+void enqueue_weight_scales(const float* scale, ScaleLayout layout, int64_t E, int64_t M, int64_t K, float* out,
+                           cudaStream_t stream) {
+  if (layout == ScaleLayout::kChannel)
+    unit_scales<<<64, 256, 0, stream>>>(out, E * cdiv(M, kBlock) * cdiv(K, kBlock));
+  else
+    transpose_scales<<<64, 256, 0, stream>>>(scale, E, cdiv(M, kBlock), cdiv(K, kBlock), out);
+}
+
 template <typename T>
 const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms, cudaStream_t stream) {
   char* ws = static_cast<char*>(a.workspace);
@@ -249,12 +260,16 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   expert_rows<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, static_cast<int>(E), i32(w.counts), i32(w.offsets),
                                           i32(w.pos), i32(w.src_pair));
   const bool channel = a.layout == ScaleLayout::kChannel;
-  if (channel) {
-    unit_scales<<<64, 256, 0, stream>>>(f32(w.w13_scale_t), E * (2 * I / kBlock) * (H / kBlock));
-    unit_scales<<<64, 256, 0, stream>>>(f32(w.w2_scale_t), E * (H / kBlock) * (I / kBlock));
-  } else {
-    transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
-    transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
+  // The GEMMs' weight-scale operands: prepared at weight load (the binding's cache), else here on every call.
+  const float* sfa13 = a.w13_scale_mn;
+  const float* sfa2 = a.w2_scale_mn;
+  if (sfa13 == nullptr) {
+    enqueue_weight_scales(a.w13_scale, a.layout, E, 2 * I, H, f32(w.w13_scale_t), stream);
+    sfa13 = f32(w.w13_scale_t);
+  }
+  if (sfa2 == nullptr) {
+    enqueue_weight_scales(a.w2_scale, a.layout, E, H, I, f32(w.w2_scale_t), stream);
+    sfa2 = f32(w.w2_scale_t);
   }
   permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk,
                                                           static_cast<int>(E), a.topk_ids, i32(w.src_pair),
@@ -274,7 +289,7 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
 
   g.stage = 1;
   g.w = a.w13;
-  g.sfa = f32(w.w13_scale_t);
+  g.sfa = sfa13;
   g.x = u8(w.xq);
   g.sfb = f32(w.xs);
   g.d = f32(w.gate_up);
@@ -288,7 +303,7 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
 
   g.stage = 2;
   g.w = a.w2;
-  g.sfa = f32(w.w2_scale_t);
+  g.sfa = sfa2;
   g.x = u8(w.aq);
   g.sfb = f32(w.as);
   g.d = f32(w.y);
@@ -318,6 +333,20 @@ int64_t moe_workspace_bytes(int64_t T, int64_t H, int64_t I, int64_t E, int64_t 
   const Config c = resolve(config, T, topk, E);
   const int sms = sm_count_of(device);
   return workspace_layout(T, H, I, E, topk, args_bytes(c, E), cutlass_bytes(c, E, sms)).total;
+}
+
+int64_t moe_weight_scale_mn_bytes(int64_t E, int64_t M, int64_t K) {
+  return 4 * E * cdiv(M, kBlock) * cdiv(K, kBlock);
+}
+
+const char* moe_prepare_weight_scales(const float* scale, ScaleLayout layout, int64_t E, int64_t M, int64_t K,
+                                      float* out, cudaStream_t stream) {
+  if (layout != ScaleLayout::kBlock && layout != ScaleLayout::kChannel)
+    return "glm_plugin FP8 MoE: weight scales must be in the block or channel layout";
+  if (E < 1 || M < 1 || K < 1) return "glm_plugin FP8 MoE: preparing the scales of an empty weight";
+  enqueue_weight_scales(scale, layout, E, M, K, out, stream);
+  if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching the weight-scale preparation failed";
+  return nullptr;
 }
 
 const char* moe_fp8_experts_sm90(MoeCudaArgs const& a, cudaStream_t stream) {

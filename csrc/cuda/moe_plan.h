@@ -14,7 +14,7 @@
 //   K = H or I. CUTLASS sees A = W_e (row-major M x K), B = X_e (row-major N x K), D column-major M x N, which
 //   is the row-major [rows, M] activation the next step reads.
 //   Scales (SM90 CUTLASS blockwise scaling reads MN-major scales only):
-//     weights: checkpoint layout [E, Mb, Kb] (K-major) is transposed once per call to [E, Kb, Mb].
+//     weights: checkpoint layout [E, Mb, Kb] (K-major) is transposed to [E, Kb, Mb], once per weight tensor.
 //     activations (1 x 128 token groups): per expert segment [Kb, count_e], i.e. element (row r of expert e,
 //     k-block kb) at offset_e * Kb + kb * count_e + (r - offset_e).
 //   Channel layout (one weight scale per output row, [E, M, 1]): the same GEMMs run with unit weight scales

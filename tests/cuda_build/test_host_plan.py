@@ -400,3 +400,15 @@ def test_any_routing_over_any_garbage_matches_the_reference(host_plan, T, E, top
         assert torch.equal(got, torch.zeros_like(got))
     else:
         assert _rel(got, expect) < 1e-4
+
+
+@pytest.mark.parametrize("name,H,I,E,gb", [("GLM-4.5", 5120, 1536, 160, 1.29), ("GLM-4.5-Air", 4096, 1408, 128, 1.09)])
+def test_workspace_of_one_call_is_bounded_by_its_token_chunk(host_plan, name, H, I, E, gb):
+    """docs/kernels-cuda.md's bound: the binding splits a batch into chunks of kMaxTokensPerCall (4,096) tokens and
+    allocates the workspace of one chunk, about 39 KB per routed row at GLM-4.5's shape (e4m3 and float copies of
+    the activations, the float GEMM outputs), whatever the batch."""
+    out = np.zeros(15, np.int64)
+    host_plan.glm_moe_workspace(4096, H, I, E, 8, 0, 0, _ptr(out))
+    rows = 4096 * 8
+    assert abs(out[14] / 1e9 - gb) < 0.01, out[14]
+    assert out[14] == pytest.approx(rows * (5 * H + 9 * I), rel=0.01)
