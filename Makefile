@@ -66,7 +66,8 @@ gpu-check:
 gpu-check-plan:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --plan
 
-# Everything the GPU machine lacks, into the ignored .gpu-carry/ (the nvidia-cutlass wheel); needs network, once.
+# Everything the GPU machine lacks, into the ignored .gpu-carry/: the nvidia-cutlass wheel (network) and vLLM's
+# Triton fused-MoE kernel, the bench's engine baseline (cut out of the vLLM in $(VENV); never committed).
 gpu-carry:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --fetch-carry
 

@@ -12,8 +12,9 @@ Why this shape: a GPU comes for minutes (15 in all, the machine's start included
 python3 (torch, Triton, pytest, nvcc; no vLLM, no SGLang, no project venv), so the script needs only the standard
 library itself and runs each step as a child process whose time limit comes out of one budget of 6 minutes: the
 report is written, and a step that overruns is cut, with time left for a second try. What the machine lacks (the
-CUTLASS headers: nvidia-cutlass) travels in the ignored folder .gpu-carry/, filled by `make gpu-carry`, and is
-installed into the ignored .gpu-build/, which also keeps the build and Triton caches, so a rerun on a machine still
+CUTLASS headers: nvidia-cutlass; the engine's own FP8 MoE kernel, vLLM's Triton fused_moe_kernel, the bench's
+baseline) travels in the ignored folder .gpu-carry/, filled by `make gpu-carry`; wheels are installed into the
+ignored .gpu-build/, which also keeps the build and Triton caches, so a rerun on a machine still
 warm skips the compile.
 
 `--plan` runs anywhere (CI does, through tests/cuda_build/test_gpu_check.py): the steps, the tools this machine
@@ -56,6 +57,8 @@ HOST_TESTS = ["tests/kernels/test_triton_moe.py::test_align_groups_pairs_by_expe
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "bench"))
+import engine_moe  # noqa: E402  (standard library only at import)
 import gpu_report  # noqa: E402
 
 from glm_plugin.kernels import build_cuda, sass  # noqa: E402  (standard library only at import)
@@ -72,7 +75,10 @@ _CUTLASS_NAME, _CUTLASS_VERSION = build_cuda.CUTLASS_PACKAGE.split("==")
 CARRY_NEEDS = ({"package": build_cuda.CUTLASS_PACKAGE,
                 "wheel": f"{_CUTLASS_NAME.replace('-', '_')}-{_CUTLASS_VERSION}-",
                 "member": "cutlass_library/source/include/cutlass/cutlass.h",
-                "for": "the CUTLASS headers the CUDA build includes"},)
+                "for": "the CUTLASS headers the CUDA build includes"},
+               {"package": "vLLM's Triton fused_moe_kernel", "file": "engine/vllm_fused_moe_kernel.py",
+                "member": "def fused_moe_kernel(",
+                "for": "the engine's own FP8 MoE kernel, the bench's baseline that counts (bench/engine_moe.py)"})
 
 
 def carry_problems(carry: Path) -> list[str]:
@@ -82,6 +88,14 @@ def carry_problems(carry: Path) -> list[str]:
 
     problems = []
     for need in CARRY_NEEDS:
+        if "file" in need:
+            path = carry / need["file"]
+            if not path.is_file():
+                problems.append(f"{need['package']} ({need['for']}) is not in {carry}/: `make gpu-carry` cuts it "
+                                "out of the vLLM installed there")
+            elif need["member"] not in path.read_text(errors="replace"):
+                problems.append(f"{path} does not define {need['member'][4:-1]}: run `make gpu-carry` again")
+            continue
         wheels = [w for w in carried_wheels(carry) if w.name.startswith(need["wheel"])]
         if not wheels:
             problems.append(f"{need['package']} ({need['for']}) is not in {carry}/: `make gpu-carry` fetches it")
@@ -101,7 +115,14 @@ def fetch_carry(carry: Path) -> int:
     """`make gpu-carry`: pip-downloads every CARRY_NEEDS wheel into `carry` (a machine with network, once)."""
     carry.mkdir(parents=True, exist_ok=True)
     for need in CARRY_NEEDS:
-        if not any(w.name.startswith(need["wheel"]) for w in carried_wheels(carry)):
+        if "file" in need:
+            try:
+                version = engine_moe.extract_vllm_kernel(carry / need["file"])
+            except (LookupError, OSError) as exc:
+                print(f"gpu_check: {need['package']}: {exc}", file=sys.stderr)
+                return 1
+            print(f"{carry / need['file']}: from vLLM {version}", flush=True)
+        elif not any(w.name.startswith(need["wheel"]) for w in carried_wheels(carry)):
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                    "--disable-pip-version-check", "-q", need["package"], "-d", str(carry)]
             print(" ".join(cmd), flush=True)
@@ -442,7 +463,8 @@ def made_up_result() -> dict:
     point = {"shape": "GLM-4.5-Air", "key": "air", "H": 4096, "I": 1408, "E": 128, "topk": 8, "tokens": 1,
              "experts_touched": 8, "weight_bytes": 138_000_000, "bytes": 138_100_000, "flops": 2_770_000_000,
              "impls": {"cuda": impl(40.0, 0.045, 0.08), "cuda_channel": impl(41.0, 0.044, 0.08),
-                       "triton": impl(90.0, 0.003, 0.02),
+                       "triton": impl(90.0, 0.003, 0.02), "vllm_triton": impl(75.0, 0.045, 0.08),
+                       "vllm_triton_kernels": impl(60.0, 0.045, 0.08),
                        "torch": impl(70.0, 0.006, 0.02), "reference": impl(900.0, 0.0, 0.0)}}
     prefill = dict(point, tokens=4096, experts_touched=128, weight_bytes=2_215_000_000, bytes=2_290_000_000,
                    flops=1_135_000_000_000, impls={**point["impls"], "cuda": dict(impl(2000.0, 0.045, 0.08),

@@ -30,12 +30,14 @@ moe_gpu = _load("bench/moe_gpu.py")
 
 def _fake_carry(folder: Path, member: str = "cutlass_library/source/include/cutlass/cutlass.h") -> Path:
     """A carry folder as `make gpu-carry` leaves it, without the network: a wheel of the right name holding the
-    header the check looks for."""
+    header the check looks for, and the engine kernel's file."""
     import zipfile
 
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(folder / "nvidia_cutlass-4.2.0.0-py3-none-any.whl", "w") as zf:
         zf.writestr(member, "#pragma once\n")
+    (folder / "engine").mkdir()
+    (folder / "engine" / "vllm_fused_moe_kernel.py").write_text("def fused_moe_kernel(a):\n    pass\n")
     return folder
 
 
@@ -68,13 +70,15 @@ def test_plan_with_nothing_carried_exits_1_naming_what_is_missing(tmp_path):
     assert proc.returncode == 1, out + proc.stderr
     assert "  MISSING nvidia-cutlass==4.2.0.0 (the CUTLASS headers the CUDA build includes)" in out
     assert "`make gpu-carry` fetches it" in out
+    assert "  MISSING vLLM's Triton fused_moe_kernel (the engine's own FP8 MoE kernel" in out
     assert out.rstrip().splitlines()[-1].startswith("plan: NOT ready: the carry is incomplete (make gpu-carry)")
 
 
 def test_carry_problems_name_a_missing_or_hollow_wheel(tmp_path):
     assert gpu_check.carry_problems(_fake_carry(tmp_path / "good")) == []
-    [missing] = gpu_check.carry_problems(tmp_path / "none")
+    missing, engine = gpu_check.carry_problems(tmp_path / "none")
     assert missing.startswith("nvidia-cutlass==4.2.0.0") and "make gpu-carry" in missing
+    assert engine.startswith("vLLM's Triton fused_moe_kernel") and "make gpu-carry" in engine
     [hollow] = gpu_check.carry_problems(_fake_carry(tmp_path / "hollow", member="README"))
     assert "is not a wheel holding cutlass_library/source/include/cutlass/cutlass.h" in hollow
 
@@ -96,7 +100,9 @@ def test_a_clean_run_exits_0_and_judges_each_goal():
     code, status = _verdict(gpu_check.made_up_result())
     # made up: CUDA streams 80 % of the copy bandwidth at 1 token, 567.5 TFLOPS at 4,096, slower than Triton there
     assert code == 0
-    assert status == {"correct": "met", "decode": "met", "prefill": "missed", "fastest": "missed"}
+    # and slower than the engine's kernels there (60 us made up for every point)
+    assert status == {"correct": "met", "decode": "met", "prefill": "missed", "fastest": "missed",
+                      "engine": "missed"}
 
 
 @pytest.mark.parametrize("spoil, code", [
