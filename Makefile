@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test test-numerics test-gpu-wheel demo serve clean gpu-check gpu-check-plan
+.PHONY: venv test test-numerics test-gpu-wheel demo serve clean gpu-check gpu-check-plan gpu-carry
 
 $(STAMP): pyproject.toml Makefile
 	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
@@ -54,16 +54,22 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m glm_plugin.command.cli serve --demo
 
-# The prepared check of the FP8 MoE kernels on a lent H200 (docs/kernels-cuda.md, "The GPU check"): build, GPU
-# tests, bench, report into $(GPU_OUT)/. Runs with the GPU machine's own python3 (no venv there, no network).
+# The prepared check of the FP8 MoE kernels on a lent H100 or H200 (docs/kernels-cuda.md, "The GPU check"): build,
+# GPU tests, memcheck, bench, report into $(GPU_OUT)/. Runs with the GPU machine's own python3 (no venv, no network).
 GPU_PY  ?= python3
 GPU_OUT ?= gpu-report
 gpu-check:
 	$(GPU_PY) scripts/gpu_check.py --out $(GPU_OUT)
 
-# What gpu-check would do, the tools and travel size, and its CPU-side checks; any machine, well under a minute.
+# What gpu-check would do, the tools, the carry and travel size, and its CPU-side checks; any machine, under a
+# minute. Exits 1 naming what is missing (run gpu-carry first) or if the travel passes 64 MiB.
 gpu-check-plan:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --plan
+
+# Everything the GPU machine lacks, into the ignored .gpu-carry/: the nvidia-cutlass wheel (network) and vLLM's
+# Triton fused-MoE kernel, the bench's engine baseline (cut out of the vLLM in $(VENV); never committed).
+gpu-carry:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --fetch-carry
 
 clean:
 	rm -rf $(VENV) .venv-gpu-wheel build dist *.egg-info

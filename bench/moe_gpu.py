@@ -1,8 +1,9 @@
 """GPU FP8 MoE benchmark (Hopper): glm_plugin's CUDA kernel (csrc/cuda; block and channel scales) and Triton kernel
-against torch's bf16
-grouped GEMM, the PyTorch reference and (where importable) vLLM's fused MoE, at GLM-4.5, GLM-4.5-Air and
-GLM-4.7-Flash expert shapes, with microseconds, % of the measured copy bandwidth, % of the dense FP8 peak, and
-each result's distance from the reference.
+against the engines' own FP8 fused MoE (vLLM's Triton w8a8 block kernel, carried in .gpu-carry/engine/ and launched
+by bench/engine_moe.py: `vllm_triton` whole, `vllm_triton_kernels` its kernels alone), torch's bf16 grouped GEMM,
+the PyTorch reference and (where importable) vLLM's own fused_experts, at GLM-4.5, GLM-4.5-Air and GLM-4.7-Flash
+expert shapes, with microseconds, % of the measured copy bandwidth, % of the dense FP8 peak, and each result's
+distance from the reference.
 
 `cuda_channel` is the CUDA kernel on per-output-row (`channel`) scales: the same FP8 bytes with each row given its
 128-row block's first scale, checked against the reference in the channel layout.
@@ -41,13 +42,14 @@ SHAPES = {"air": dict(name="GLM-4.5-Air", H=4096, I=1408, E=128, topk=8),
           "full": dict(name="GLM-4.5", H=5120, I=1536, E=160, topk=8),   # also GLM-4.6 / 4.7
           "flash": dict(name="GLM-4.7-Flash", H=2048, I=1536, E=64, topk=4)}
 BATCHES = (1, 8, 64, 512, 4096)
-IMPLS = ("cuda", "cuda_channel", "triton", "torch", "reference", "vllm")
+IMPLS = ("cuda", "cuda_channel", "triton", "vllm_triton", "vllm_triton_kernels", "torch", "reference", "vllm")
 OURS = ("cuda", "cuda_channel", "triton")
 # Relative (Frobenius) distance from the W8A16 reference allowed per implementation. cuda and vllm quantise
 # activations to e4m3 per 1x128 group (~sqrt(2) x 3 % for two GEMM inputs; docs/kernels-cuda.md); triton is the
 # reference's maths in bf16 (the SiLU-and-mul intermediate and the output rounded to 8 bits: ~0.3 %); torch
 # rounds the dequantised weights and both GEMM outputs to bf16 (~0.6 %).
-TOLERANCE = {"cuda": 0.08, "cuda_channel": 0.08, "vllm": 0.08, "triton": 0.02, "torch": 0.02, "reference": 0.0}
+TOLERANCE = {"cuda": 0.08, "cuda_channel": 0.08, "vllm": 0.08, "vllm_triton": 0.08, "vllm_triton_kernels": 0.08,
+             "triton": 0.02, "torch": 0.02, "reference": 0.0}
 # Dense FP8 TFLOPS (no sparsity) by device-name substring, from NVIDIA's data sheets; twice the bf16 figure. The
 # first match counts: "H200" before "H20", "H100 PCIe" before "H100".
 FP8_PEAKS = (("H100 PCIe", 1513.0), ("H200", 1979.0), ("H20", 296.0), ("H100", 1979.0), ("H800", 1979.0))
@@ -246,10 +248,40 @@ def _runners(selected, w13, s13, w2, s2) -> dict:
             runners["torch"] = (None, f"torch {torch.__version__} has no torch._grouped_mm")
     if "reference" in selected:
         runners["reference"] = (lambda h, w, i: reference.fp8_moe_experts(h, w13, s13, w2, s2, w, i, "block"), None)
+    if "vllm_triton" in selected or "vllm_triton_kernels" in selected:
+        for impl, run in _engine_triton(w13, s13, w2, s2).items():
+            if impl in selected:
+                runners[impl] = run
     if "vllm" in selected:
         fused, why = _vllm_fused_moe()
         runners["vllm"] = ((lambda h, w, i: fused(h, w13, s13, w2, s2, w, i)) if fused else None, why)
     return runners
+
+
+def _engine_triton(w13, s13, w2, s2) -> dict:
+    """The engine baseline that counts (bench/engine_moe.py): vLLM's Triton fused_moe_kernel as carried in
+    .gpu-carry/engine/, whole (`vllm_triton`: torch stand-ins for vLLM's compiled alignment, quantisation,
+    SiLU-and-mul and sum) and its two kernel launches plus the sum on inputs prepared once (`vllm_triton_kernels`,
+    a lower bound of vLLM's time)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import engine_moe
+
+    try:
+        moe = engine_moe.VllmTritonMoE(engine_moe.load_kernel(), w13, s13, w2, s2)
+    except Exception as exc:  # noqa: BLE001  (not carried, or a Triton that cannot compile it)
+        why = f"{type(exc).__name__}: {exc}"
+        return {"vllm_triton": (None, why), "vllm_triton_kernels": (None, why)}
+    prepared = {}
+
+    def kernels(h, w, i):
+        key = (h.data_ptr(), w.data_ptr(), i.data_ptr())
+        if key not in prepared:
+            prepared.clear()
+            prepared[key] = moe.kernels_only(h, w, i)
+        down = prepared[key]()
+        return down.view(h.shape[0], -1, down.shape[1]).sum(1)
+
+    return {"vllm_triton": (moe, None), "vllm_triton_kernels": (kernels, None)}
 
 
 def _vllm_fused_moe():

@@ -28,6 +28,8 @@ _SETTINGS = (
     Setting("GLM_PLUGIN_GPU_KERNELS", "0", "1: glm_plugin's FP8 MoE kernels on GPUs too (the engines' stay the "
             "default there)"),
     Setting("GLM_PLUGIN_KERNEL", "auto", "force one FP8 MoE implementation: auto, reference, cpp, triton or cuda"),
+    Setting("GLM_PLUGIN_CUDA_NO_BUILD", "0", "1: this process never compiles the CUDA kernel, it only loads a "
+            "prebuilt one (the GPU check's steps after its build)"),
     Setting("GLM_PLUGIN_CACHE", "", "where compiled kernels are kept (empty: $XDG_CACHE_HOME/glm_plugin)"),
     Setting("GLM_PLUGIN_CPU_ISA", "", "avx2 or scalar: cap the C++ CPU kernel's instruction set", reader="C++"),
     Setting("GLM_PLUGIN_KERNEL_POISON", "", "1: the C++ CPU kernel fills its outputs and scratch with NaN first "

@@ -1,4 +1,4 @@
-"""The report of scripts/gpu_check.py: one run's results judged against issue 24's goals, written as
+"""The report of scripts/gpu_check.py: one run's results judged against issues 24's and 30's goals, written as
 gpu-report.md and gpu-report.json.
 
 Pure functions of the result dictionary and the standard library only, so that `gpu_check.py --plan` and the
@@ -19,6 +19,7 @@ PREFILL_TOKENS = 4096
 PREFILL_TFLOPS = 600.0
 OURS = ("cuda", "cuda_channel", "triton")
 BASELINES = ("triton", "torch")  # what the CUDA kernel should beat at every point
+ENGINE = ("vllm_triton_kernels", "vllm_triton")  # the engine's own FP8 MoE: its kernels alone first (the strict one)
 
 GOALS = {
     "correct": "Correct: every CUDA and Triton case within the dtype's tolerance of the reference, bf16 included",
@@ -26,6 +27,8 @@ GOALS = {
               f">= {DECODE_COPY_PCT:.0f} % of the measured copy bandwidth",
     "prefill": f"Prefill ({PREFILL_TOKENS:,} tokens): our CUDA kernel >= {PREFILL_TFLOPS:.0f} TFLOPS",
     "fastest": "At every shape: ours CUDA >= ours Triton and >= torch's bf16 grouped GEMM",
+    "engine": "At every shape: ours CUDA >= the engine's own FP8 MoE kernel (vLLM's Triton w8a8 block kernel, its "
+              "two kernel launches alone), before ours may ever become a default",
 }
 
 
@@ -60,6 +63,18 @@ def correctness(result: dict) -> tuple[bool | None, list[str]]:
             unknown.append("the GPU tests were cut at their time limit")
         elif not tests["passed"]:
             unknown.append("every GPU test was skipped")
+    for name, record in ((tests or {}).get("files") or {}).items():
+        if record.get("sticky"):
+            failures.append(f"{name}: {record['sticky']} (the files after it ran in their own processes)")
+    sanitize = steps.get("sanitize")
+    if sanitize and sanitize.get("rc") is not None:
+        if sanitize["ok"]:
+            facts.append("compute-sanitizer memcheck: no access error with ids outside [0, E)")
+        else:
+            failures.append(f"compute-sanitizer memcheck on ids outside [0, E) failed (exit {sanitize['rc']}: 3 is "
+                            "an access error, 1 a wrong result)")
+    elif sanitize and sanitize.get("timed_out"):
+        unknown.append("compute-sanitizer memcheck was cut at its time limit")
     bench = (steps.get("bench") or {}).get("data")
     if not bench or not bench.get("points"):
         unknown.append("the benchmark measured nothing")
@@ -92,22 +107,26 @@ def goals(result: dict, correct: bool | None, correct_facts: list[str]) -> list[
                for r in [_measured(p, "cuda")] if r]
     out.append(_threshold(GOALS["prefill"], prefill, PREFILL_TFLOPS, " TFLOPS"))
 
+    out.append(_faster(GOALS["fastest"], points, BASELINES))
+    out.append(_faster(GOALS["engine"], points, ENGINE[:1]))
+    return out
+
+
+def _faster(goal: str, points: list[dict], rivals: tuple[str, ...]) -> dict:
     compared, slower = 0, []
     for p in points:
         cuda = _measured(p, "cuda")
-        for other in BASELINES:
+        for other in rivals:
             rival = _measured(p, other)
             if cuda and rival:
                 compared += 1
                 if cuda["us"] > rival["us"]:
                     slower.append(f"{p['shape']} T={p['tokens']}: {cuda['us']:.1f} us vs {other} {rival['us']:.1f}")
     if not compared:
-        out.append({"goal": GOALS["fastest"], "status": "not measured", "detail": "no point timed CUDA and a rival"})
-    else:
-        out.append({"goal": GOALS["fastest"], "status": "missed" if slower else "met",
-                    "detail": (f"slower at {len(slower)} of {compared} comparisons: " + "; ".join(slower)) if slower
-                    else f"faster in all {compared} comparisons"})
-    return out
+        return {"goal": goal, "status": "not measured", "detail": f"no point timed CUDA and {' or '.join(rivals)}"}
+    return {"goal": goal, "status": "missed" if slower else "met",
+            "detail": (f"slower at {len(slower)} of {compared} comparisons: " + "; ".join(slower)) if slower
+            else f"faster in all {compared} comparisons"}
 
 
 def _threshold(goal: str, values: list[tuple[dict, float]], target: float, unit: str) -> dict:
@@ -133,6 +152,8 @@ def judge(result: dict) -> dict:
 def _step_line(name: str, step: dict | None) -> str:
     if step is None:
         return f"{name}: not run"
+    if step.get("skipped"):
+        return f"{name}: not run ({step['skipped']})"
     state = "ok" if step.get("ok") else ("timed out" if step.get("timed_out") else f"FAILED (exit {step.get('rc')})")
     return f"{name}: {state} in {step.get('seconds', 0):.0f} s"
 
@@ -145,7 +166,8 @@ def _tail(step: dict | None) -> list[str]:
 
 def _bench_tables(bench: dict) -> list[str]:
     lines = []
-    impls = [i for i in ("cuda", "cuda_channel", "triton", "torch", "reference", "vllm")
+    impls = [i for i in ("cuda", "cuda_channel", "triton", "vllm_triton", "vllm_triton_kernels", "torch",
+                         "reference", "vllm")
              if any(i in p["impls"] for p in bench.get("points", []))]
     for shape in dict.fromkeys(p["shape"] for p in bench.get("points", [])):
         points = [p for p in bench["points"] if p["shape"] == shape]
@@ -185,8 +207,8 @@ def markdown(result: dict, verdict: dict) -> str:
     word = {True: "PASS", False: "FAIL", None: "NOT ESTABLISHED"}[verdict["correct"]]
     lines = [f"# GPU check: {gpu.get('name', 'no GPU')}, {result.get('started', '?')}", "",
              f"**Correctness: {word}** (exit {verdict['exit_code']}); {result.get('seconds', 0):.0f} s in all; "
-             + "; ".join(_step_line(n, steps.get(n)) for n in ("build", "tests", "bench")), "",
-             "## Goals (issue 24; a miss is a finding, not a failure of the run)", "",
+             + "; ".join(_step_line(n, steps.get(n)) for n in ("build", "tests", "sanitize", "bench")), "",
+             "## Goals (issues 24 and 30; a miss is a finding, not a failure of the run)", "",
              "| goal | status | detail |", "|---|---|---|"]
     lines += [f"| {g['goal']} | **{g['status']}** | {g['detail']} |" for g in verdict["goals"]]
     lines += ["", "## Environment", ""]
@@ -199,16 +221,28 @@ def markdown(result: dict, verdict: dict) -> str:
                      f"{device['fp8_peak_tflops']} TFLOPS")
     build = steps.get("build")
     lines += ["", "## 1. Build", "", _step_line("build", build)
-              + (f" ({build.get('note')})" if build and build.get("note") else "")] + _tail(build)
+              + (f" ({build.get('note')})" if build and build.get("note") else "")]
+    if build and build.get("errors"):
+        lines += ["", "The compiler's error lines and last lines:", "", "```", build["errors"].rstrip(), "```"]
+    else:
+        lines += _tail(build)
     tests = steps.get("tests")
-    lines += ["", "## 2. Tests (tests/gpu)", "", _step_line("tests", tests)]
+    lines += ["", "## 2. Tests (tests/gpu, one process per file)", "", _step_line("tests", tests)]
     if tests and tests.get("passed") is not None:
         lines.append(f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, "
                      f"{tests['skipped']} skipped")
+        for name, record in (tests.get("files") or {}).items():
+            counts = ", ".join(f"{record[k]} {k}" for k in ("passed", "failed", "errors", "skipped") if record.get(k))
+            extra = "; ".join(record[k] for k in ("sticky", "note") if record.get(k))
+            lines.append(f"- `{name}`: {_step_line('', record).lstrip(': ')}" + (f"; {counts}" if counts else "")
+                         + (f"; **{extra}**" if extra else ""))
         lines += [f"- FAILED `{f['test']}`: {f['message']}" for f in tests.get("failures", [])]
         lines += [f"- skipped `{s['test']}`: {s['reason']}" for s in tests.get("skips", [])]
     lines += _tail(tests)
-    lines += ["", "## 3. Bench (bench/moe_gpu.py)", "", _step_line("bench", steps.get("bench"))]
+    sanitize = steps.get("sanitize")
+    lines += ["", "## 3. compute-sanitizer memcheck (ids outside [0, E))", "", _step_line("sanitize", sanitize)]
+    lines += _tail(sanitize)
+    lines += ["", "## 4. Bench (bench/moe_gpu.py)", "", _step_line("bench", steps.get("bench"))]
     lines += [f"- {impl} skipped: {why}" for impl, why in bench.get("skipped", {}).items()]
     if bench.get("stopped"):
         lines.append(f"- stopped early: {bench['stopped']}")

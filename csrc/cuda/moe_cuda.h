@@ -23,6 +23,10 @@ struct MoeCudaArgs {
   const float* w13_scale;      // block: [E, 2I/128, H/128]; channel: [E, 2I, 1]
   const uint8_t* w2;           // e4m3 [E, H, I]
   const float* w2_scale;       // block: [E, H/128, I/128]; channel: [E, H, 1]
+  // The two weight scales as the grouped GEMMs read them (MN-major [E, Kb, Mb]; all ones for "channel"), prepared
+  // once per weight tensor by moe_prepare_weight_scales; nullptr: prepared in the workspace on every call.
+  const float* w13_scale_mn;
+  const float* w2_scale_mn;
   const float* topk_weights;   // [T, topk]
   const int32_t* topk_ids;     // [T, topk], each in [0, E)
   void* out;                   // [T, H] in `dtype`
@@ -32,11 +36,26 @@ struct MoeCudaArgs {
   int device;
 };
 
+// Tokens per enqueue the binding splits a larger batch into: the workspace (moe_workspace_bytes) grows with the
+// routed rows, and this caps it (1.29 GB at GLM-4.5's shape, docs/kernels-cuda.md) while every expert of a chunk
+// still sees enough rows for the prefill tiles.
+constexpr int64_t kMaxTokensPerCall = 4096;
+
 // nullptr if the shape is supported, else why not (H and I multiples of 128, non-empty expert set...).
 const char* moe_unsupported(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk);
 
 // Workspace bytes for these sizes on `device` (the CUTLASS workspace depends on the SM count).
 int64_t moe_workspace_bytes(int64_t T, int64_t H, int64_t I, int64_t E, int64_t topk, int config, int device);
+
+// Bytes of the MN-major weight-scale operand of a weight [E, M, K] (either layout): moe_prepare_weight_scales'
+// output.
+int64_t moe_weight_scale_mn_bytes(int64_t E, int64_t M, int64_t K);
+
+// Writes weight scales in the checkpoint layout (block [E, Mb, Kb]; channel [E, M, 1]) as the grouped GEMMs'
+// operand: transposed to [E, Kb, Mb] for block scales, ones for channel scales (their row scales are applied after
+// the GEMMs). Independent of the tokens: the binding runs it once per weight tensor. nullptr on success.
+const char* moe_prepare_weight_scales(const float* scale, ScaleLayout layout, int64_t E, int64_t M, int64_t K,
+                                      float* out, cudaStream_t stream);
 
 // Enqueues the whole op on `stream`; nullptr on success, else a message naming what failed.
 const char* moe_fp8_experts_sm90(MoeCudaArgs const& args, cudaStream_t stream);

@@ -2,7 +2,9 @@
 //
 //   1. expert_counts / expert_rows: routing -> rows per expert, stable expert-major permutation (moe_plan.h)
 //   2. transpose_scales: checkpoint weight scales [E, Mb, Kb] -> the MN-major [E, Kb, Mb] CUTLASS SM90 reads
-//      (channel layout: unit_scales fills that buffer with 1; the row scales are applied in steps 5 and 7)
+//      (channel layout: unit_scales fills that buffer with 1; the row scales are applied in steps 5 and 7).
+//      Independent of the tokens: the binding runs it once per weight tensor (moe_prepare_weight_scales) and
+//      passes the result in; only a caller that passes none gets it on every call.
 //   3. permute_quantize: gathers each routed row and quantises it per 1 x 128 group to e4m3 (+ float scale)
 //   4. grouped GEMM 1 (gate/up, float out)
 //   5. silu_mul_quantize: silu(gate) * up, rounded to the activation dtype like the reference, re-quantised
@@ -123,15 +125,18 @@ __global__ void unit_scales(float* __restrict__ st, int64_t n) {
     st[i] = 1.0f;
 }
 
-// Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales.
+// Block r quantises routed row r (token src_pair[r] / topk) into xq[r] and its scales; blocks past the placed
+// rows (pairs routed outside [0, E) have none) return at once (moe_plan.h: row_job).
 template <typename T>
-__global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, const int32_t* __restrict__ ids,
-                                 const int32_t* __restrict__ src_pair, const int32_t* __restrict__ counts,
-                                 const int32_t* __restrict__ offsets, uint8_t* __restrict__ xq,
-                                 float* __restrict__ xs) {
+__global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int topk, int E,
+                                 const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
+                                 const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
+                                 uint8_t* __restrict__ xq, float* __restrict__ xs) {
   const int64_t r = blockIdx.x;
-  const int32_t p = src_pair[r], e = ids[p];
-  const T* x = hidden + static_cast<int64_t>(p / topk) * H;
+  const RowJob job = row_job(r, E, offsets, src_pair, ids);
+  if (job.pair < 0) return;
+  const int32_t e = job.expert;
+  const T* x = hidden + static_cast<int64_t>(job.pair / topk) * H;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t Kb = H / kBlock;
   for (int64_t kb = warp; kb < Kb; kb += kWarps) {
@@ -144,14 +149,17 @@ __global__ void permute_quantize(const T* __restrict__ hidden, int64_t H, int to
 }
 
 // row_scale: the w13 row scales [E, 2I, 1] for the channel layout, nullptr for the block layout (already applied).
+// Blocks past the placed rows return at once, as in permute_quantize.
 template <typename T>
-__global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int topk,
+__global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, int E,
                                   const int32_t* __restrict__ ids, const int32_t* __restrict__ src_pair,
                                   const int32_t* __restrict__ counts, const int32_t* __restrict__ offsets,
                                   const float* __restrict__ row_scale, uint8_t* __restrict__ aq,
                                   float* __restrict__ as) {
   const int64_t r = blockIdx.x;
-  const int32_t e = ids[src_pair[r]];
+  const RowJob job = row_job(r, E, offsets, src_pair, ids);
+  if (job.pair < 0) return;
+  const int32_t e = job.expert;
   const float* g = gate_up + r * 2 * I;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t Kb = I / kBlock;
@@ -172,8 +180,9 @@ __global__ void silu_mul_quantize(const float* __restrict__ gate_up, int64_t I, 
   }
 }
 
-// Pairs routed outside [0, E) were given no row: they contribute nothing, as in the reference (expert parallelism:
-// vLLM maps experts of other ranks to -1). row_scale: the w2 row scales [E, H, 1] (channel layout) or nullptr.
+// Pairs routed outside [0, E) were given no row (their pos slot is stale): they contribute nothing, as in the
+// reference (expert parallelism: vLLM maps experts of other ranks to -1). row_scale: the w2 row scales [E, H, 1]
+// (channel layout) or nullptr.
 template <typename T>
 __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, const float* __restrict__ weights,
                               const int32_t* __restrict__ ids, int E, const int32_t* __restrict__ pos,
@@ -183,9 +192,10 @@ __global__ void gather_reduce(const float* __restrict__ y, int64_t H, int topk, 
     float acc = 0.0f;
     for (int k = 0; k < topk; ++k) {
       const int64_t p = t * topk + k;
-      if (ids[p] < 0 || ids[p] >= E) continue;
+      const int32_t e = ids[p];
+      if (!routed_here(e, E)) continue;
       float v = y[static_cast<int64_t>(pos[p]) * H + h];
-      if (row_scale != nullptr) v *= row_scale[row_scale_index(ids[p], h, H)];
+      if (row_scale != nullptr) v *= row_scale[row_scale_index(e, h, H)];
       acc += weights[p] * v;
     }
     out[t * H + h] = from_float<T>(acc);
@@ -227,6 +237,15 @@ const char* grouped_gemm(Config c, GroupedGemmArgs const& g, cudaStream_t stream
   }
 }
 
+// The MN-major weight-scale operand of a weight [E, M, K] (see moe_prepare_weight_scales).
+void enqueue_weight_scales(const float* scale, ScaleLayout layout, int64_t E, int64_t M, int64_t K, float* out,
+                           cudaStream_t stream) {
+  if (layout == ScaleLayout::kChannel)
+    unit_scales<<<64, 256, 0, stream>>>(out, E * cdiv(M, kBlock) * cdiv(K, kBlock));
+  else
+    transpose_scales<<<64, 256, 0, stream>>>(scale, E, cdiv(M, kBlock), cdiv(K, kBlock), out);
+}
+
 template <typename T>
 const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms, cudaStream_t stream) {
   char* ws = static_cast<char*>(a.workspace);
@@ -241,16 +260,20 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
   expert_rows<<<grid_e, 256, 0, stream>>>(a.topk_ids, R, static_cast<int>(E), i32(w.counts), i32(w.offsets),
                                           i32(w.pos), i32(w.src_pair));
   const bool channel = a.layout == ScaleLayout::kChannel;
-  if (channel) {
-    unit_scales<<<64, 256, 0, stream>>>(f32(w.w13_scale_t), E * (2 * I / kBlock) * (H / kBlock));
-    unit_scales<<<64, 256, 0, stream>>>(f32(w.w2_scale_t), E * (H / kBlock) * (I / kBlock));
-  } else {
-    transpose_scales<<<64, 256, 0, stream>>>(a.w13_scale, E, 2 * I / kBlock, H / kBlock, f32(w.w13_scale_t));
-    transpose_scales<<<64, 256, 0, stream>>>(a.w2_scale, E, H / kBlock, I / kBlock, f32(w.w2_scale_t));
+  // The GEMMs' weight-scale operands: prepared at weight load (the binding's cache), else here on every call.
+  const float* sfa13 = a.w13_scale_mn;
+  const float* sfa2 = a.w2_scale_mn;
+  if (sfa13 == nullptr) {
+    enqueue_weight_scales(a.w13_scale, a.layout, E, 2 * I, H, f32(w.w13_scale_t), stream);
+    sfa13 = f32(w.w13_scale_t);
   }
-  permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk, a.topk_ids,
-                                                          i32(w.src_pair), i32(w.counts), i32(w.offsets),
-                                                          u8(w.xq), f32(w.xs));
+  if (sfa2 == nullptr) {
+    enqueue_weight_scales(a.w2_scale, a.layout, E, H, I, f32(w.w2_scale_t), stream);
+    sfa2 = f32(w.w2_scale_t);
+  }
+  permute_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(static_cast<const T*>(a.hidden), H, topk,
+                                                          static_cast<int>(E), a.topk_ids, i32(w.src_pair),
+                                                          i32(w.counts), i32(w.offsets), u8(w.xq), f32(w.xs));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching the permutation kernels failed";
 
   GroupedGemmArgs g{};
@@ -266,20 +289,21 @@ const char* enqueue(MoeCudaArgs const& a, Config c, Workspace const& w, int sms,
 
   g.stage = 1;
   g.w = a.w13;
-  g.sfa = f32(w.w13_scale_t);
+  g.sfa = sfa13;
   g.x = u8(w.xq);
   g.sfb = f32(w.xs);
   g.d = f32(w.gate_up);
   if (const char* err = grouped_gemm(c, g, stream)) return err;
 
-  silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, topk, a.topk_ids, i32(w.src_pair),
+  silu_mul_quantize<T><<<grid_r, 32 * kWarps, 0, stream>>>(f32(w.gate_up), I, static_cast<int>(E), a.topk_ids,
+                                                           i32(w.src_pair),
                                                            i32(w.counts), i32(w.offsets),
                                                            channel ? a.w13_scale : nullptr, u8(w.aq), f32(w.as));
   if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching silu_mul_quantize failed";
 
   g.stage = 2;
   g.w = a.w2;
-  g.sfa = f32(w.w2_scale_t);
+  g.sfa = sfa2;
   g.x = u8(w.aq);
   g.sfb = f32(w.as);
   g.d = f32(w.y);
@@ -309,6 +333,20 @@ int64_t moe_workspace_bytes(int64_t T, int64_t H, int64_t I, int64_t E, int64_t 
   const Config c = resolve(config, T, topk, E);
   const int sms = sm_count_of(device);
   return workspace_layout(T, H, I, E, topk, args_bytes(c, E), cutlass_bytes(c, E, sms)).total;
+}
+
+int64_t moe_weight_scale_mn_bytes(int64_t E, int64_t M, int64_t K) {
+  return 4 * E * cdiv(M, kBlock) * cdiv(K, kBlock);
+}
+
+const char* moe_prepare_weight_scales(const float* scale, ScaleLayout layout, int64_t E, int64_t M, int64_t K,
+                                      float* out, cudaStream_t stream) {
+  if (layout != ScaleLayout::kBlock && layout != ScaleLayout::kChannel)
+    return "glm_plugin FP8 MoE: weight scales must be in the block or channel layout";
+  if (E < 1 || M < 1 || K < 1) return "glm_plugin FP8 MoE: preparing the scales of an empty weight";
+  enqueue_weight_scales(scale, layout, E, M, K, out, stream);
+  if (cudaGetLastError() != cudaSuccess) return "glm_plugin FP8 MoE: launching the weight-scale preparation failed";
+  return nullptr;
 }
 
 const char* moe_fp8_experts_sm90(MoeCudaArgs const& a, cudaStream_t stream) {

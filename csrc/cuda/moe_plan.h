@@ -14,7 +14,7 @@
 //   K = H or I. CUTLASS sees A = W_e (row-major M x K), B = X_e (row-major N x K), D column-major M x N, which
 //   is the row-major [rows, M] activation the next step reads.
 //   Scales (SM90 CUTLASS blockwise scaling reads MN-major scales only):
-//     weights: checkpoint layout [E, Mb, Kb] (K-major) is transposed once per call to [E, Kb, Mb].
+//     weights: checkpoint layout [E, Mb, Kb] (K-major) is transposed to [E, Kb, Mb], once per weight tensor.
 //     activations (1 x 128 token groups): per expert segment [Kb, count_e], i.e. element (row r of expert e,
 //     k-block kb) at offset_e * Kb + kb * count_e + (r - offset_e).
 //   Channel layout (one weight scale per output row, [E, M, 1]): the same GEMMs run with unit weight scales
@@ -191,7 +191,7 @@ inline Workspace workspace_layout(int64_t T, int64_t H, int64_t I, int64_t E, in
   return w;
 }
 
-// ---- expert permutation (host version; the device computes the same thing in moe_glue.cu) ---------------------
+// ---- expert permutation (host version; the device computes the same thing in moe_fp8_sm90.cu) -----------------
 
 // counts[E], offsets[E+1], pos[R] (permuted row of pair p), src_pair[rows] (pair of permuted row r).
 // Pairs routed outside [0, E) (expert parallelism's -1 for experts of other ranks) get no row (pos = -1) and
@@ -217,5 +217,29 @@ inline int64_t build_permutation(const int32_t* ids, int64_t R, int64_t E, int32
   }
   return offsets[E];
 }
+
+// ---- what one block of the per-row kernels works on -----------------------------------------------------------
+
+// permute_quantize and silu_mul_quantize are launched with one block per routed pair (R = T * topk: the host
+// knows R without waiting for the routing), but only offsets[E] rows are placed: pairs routed outside [0, E) get
+// none. A block r >= offsets[E] must do nothing: its src_pair slot was never written this call (whatever the
+// workspace held before), and following it would read ids, hidden, offsets, counts and row scales at garbage
+// indices. RowJob.pair < 0 says so. Templated on the buffers' types so the host emulation (moe_host_capi.cpp) runs
+// this very function over bounds-checked views of a garbage-filled workspace; the device passes raw pointers.
+struct RowJob {
+  int32_t pair;    // the routed pair whose row this block handles; < 0: no row (the block returns)
+  int32_t expert;  // ids[pair], in [0, E) whenever pair >= 0
+};
+
+template <class Offsets, class SrcPair, class Ids>
+GLM_HD RowJob row_job(int64_t r, int64_t E, const Offsets& offsets, const SrcPair& src_pair, const Ids& ids) {
+  if (r >= offsets[E]) return RowJob{-1, -1};
+  const int32_t p = src_pair[r];
+  return RowJob{p, ids[p]};
+}
+
+// Whether a routed id names one of this call's experts: gather_reduce reads the rows of those pairs only (the
+// others have no row, and their pos slot was never written).
+GLM_HD bool routed_here(int32_t id, int64_t E) { return id >= 0 && id < E; }
 
 }  // namespace glm_moe

@@ -3,8 +3,9 @@ compile-only build (nvcc + CUTLASS headers) that runs anywhere nvcc does, GPU or
 
 Why two builds: the kernels must be checked in CI, whose torch is CPU-only. The `.cu` files therefore include no
 torch headers and compile with nvcc alone (`compile_kernels`, cached by a hash of sources, flags and tools); only
-`csrc/cuda/torch_binding.cpp` needs CUDA torch, and `load_cuda_extension` compiles it together with the same
-`.cu` files through torch.utils.cpp_extension (ahead of time with `python -m glm_plugin.kernels.build_cuda`).
+`csrc/cuda/torch_binding.cpp` needs CUDA torch; `python -m glm_plugin.kernels.build_cuda` compiles it together
+with the same `.cu` files through torch.utils.cpp_extension, ahead of time, and engine processes only load the
+result (`load_cuda_extension`): no compiler runs inside an engine worker.
 
 Tools are found without network access: nvcc from $NVCC, $CUDA_HOME or PATH; CUTLASS headers from
 $CUTLASS_INCLUDE or the `nvidia-cutlass` wheel (cutlass_library/source/include). Missing tools give a reason
@@ -29,8 +30,7 @@ from pathlib import Path
 
 from glm_plugin import settings
 
-from .jit_cache import LoadOnce, cache_root, library_dir, source_dir
-from .opt_in import ENV_OPT_IN, opted_in
+from .jit_cache import LoadOnce, cache_root, compiler_excerpt, library_dir, source_dir
 
 logger = logging.getLogger("glm_plugin.kernels")
 
@@ -47,7 +47,7 @@ _load = LoadOnce("CUDA kernels")
 
 
 class CompileError(RuntimeError):
-    """nvcc or g++ rejected a source; the message carries the command and the compiler's first lines."""
+    """nvcc or g++ rejected a source; the message carries the command, the compiler's error lines and last lines."""
 
 
 def wheel_dir(package: str, *parts: str) -> Path | None:
@@ -179,8 +179,8 @@ def compile_kernels(jobs: int = 2, timeout_s: float = 1800.0) -> CompiledKernels
         start = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
-            text = (proc.stderr or proc.stdout).strip().splitlines()
-            raise CompileError(f"nvcc failed on {rel} ({' '.join(cmd)}):\n" + "\n".join(text[:40]))
+            raise CompileError(f"nvcc failed on {rel} ({' '.join(cmd)}):\n"
+                               + compiler_excerpt(proc.stderr + proc.stdout, errors=20, tail=20, limit=6000))
         os.replace(tmp, obj)
         seconds[rel] = round(time.monotonic() - start, 1)
         obj.with_suffix(".json").write_text(json.dumps({"seconds": seconds[rel], "command": cmd}, indent=1))
@@ -216,7 +216,13 @@ def build_host_library(directory: Path | None = None) -> Path:
 
 # ---- the torch extension (needs CUDA torch) ---------------------------------------------------------------------
 
-def _missing_extension_prerequisite() -> str | None:
+ENV_NO_BUILD = "GLM_PLUGIN_CUDA_NO_BUILD"
+"""Set (to anything but "" or 0): this process loads a prebuilt extension and never compiles, even when asked to
+(scripts/gpu_check.py sets it for its tests and bench, so only its build step ever runs the compiler)."""
+BUILD_COMMAND = "python -m glm_plugin.kernels.build_cuda"
+
+
+def _missing_gpu() -> str | None:
     import torch
 
     if torch.version.cuda is None:
@@ -226,7 +232,7 @@ def _missing_extension_prerequisite() -> str | None:
     major, minor = torch.cuda.get_device_capability()
     if (major, minor) != (9, 0):
         return f"the FP8 MoE CUDA kernel targets sm_90a (H100/H200/H800); this GPU is sm_{major}{minor}"
-    return missing_compile_tools()
+    return None
 
 
 def extension_dir() -> Path:
@@ -235,21 +241,34 @@ def extension_dir() -> Path:
     return library_dir("cuda-ext")
 
 
-def load_cuda_extension(verbose: bool = False, build: bool | None = None) -> bool:
-    """Loads glm_plugin::fp8_moe_experts_cuda, compiling it first if `build` allows; never raises.
-
-    `build=None` (the dispatcher, inside a serving process): compile only if the user opted in with
-    GLM_PLUGIN_GPU_KERNELS=1, so no compiler runs in an engine unasked; a prebuilt library is always loaded.
-    The ahead-of-time command and the benchmarks pass `build=True`."""
-    return _load(lambda: _missing_to_load(build) or _build_and_load(verbose))
+def prebuilt_library() -> Path:
+    """The library `python -m glm_plugin.kernels.build_cuda` leaves behind, which every later process loads."""
+    return extension_dir() / f"{EXTENSION_NAME}.so"
 
 
-def _missing_to_load(build: bool | None) -> str | None:
-    reason = _missing_extension_prerequisite()
-    if reason is None and not build and not (extension_dir() / f"{EXTENSION_NAME}.so").exists():
-        if build is False or not opted_in():
-            reason = (f"not built ahead of time in {extension_dir()} (python -m glm_plugin.kernels.build_cuda "
-                      f"builds it; {ENV_OPT_IN}=1 builds it on first use)")
+def _no_build_env() -> bool:
+    return settings.value(ENV_NO_BUILD).strip() not in ("", "0")
+
+
+def load_cuda_extension(verbose: bool = False, build: bool = False) -> bool:
+    """Loads glm_plugin::fp8_moe_experts_cuda; never raises. True when it is registered.
+
+    An engine process (the dispatcher, build=False) only loads the library built ahead of time by
+    `python -m glm_plugin.kernels.build_cuda` (an image recipe runs it once): no compiler ever runs inside an
+    engine worker, opted in or not, and without a prebuilt library the reason says which command builds it.
+    `build=True` (that command, the GPU tests and the bench) compiles what is missing or changed first, unless
+    $GLM_PLUGIN_CUDA_NO_BUILD is set."""
+    return _load(lambda: _missing_to_load(build and not _no_build_env()) or _load_library(build, verbose))
+
+
+def _missing_to_load(build: bool) -> str | None:
+    reason = _missing_gpu()
+    if reason is None and not build and not prebuilt_library().exists():
+        why = f"{ENV_NO_BUILD} is set: this process never compiles" if _no_build_env() else \
+            "glm_plugin never compiles inside an engine"
+        reason = f"not built ahead of time in {extension_dir()} (`{BUILD_COMMAND}` builds it; {why})"
+    if reason is None and build:
+        reason = missing_compile_tools()
     return reason
 
 
@@ -258,18 +277,26 @@ def unavailable_reason() -> str | None:
     return _load.reason
 
 
-def _build_and_load(verbose: bool) -> None:
+def _load_library(build: bool, verbose: bool) -> None:
     import torch
-    from torch.utils import cpp_extension
 
     if torch._C._dispatch_has_kernel_for_dispatch_key("glm_plugin::fp8_moe_experts_cuda", "CUDA"):
         return
+    if build:
+        _build(verbose)
+    else:
+        torch.ops.load_library(str(prebuilt_library()))
+
+
+def _build(verbose: bool) -> None:
+    """Compiles (ninja: only what changed) and loads the extension; raises with the compiler's output."""
+    from torch.utils import cpp_extension
+
     src = source_dir()
     build = extension_dir()
     build.mkdir(parents=True, exist_ok=True)
     logger.info("glm_plugin: building the sm_90a FP8 MoE CUDA kernels into %s (about 4 minutes of nvcc on 2 "
-                "cores, once per glm_plugin and torch version; `python -m glm_plugin.kernels.build_cuda` does it "
-                "ahead of time)", build)
+                "cores, once per glm_plugin and torch version)", build)
     # torch adds the -gencode flags from TORCH_CUDA_ARCH_LIST: exactly sm_90a here (wgmma and setmaxnreg do not
     # exist on other architectures, and an sm_90 without the "a" cannot use them either). Its
     # -D__CUDA_NO_HALF*_ defines are undone as CUTLASS-based extensions usually do.
@@ -297,18 +324,30 @@ def _build_and_load(verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m glm_plugin.kernels.build_cuda`: build and load the extension (GPU image). The compile-only check
-    with its SASS / resource report is `python -m glm_plugin.kernels.sass` (any machine with nvcc)."""
+    """`python -m glm_plugin.kernels.build_cuda`: build and load the extension ahead of time, on a machine with
+    CUDA torch, nvcc, the CUTLASS headers and an sm_90 GPU (what an image recipe runs once; engine workers then
+    only load it). On failure it prints the compiler's own output, then its error lines and last lines again, and
+    exits 1. The compile-only check with its SASS / resource report is `python -m glm_plugin.kernels.sass` (any
+    machine with nvcc)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not load_cuda_extension(verbose=args.verbose, build=True):
-        print(f"glm_plugin CUDA kernels NOT built: {unavailable_reason()}", file=sys.stderr)
+    reason = _missing_gpu() or missing_compile_tools()
+    if reason is None:
+        start = time.monotonic()
+        try:
+            _build(args.verbose)
+        except Exception as exc:  # noqa: BLE001  (the compiler's words are the whole point here)
+            print(str(exc), file=sys.stderr, flush=True)
+            reason = f"the compiler failed; its error lines and last lines:\n{compiler_excerpt(str(exc))}"
+    if reason is not None:
+        print(f"glm_plugin CUDA kernels NOT built: {reason}", file=sys.stderr)
         return 1
-    print("glm_plugin CUDA kernels ready: torch.ops.glm_plugin.fp8_moe_experts_cuda")
+    print(f"glm_plugin CUDA kernels ready in {time.monotonic() - start:.0f} s: {prebuilt_library()} "
+          "(torch.ops.glm_plugin.fp8_moe_experts_cuda; engine workers load it)")
     return 0
 
 

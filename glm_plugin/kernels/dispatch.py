@@ -55,17 +55,27 @@ def _linear_cpp(x, weight, weight_scale, bias, layout):
     return torch.ops.glm_plugin.fp8_linear_cpu(x, weight.contiguous(), weight_scale.contiguous(), bias, layout)
 
 
+def _moe_cuda_refuses(hidden: int, intermediate: int) -> str | None:
+    """csrc/cuda/moe_fp8_sm90.cu: moe_unsupported, for the sizes an adapter knows before the first forward."""
+    if hidden % 128 or intermediate % 128:
+        return (f"the sm_90a FP8 MoE kernel needs hidden and per-rank intermediate sizes that are multiples of 128, "
+                f"got {hidden} and {intermediate} (tensor parallelism splits the intermediate size: use a tp that "
+                f"keeps it a multiple of 128, or expert parallelism)")
+    return None
+
+
 @dataclass(frozen=True)
 class Kernel:
     layouts: tuple[str, ...]    # the FP8 scale layouts it takes
     run: Callable               # called with the op's arguments
+    refuses: Callable[[int, int], str | None] | None = None  # (hidden, per-rank intermediate) -> why not, or None
 
 
 DEVICE = {"cuda": "cuda", "triton": "cuda", "cpp": "cpu"}
 """The torch device type whose tensors each implementation's kernels take."""
 
 KERNELS: dict[str, dict[str, Kernel]] = {  # op -> implementation -> kernel, in dispatch order; never the reference
-    "fp8_moe_experts": {"cuda": Kernel(LAYOUTS, _moe_cuda), "triton": Kernel(LAYOUTS, _moe_triton),
+    "fp8_moe_experts": {"cuda": Kernel(LAYOUTS, _moe_cuda, _moe_cuda_refuses), "triton": Kernel(LAYOUTS, _moe_triton),
                         "cpp": Kernel(LAYOUTS, _moe_cpp)},
     "fp8_linear": {"cpp": Kernel(LAYOUTS, _linear_cpp)},
     "glm_route": {},
@@ -79,6 +89,12 @@ def compiled_kernels(op: str, device_type: str, layout: str) -> tuple[str, ...]:
     """The implementations other than the reference that the table offers for `op` on `device_type` tensors with
     `layout` scales, in dispatch order (the device policy asks which could take a layer on an accelerator)."""
     return tuple(impl for impl, k in KERNELS[op].items() if DEVICE[impl] == device_type and layout in k.layouts)
+
+
+def shape_refusal(impl: str, op: str, hidden: int, intermediate: int) -> str | None:
+    """Why kernel `impl` of `op` cannot take a layer of these sizes (None: it takes any it is offered)."""
+    kernel = KERNELS[op].get(impl)
+    return kernel.refuses(hidden, intermediate) if kernel is not None and kernel.refuses else None
 
 
 # ---- can it run here? ----------------------------------------------------------------------------------------------
@@ -113,7 +129,7 @@ def _cuda_loads(op: str) -> str | None:
         return None
     from . import build_cuda
 
-    if build_cuda.load_cuda_extension() and _cuda_registered(op):  # built on first use, cached; never raises
+    if build_cuda.load_cuda_extension() and _cuda_registered(op):  # loads a prebuilt library only; never raises
         return None
     return build_cuda.unavailable_reason() or f"no compiled CUDA kernel registered as glm_plugin::{op}_cuda"
 

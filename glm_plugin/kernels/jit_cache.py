@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -52,9 +53,19 @@ def library_dir(kind: str) -> Path:
     return cache_root() / tag.replace("+", "_")
 
 
-def first_lines(exc: BaseException, n: int = 6, limit: int = 600) -> str:
-    """A compiler failure in one log line: its first lines, bounded."""
-    return " | ".join(str(exc).strip().splitlines()[:n])[:limit]
+_COMMAND_LINE = 400
+"""Longer lines are compiler command lines (or their like), left out of an excerpt."""
+
+
+def compiler_excerpt(text: str, errors: int = 8, tail: int = 12, limit: int = 3000) -> str:
+    """What a failed build says, bounded: its error lines (nvcc's `file(line): error: ...`, ninja's `FAILED:`) and
+    its last lines. Not its first lines: those are the compiler's command line, which teach nothing."""
+    # torch's "Error building extension 'x': " runs straight into ninja's first line, the command line.
+    text = re.sub(r"^(Error building extension '[^']*'): ", "\\1:\n", text.strip())
+    lines = [line.rstrip() for line in text.splitlines() if line.strip() and len(line) <= _COMMAND_LINE]
+    flagged = [line for line in lines if "error" in line.lower() or line.startswith("FAILED")][:errors]
+    last = [line for line in lines[-tail:] if line not in flagged]
+    return "\n".join(flagged + (["..."] if flagged and last else []) + last)[-limit:]
 
 
 class LoadOnce:
@@ -76,7 +87,8 @@ class LoadOnce:
             try:
                 reason = attempt()
             except Exception as exc:  # a compiler error must not take the engine down: the caller falls back
-                reason = f"building the {self.what} failed ({type(exc).__name__}: {first_lines(exc)})"
+                excerpt = " | ".join(compiler_excerpt(str(exc), tail=4, limit=1200).splitlines())
+                reason = f"building the {self.what} failed ({type(exc).__name__}: {excerpt})"
             if reason is None:
                 self._ok = True
             else:  # the dispatcher reports it (once) together with the fallback it chose

@@ -1,7 +1,8 @@
 """Whether the user asked for glm_plugin's kernels on an accelerator (`GLM_PLUGIN_GPU_KERNELS=1`).
 
-Its own module because two layers read it: the policy (whose kernel computes a layer) and the CUDA builder (compile
-inside a serving process only when asked). Standard library only.
+Its own module so that the policy (whose kernel computes a layer) and the adapters read one rule without importing
+each other. Opting in never makes an engine worker compile: the CUDA kernel is built ahead of time
+(`python -m glm_plugin.kernels.build_cuda`) and only loaded there. Standard library only.
 """
 
 from __future__ import annotations

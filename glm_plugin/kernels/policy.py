@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from .dispatch import LAYOUTS, compiled_kernels, why_unavailable
+from .dispatch import LAYOUTS, compiled_kernels, shape_refusal, why_unavailable
 from .opt_in import ENV_OPT_IN, opted_in  # noqa: F401 (the adapters read both here)
 
 ENGINES = {"vllm": "vLLM", "sglang": "SGLang"}  # name -> how the log writes it
@@ -57,17 +57,24 @@ def decide(engine: str, device: str, layer: str, layout: str, opted_in: bool) ->
 _resolved: dict[tuple, Decision] = {}
 
 
-def resolve(engine: str, device: str, layer: str, layout: str, environ: Mapping[str, str] | None = None) -> Decision:
-    """`decide` with this process's opt-in, and on an accelerator the check that one of our compiled kernels can
-    actually run there (building the CUDA one if the user opted in and none is prebuilt); if none can, the layer
-    stays the engine's, never the reference. Cached per process: adapters may ask on every forward."""
-    key = (engine, device, layer, layout, opted_in(environ))
+def resolve(engine: str, device: str, layer: str, layout: str, environ: Mapping[str, str] | None = None,
+            shape: tuple[int, int] | None = None) -> Decision:
+    """`decide` with this process's opt-in, and on an accelerator the checks that one of our compiled kernels
+    actually runs there (a prebuilt CUDA library is loaded, never compiled here) and that the one the dispatcher
+    would pick takes the layer's `shape`, (hidden, per-rank intermediate) where the adapter knows it; if not, the
+    layer stays the engine's, never the reference. Cached per process: adapters may ask on every forward."""
+    key = (engine, device, layer, layout, opted_in(environ), shape)
     if key not in _resolved:
-        decision = decide(*key)
+        decision = decide(*key[:5])
         if decision.ours and decision.kernels:
             missing = {impl: why_unavailable(impl, _OPS[layer], device, layout) for impl in decision.kernels}
-            if None not in missing.values():
+            runs = [impl for impl, why in missing.items() if why is None]
+            refused = shape_refusal(runs[0], _OPS[layer], *shape) if runs and shape else None
+            if not runs:
                 decision = Decision(ENGINE, f"opted in by {ENV_OPT_IN}, but no compiled kernel of ours runs here: "
                                             + "; ".join(f"{impl}: {why}" for impl, why in missing.items()))
+            elif refused:
+                decision = Decision(ENGINE, f"opted in by {ENV_OPT_IN}, but glm_plugin's {runs[0]} kernel refuses "
+                                            f"this layer: {refused}")
         _resolved[key] = decision
     return _resolved[key]

@@ -48,8 +48,8 @@ def host_plan():
     lib.glm_moe_workspace.argtypes = [i64] * 7 + [p]
     lib.glm_moe_emulate.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p, p, ctypes.c_int, p]
     lib.glm_moe_emulate_layout.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p, p, ctypes.c_int,
-                                           ctypes.c_int, p]
+                                           ctypes.c_int, ctypes.c_uint64, p, p, i64]
     lib.glm_moe_row_scale_index.argtypes = [i64] * 3
     lib.glm_moe_row_scale_index.restype = i64
-    assert lib.glm_moe_abi_version() == 1
+    assert lib.glm_moe_abi_version() == 2
     return lib

@@ -11,7 +11,7 @@ import ctypes
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glm_plugin.kernels import reference
@@ -191,9 +191,11 @@ def _moe_case(seed: int, T: int, H: int, I: int, E: int, topk: int, empty: tuple
     return hidden, w13, s13, w2, s2, weights, ids
 
 
-def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids, layout: str | None = None) -> torch.Tensor:
-    """The host emulation of the GPU path: `glm_moe_emulate` (block scales), or with a layout
-    `glm_moe_emulate_layout`."""
+def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids, layout: str | None = None,
+             garbage_seed: int = 1) -> torch.Tensor:
+    """The host emulation of the GPU path over a workspace filled with garbage_seed's garbage:
+    `glm_moe_emulate` (block scales), or with a layout `glm_moe_emulate_layout`. Fails on an out-of-bounds access,
+    naming the stage and buffer."""
     T, H = hidden.shape
     E, two_i, _ = w13.shape
     x = hidden.float().contiguous().numpy()
@@ -204,10 +206,12 @@ def _emulate(lib, hidden, w13, s13, w2, s2, weights, ids, layout: str | None = N
     args = (_ptr(x), T, H, two_i // 2, E, ids.shape[1], _ptr(a13), _ptr(f13), _ptr(a2), _ptr(f2), _ptr(tw),
             _ptr(idn), int(hidden.dtype == torch.bfloat16))
     if layout is None:
-        rc = lib.glm_moe_emulate(*args, _ptr(out))
+        rc, fault = lib.glm_moe_emulate(*args, _ptr(out)), "(glm_moe_emulate names none)"
     else:
-        rc = lib.glm_moe_emulate_layout(*args, int(layout == "channel"), _ptr(out))
-    assert rc == 0
+        text = ctypes.create_string_buffer(256)
+        rc = lib.glm_moe_emulate_layout(*args, int(layout == "channel"), garbage_seed, _ptr(out), text, 256)
+        fault = text.value.decode()
+    assert rc == 0, f"an emulated GPU block accessed a buffer out of bounds: {fault}"
     return torch.from_numpy(out)
 
 
@@ -347,3 +351,64 @@ def test_emulated_channel_pipeline_drops_pairs_routed_elsewhere(host_plan):
     masked[::2, 1] = -1
     got = _emulate(host_plan, hidden, w13, s13, w2, s2, weights, masked, layout="channel")
     assert _rel(got, _w8a8_reference_layout("channel", hidden, w13, s13, w2, s2, weights, masked)) < 1e-4
+
+
+# ---- routed ids outside [0, E): one block per routed pair over a garbage workspace, as launched ------------------
+
+def _out_of_range_routing(seed: int, T: int, E: int, topk: int) -> torch.Tensor:
+    """A routing with about a third of its pairs outside [0, E): expert parallelism's -1, ids >= E, and extremes."""
+    g = np.random.default_rng(seed)
+    ids = _routing(seed, T, E, topk)
+    foreign = np.array([-1, -1, -7, E, E + 3, 2**31 - 1, -(2**31)], np.int32)
+    mask = g.random(ids.shape) < 0.35
+    ids[mask] = g.choice(foreign, size=int(mask.sum()))
+    return torch.from_numpy(ids)
+
+
+@pytest.mark.parametrize("layout", ["block", "channel"])
+@pytest.mark.parametrize("garbage_seed", [1, 2, 3])
+def test_blocks_past_the_placed_rows_do_nothing(host_plan, layout, garbage_seed):
+    """Every stage runs as launched (one block per routed pair, R of them) over a workspace holding garbage and stale
+    row numbers; with a third of the pairs routed outside [0, E) most blocks have no row. They must touch nothing:
+    no access out of bounds, and the result is the reference's with those pairs dropped."""
+    make = _moe_case if layout == "block" else _channel_case
+    hidden, w13, s13, w2, s2, weights, _ = make(6, 29, 256, 128, 8, 3, ())
+    ids = _out_of_range_routing(garbage_seed, 29, 8, 3)
+    assert ((ids < 0) | (ids >= 8)).sum() > 15
+    got = _emulate(host_plan, hidden, w13, s13, w2, s2, weights, ids, layout=layout, garbage_seed=garbage_seed)
+    expect = _w8a8_reference_layout(layout, hidden, w13, s13, w2, s2, weights, ids)
+    assert _rel(got, expect) < 1e-4
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 6), st.integers(1, 4), st.sampled_from(["block", "channel"]),
+       st.integers(0, 2**31 - 1))
+def test_any_routing_over_any_garbage_matches_the_reference(host_plan, T, E, topk, layout, seed):
+    """Property: ids anywhere in [-2, E + 2) (repeats included), any workspace garbage, either layout: no emulated
+    block reads or writes out of bounds, and out-of-range pairs contribute nothing."""
+    g = torch.Generator().manual_seed(seed)
+    H = I = 128
+    quantize = reference.quantize_fp8_block if layout == "block" else reference.quantize_fp8_channel
+    w13, s13 = quantize(torch.randn(E, 2 * I, H, generator=g) * 0.05)
+    w2, s2 = quantize(torch.randn(E, H, I, generator=g) * 0.05)
+    hidden = torch.randn(T, H, generator=g).to(torch.bfloat16)
+    ids = torch.randint(-2, E + 2, (T, topk), generator=g, dtype=torch.int32)
+    weights = torch.rand(T, topk, generator=g)
+    got = _emulate(host_plan, hidden, w13, s13, w2, s2, weights, ids, layout=layout, garbage_seed=seed)
+    expect = _w8a8_reference_layout(layout, hidden, w13, s13, w2, s2, weights, ids)
+    if expect.abs().max() == 0:  # every pair routed elsewhere
+        assert torch.equal(got, torch.zeros_like(got))
+    else:
+        assert _rel(got, expect) < 1e-4
+
+
+@pytest.mark.parametrize("name,H,I,E,gb", [("GLM-4.5", 5120, 1536, 160, 1.29), ("GLM-4.5-Air", 4096, 1408, 128, 1.09)])
+def test_workspace_of_one_call_is_bounded_by_its_token_chunk(host_plan, name, H, I, E, gb):
+    """docs/kernels-cuda.md's bound: the binding splits a batch into chunks of kMaxTokensPerCall (4,096) tokens and
+    allocates the workspace of one chunk, about 39 KB per routed row at GLM-4.5's shape (e4m3 and float copies of
+    the activations, the float GEMM outputs), whatever the batch."""
+    out = np.zeros(15, np.int64)
+    host_plan.glm_moe_workspace(4096, H, I, E, 8, 0, 0, _ptr(out))
+    rows = 4096 * 8
+    assert abs(out[14] / 1e9 - gb) < 0.01, out[14]
+    assert out[14] == pytest.approx(rows * (5 * H + 9 * I), rel=0.01)

@@ -188,3 +188,6 @@ def test_objects_link_and_size_their_workspace(sm90_objects, tmp_path):
     assert "workspace smaller" in lines["run"]
     assert "workspace smaller" in lines["run_channel"]
     assert "block or channel layout" in lines["layout"]
+    assert int(lines["scale_mn_bytes"]) == 4 * 128 * 22 * 32
+    assert "block or channel layout" in lines["prepare_layout"]
+    assert int(lines["max_tokens"]) == 4096

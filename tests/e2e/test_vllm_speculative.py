@@ -220,8 +220,10 @@ def specforge_head(tmp_path_factory):
     """The shipped head rewritten in SpecForge's layout, as the published GLM heads are saved
     (scripts/eagle3_specforge.py): the target's `embed_tokens`, a 1,024-token draft vocabulary with `d2t` / `t2d`
     and a 1,024-row `lm_head`, a transformers LlamaConfig dump with the layers in SpecForge's convention."""
+    import eagle3_specforge
+
     out = tmp_path_factory.mktemp("specforge-head")
-    scripts_module("eagle3_specforge").convert(str(EAGLE3_HEAD), str(ASSET), str(out))
+    eagle3_specforge.convert(str(EAGLE3_HEAD), str(ASSET), str(out))
     return out
 
 

@@ -201,3 +201,100 @@ def test_vllm_cuda_opted_in_without_a_compiled_kernel_keeps_vllms(vllm_glm, fres
     fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
     fresh_policy.setenv(policy.ENV_OPT_IN, "1")
     assert _methods(vllm_glm, "block") == {kind: VLLMS["block", kind] for kind in ("linear", "experts")}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Opted in on a (simulated) GPU: a prebuilt CUDA kernel is loaded, never compiled in the worker; a layer shape it
+# refuses, or no prebuilt kernel at all, keeps vLLM's method, said once.
+# ---------------------------------------------------------------------------------------------------------------
+def _experts_under_tp(intermediate: int, tp: int):
+    """vLLM's experts layer (as the fixture's) of GLM's intermediate size split over `tp` ranks."""
+    import dataclasses
+
+    import torch
+    from vllm.model_executor.layers.fused_moe.activation import MoEActivation
+    from vllm.model_executor.layers.fused_moe.config import (
+        FusedMoEConfig,
+        FusedMoEParallelConfig,
+        RoutingMethodType,
+    )
+    from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
+
+    experts = RoutedExperts.__new__(RoutedExperts)
+    torch.nn.Module.__init__(experts)
+    experts.ckpt_gate_proj_name, experts.ckpt_up_proj_name = "gate_proj", "up_proj"
+    experts.ckpt_down_proj_name = "down_proj"
+    parallel = dataclasses.replace(FusedMoEParallelConfig.make_no_parallel(), tp_size=tp)
+    experts.moe_config = FusedMoEConfig(
+        num_experts=8, experts_per_token=2, hidden_dim=256, intermediate_size=intermediate, num_local_experts=8,
+        num_logical_experts=8, activation=MoEActivation.SILU, device="cpu", routing_method=RoutingMethodType.DeepSeekV3,
+        moe_parallel_config=parallel, in_dtype=torch.bfloat16)
+    return experts
+
+
+@pytest.fixture
+def cuda_kernel_loads(fresh_policy):
+    """Opted in on a simulated CUDA platform whose prebuilt CUDA kernel loads (dispatch's load check answers yes);
+    Triton not runnable (no interpreter), so the CUDA kernel is the one the dispatcher would pick."""
+    import vllm.platforms
+
+    from glm_plugin.kernels import dispatch
+
+    fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
+    fresh_policy.setenv(policy.ENV_OPT_IN, "1")
+    fresh_policy.setitem(dispatch._LOADS, "cuda", lambda op: None)
+    return fresh_policy
+
+
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_vllm_opted_in_shape_the_cuda_kernel_refuses_keeps_vllms_said_once(vllm_glm, cuda_kernel_loads, caplog,
+                                                                            layout):
+    """GLM-4.5-Air's 1408 over tp 2 is 704 per rank: not a multiple of 128, which the CUDA kernel refuses; over tp 1
+    (1408 = 11 x 128) it takes the layer."""
+    from vllm.config import set_current_vllm_config
+
+    from glm_plugin.engines.vllm import fp8
+
+    config, _ = vllm_glm
+    cls = fp8.GlmFp8Config if layout == "block" else fp8.GlmCompressedTensorsConfig
+    quant_config = cls.from_config(_quantization_config(layout))
+
+    def method(intermediate, tp):
+        with set_current_vllm_config(config):
+            layer = _experts_under_tp(intermediate, tp)
+            return type(quant_config.get_quant_method(layer, "model.layers.1.mlp.experts")).__name__
+
+    with caplog.at_level("INFO", logger="vllm.glm_plugin"):
+        assert method(1408, 2) == VLLMS[layout, "experts"]
+        assert method(1408, 2) == VLLMS[layout, "experts"]  # every layer of the model asks; said once
+        assert method(1408, 1) == GLMS[layout, "experts"]
+    said = [r.getMessage() for r in caplog.records if "refuses" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"GLM {layout}-FP8 experts on cuda keep vLLM's FP8 method" in said[0]
+    assert "cuda kernel refuses this layer" in said[0] and "got 256 and 704" in said[0]
+
+
+def test_vllm_opted_in_without_a_prebuilt_cuda_kernel_compiles_nothing_and_keeps_vllms(vllm_glm, fresh_policy,
+                                                                                       caplog, tmp_path):
+    """The worker's side of "built ahead of time": a GPU (simulated) with every compile tool, no prebuilt library.
+    vLLM's method stays, said once with the command that builds the kernel, and no compiler is started."""
+    import vllm.platforms
+
+    from glm_plugin.kernels import build_cuda, jit_cache
+
+    compiled = []
+    fresh_policy.setattr(vllm.platforms, "_current_platform", _simulated_cuda())
+    fresh_policy.setenv(policy.ENV_OPT_IN, "1")
+    fresh_policy.setattr(build_cuda, "_missing_gpu", lambda: None)
+    fresh_policy.setattr(build_cuda, "missing_compile_tools", lambda: None)
+    fresh_policy.setattr(build_cuda, "extension_dir", lambda: tmp_path)
+    fresh_policy.setattr(build_cuda, "_build", lambda verbose: compiled.append(verbose))
+    fresh_policy.setattr(build_cuda, "_load", jit_cache.LoadOnce("CUDA kernels"))
+    with caplog.at_level("INFO", logger="vllm.glm_plugin"):
+        assert _methods(vllm_glm, "block")["experts"] == VLLMS["block", "experts"]
+        fresh_policy.setattr(policy, "_resolved", {})  # a second layer kind asks again: still said once
+        assert _methods(vllm_glm, "block")["experts"] == VLLMS["block", "experts"]
+    assert compiled == []
+    said = [r.getMessage() for r in caplog.records if "experts on cuda keep" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"not built ahead of time in {tmp_path}" in said[0] and build_cuda.BUILD_COMMAND in said[0]

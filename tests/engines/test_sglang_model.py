@@ -492,12 +492,13 @@ POLICY = textwrap.dedent(
         def device(self):
             return torch.device("cuda", 0)
 
-    def fp8_layer():
+    def fp8_layer(inter=128):
         m = FusedMoE.__new__(FusedMoE)
         torch.nn.Module.__init__(m)
         g = torch.Generator().manual_seed(7)
-        m.w13_weight, m.w13_weight_scale_inv = reference.quantize_fp8_block(torch.randn(8, 256, 256, generator=g) / 20)
-        m.w2_weight, m.w2_weight_scale_inv = reference.quantize_fp8_block(torch.randn(8, 256, 128, generator=g) / 20)
+        m.w13_weight, m.w13_weight_scale_inv = reference.quantize_fp8_block(
+            torch.randn(8, 2 * inter, 256, generator=g) / 20)
+        m.w2_weight, m.w2_weight_scale_inv = reference.quantize_fp8_block(torch.randn(8, 256, inter, generator=g) / 20)
         m.moe_ep_size = 1
         m.moe_runner_config = types.SimpleNamespace(no_combine=False, routed_scaling_factor=2.5)
         m.should_fuse_routed_scaling_factor_in_topk = False
@@ -510,13 +511,13 @@ POLICY = textwrap.dedent(
         return StandardDispatchOutput(hidden_states=x, hidden_states_scale=None, topk_output=StandardTopKOutput(
             torch.rand(x.shape[0], 2, generator=g), ids, torch.zeros(x.shape[0], 8)))
 
-    def owner(x, **env):
+    def owner(x, inter=128, **env):
         for name in ("GLM_PLUGIN_GPU_KERNELS", "TRITON_INTERPRET", "GLM_PLUGIN_DISABLE"):
             os.environ.pop(name, None)
         os.environ.update(env)
         policy._resolved.clear()
         holder = torch.nn.Module()
-        holder.experts = fp8_layer()
+        holder.experts = fp8_layer(inter)
         model._built(holder)
         if not getattr(holder.experts, "_glm_plugin_hooked", False):
             return "sglang (not hooked)"
@@ -535,6 +536,14 @@ POLICY = textwrap.dedent(
         "cuda_opted_in": owner(cuda, GLM_PLUGIN_GPU_KERNELS="1", TRITON_INTERPRET="1"),
         "log": log.getvalue(),
     }
+    # A prebuilt CUDA kernel of ours loads (simulated): it takes I = 128, and refuses I = 192 (what tensor
+    # parallelism leaves of an intermediate size), which then stays on SGLang's runner, said once.
+    from glm_plugin.kernels import dispatch as kernel_table
+    kernel_table._LOADS["cuda"] = lambda op: None
+    out["cuda_kernel_takes"] = owner(cuda, GLM_PLUGIN_GPU_KERNELS="1")
+    out["cuda_kernel_refuses"] = owner(cuda, inter=192, GLM_PLUGIN_GPU_KERNELS="1")
+    out["cuda_kernel_refuses_again"] = owner(cuda, inter=192, GLM_PLUGIN_GPU_KERNELS="1")
+    out["log_refused"] = log.getvalue()[len(out["log"]):]
     print("RESULT " + json.dumps(out))
     """
 )
@@ -555,3 +564,15 @@ def test_device_policy_and_disable_kernels_on_sglangs_moe_layer(hook_and_policy)
                      "default (GLM_PLUGIN_GPU_KERNELS=1 tries glm_plugin's)") == 1, log
     assert "GLM routed experts use SGLang's MoE runner: opted in by GLM_PLUGIN_GPU_KERNELS, but no compiled kernel " \
            "of ours runs here" in log, log
+
+
+def test_a_shape_our_cuda_kernel_refuses_stays_on_sglangs_runner(hook_and_policy):
+    """Opted in with our CUDA kernel loadable (simulated): I = 128 is ours; I = 192 (not a multiple of 128) stays
+    SGLang's, said once however often the layer is called (checkpoint.op_expert_weights refuses it before the policy
+    asks; the policy's own shape check, `shape=`, is the vLLM adapter's, tested in test_fp8_policy.py)."""
+    res = hook_and_policy
+    assert res["cuda_kernel_takes"] == "ours:block"
+    assert res["cuda_kernel_refuses"] == res["cuda_kernel_refuses_again"] == "sglang"
+    said = [line for line in res["log_refused"].splitlines() if "192" in line]
+    assert said == ["glm_plugin: GLM routed experts use SGLang's MoE runner: intermediate size per rank 192 is not a "
+                    "multiple of 128"], res["log_refused"]

@@ -170,6 +170,35 @@ def test_every_token_on_one_expert_spans_many_tiles(cuda_op):
     assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids)) < 1e-2
 
 
+@pytest.mark.parametrize("layout", ["block", "channel"])
+def test_prepared_weight_scales_follow_in_place_updates(cuda_op, layout):
+    """The weight-scale operand is prepared once per scale tensor and reused; an in-place update of the scales (a
+    weight reload) bumps the tensor's version and is prepared again, so the result follows it."""
+    H, I, E, topk, T = 256, 256, 4, 2, 9
+    w13, s13, w2, s2 = _weights(E, H, I, 11, layout)
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, E, topk, seed=11)
+    first = cuda_op(hidden, w13, s13, w2, s2, weights, ids, layout)
+    again = cuda_op(hidden, w13, s13, w2, s2, weights, ids, layout)
+    assert torch.equal(first, again)  # deterministic, prepared scales reused
+    s2.mul_(2.0)
+    s13.mul_(0.5)
+    changed = cuda_op(hidden, w13, s13, w2, s2, weights, ids, layout)
+    assert _rel(changed, _w8a8(hidden, w13, s13, w2, s2, weights, ids, layout)) < 1e-2
+    assert _rel(changed, first) > 0.1
+
+
+def test_a_batch_past_one_chunk_matches_reference(cuda_op):
+    """More tokens than one enqueue takes (moe_cuda.h: kMaxTokensPerCall = 4,096): chunks share one workspace."""
+    H, I, E, topk, T = 256, 128, 8, 2, 4096 + 37
+    w13, s13, w2, s2 = _weights(E, H, I, 12)
+    hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
+    weights, ids = _routing(T, E, topk, seed=12)
+    ids[4090:4100, 1] = -1  # across the chunk border too
+    out = cuda_op(hidden, w13, s13, w2, s2, weights, ids, "block")
+    assert _rel(out, _w8a8(hidden, w13, s13, w2, s2, weights, ids)) < 1e-2
+
+
 def test_public_op_dispatches_to_cuda(cuda_op, monkeypatch):
     from glm_plugin import kernels
 

@@ -61,7 +61,9 @@ def _op_path(layer: FusedMoE, dispatch_output) -> tuple[str, tuple] | str:
     if isinstance(found, str):
         return found
     # The device policy (docs/kernels.md): on an accelerator SGLang's tuned runner stays, unless opted in.
-    decision = policy.resolve("sglang", _device_kind(dispatch_output.hidden_states), "experts", found[0])
+    w2 = found[1][2]  # [E, H, I]: the sizes our kernel may refuse (tensor parallelism splits I)
+    decision = policy.resolve("sglang", _device_kind(dispatch_output.hidden_states), "experts", found[0],
+                              shape=(w2.shape[1], w2.shape[2]))
     return found if decision.ours else decision.reason
 
 

@@ -67,16 +67,25 @@ def _layer_kind(layer: torch.nn.Module) -> str | None:
     return None
 
 
-def _ours(kind: str, layout: str) -> bool:
+def _shape(layer: torch.nn.Module) -> tuple[int, int] | None:
+    """(hidden, per-rank intermediate) of a routed-experts layer, which the policy checks against what our kernel
+    takes (tensor parallelism splits the intermediate size); None for a linear."""
+    moe = getattr(layer, "moe_config", None)
+    if moe is None:
+        return None
+    return moe.hidden_dim, moe.intermediate_size_per_partition
+
+
+def _ours(kind: str, layout: str, shape: tuple[int, int] | None = None) -> bool:
     """The device policy (glm_plugin/kernels/policy.py) for a GLM FP8 layer built now. A layer left to vLLM is
     said once here; ours say so once their weights are loaded."""
     from glm_plugin.engines.vllm.identity import device_kind
     from glm_plugin.kernels import policy
 
     device = device_kind()
-    decision = policy.resolve("vllm", device, kind, layout)
+    decision = policy.resolve("vllm", device, kind, layout, shape=shape)
     if not decision.ours:
-        log_once(logger, f"vllm-{kind}-{layout}-{device}", logging.INFO,
+        log_once(logger, f"vllm-{kind}-{layout}-{device}:{decision.reason}", logging.INFO,
                  "glm_plugin: GLM %s-FP8 %s on %s keep vLLM's FP8 method: %s",
                  layout, "linears" if kind == "linear" else "experts", device, decision.reason)
     return decision.ours
@@ -94,7 +103,8 @@ class GlmFp8Config(Fp8Config):
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str):
         kind = _layer_kind(layer)
-        if kind is None or self.weight_block_size is None or not building_glm() or not _ours(kind, "block"):
+        if kind is None or self.weight_block_size is None or not building_glm() \
+                or not _ours(kind, "block", _shape(layer)):
             return super().get_quant_method(layer, prefix)
         method = super().get_quant_method(layer, prefix)
         # Only where vLLM chose its own FP8 method: skipped (bf16) layers and the KV cache stay as vLLM made them.
@@ -235,7 +245,7 @@ class GlmCompressedTensorsConfig(CompressedTensorsConfig):
                 self._add_fused_moe_to_target_scheme_map()  # as vLLM's MoE lookup does: "Linear" targets experts
                 scheme = self.get_scheme_dict(layer, layer_name=f"{prefix}.0.{layer.ckpt_gate_proj_name}")
             if scheme and _is_channel_fp8(scheme.get("weights"), scheme.get("input_activations")) \
-                    and _ours(kind, "channel"):
+                    and _ours(kind, "channel", _shape(layer)):
                 if kind == "linear":
                     return GlmFp8LinearMethod("channel")
                 return GlmFp8ChannelMoEMethod(scheme["weights"], scheme["input_activations"], layer.moe_config)
