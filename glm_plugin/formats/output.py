@@ -16,7 +16,6 @@ from .events import (
     ToolCall,
     ToolCallEnd,
 )
-from .thinking import ThinkingSplitter, ThinkingStart
 from .tool_calls import ToolCallParser
 
 
