@@ -6,7 +6,7 @@ Ops (defined in `ops.py`, oracle in `reference.py`):
 
 The package: `dispatch.py` (which implementation runs a call), `policy.py` (whose kernel computes a GLM FP8 layer
 in an engine), `build.py` / `build_cuda.py` (the JIT-built C++ and CUDA libraries, sharing `jit_cache.py`),
-`sass.py` (inspection of the compiled CUDA objects), `triton_fp8_moe.py`, `reference.py`.
+`triton_fp8_moe.py`, `reference.py`.
 Nothing here imports torch at import time, so `import glm_plugin.kernels` stays cheap.
 """
 
