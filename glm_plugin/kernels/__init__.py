@@ -12,10 +12,9 @@ Nothing here imports torch at import time, so `import glm_plugin.kernels` stays 
 
 from __future__ import annotations
 
-from .dispatch import implementation, reset_choices, why_unavailable
+from .dispatch import implementation, why_unavailable
 
-__all__ = ["fp8_linear", "fp8_moe_experts", "implementation", "register_ops", "reset_choices",
-           "why_unavailable"]
+__all__ = ["fp8_linear", "fp8_moe_experts", "implementation", "register_ops", "why_unavailable"]
 
 
 def register_ops() -> None:

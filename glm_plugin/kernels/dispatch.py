@@ -241,10 +241,3 @@ def _detail(impl: str) -> str:
     import torch
 
     return f" ({torch.ops.glm_plugin.cpu_kernel_isa()} microkernel)"
-
-
-def reset_choices() -> None:
-    """Forgets the cached choices (tests that change the environment call this)."""
-    with _lock:
-        _chosen.clear()
-        _warned.clear()
