@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from parser_workload import SIZES, TOOLS, array_argument, string_argument
 
-from glm_plugin.formats import GlmOutputParser, ThinkingStart, parse_output
+from glm_plugin.formats import ThinkingStart
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # the whole-turn oracle
+from whole_output import GlmOutputParser, parse_output  # noqa: E402
 
 TOKEN_CHARS = 4
 

@@ -1,6 +1,6 @@
 // Registers the CPU kernels as private ops of the glm_plugin torch.library namespace.
 //
-// The public ops (glm_plugin::fp8_moe_experts, fp8_linear, glm_route) and their fake implementations are
+// The public ops (glm_plugin::fp8_moe_experts, fp8_linear) and their fake implementations are
 // defined in Python (glm_plugin/kernels/ops.py) so that they exist even where this library cannot be compiled;
 // their CPU implementation calls these `*_cpu` ops when the library loaded. Hence a TORCH_LIBRARY_FRAGMENT: the
 // namespace is shared with the Python definitions (csrc/cuda/torch_binding.cpp adds `*_cuda` ops the same way).

@@ -58,10 +58,11 @@ HOST_TESTS = ["tests/kernels/test_triton_moe.py::test_align_groups_pairs_by_expe
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
-import engine_moe  # noqa: E402  (standard library only at import)
+import cuda_objects as sass  # noqa: E402  (standard library only at import)
+import engine_moe  # noqa: E402
 import gpu_report  # noqa: E402
 
-from glm_plugin.kernels import build_cuda, sass  # noqa: E402  (standard library only at import)
+from glm_plugin.kernels import build_cuda  # noqa: E402
 
 SANITIZE_CASE = "scripts/gpu_memcheck_case.py"
 

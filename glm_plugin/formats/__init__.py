@@ -11,7 +11,7 @@ from .events import (
     ToolCallEnd,
     ToolCallStart,
 )
-from .output import GlmOutputParser, collect_events, parse_output, parse_tool_calls, reasoning_and_content
+from .output import collect_events, parse_tool_calls, reasoning_and_content
 from .thinking import ThinkingSplitter, ThinkingStart
 from .turn_start import (
     ends_reasoning,
@@ -26,7 +26,6 @@ from .tool_calls import ToolCallParser
 __all__ = [
     "ContentDelta",
     "Event",
-    "GlmOutputParser",
     "ParsedOutput",
     "ReasoningDelta",
     "ThinkingSplitter",
@@ -40,7 +39,6 @@ __all__ = [
     "ToolSchemas",
     "collect_events",
     "ends_reasoning",
-    "parse_output",
     "parse_tool_calls",
     "reasoning_and_content",
     "start_after_prefill",

@@ -3,21 +3,18 @@
 Ops (defined in `ops.py`, oracle in `reference.py`):
   fp8_moe_experts(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout) -> out
   fp8_linear(x, weight, weight_scale, bias, layout) -> out
-  glm_route(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor)
-      -> (topk_weights, topk_ids)
 
 The package: `dispatch.py` (which implementation runs a call), `policy.py` (whose kernel computes a GLM FP8 layer
 in an engine), `build.py` / `build_cuda.py` (the JIT-built C++ and CUDA libraries, sharing `jit_cache.py`),
-`sass.py` (inspection of the compiled CUDA objects), `triton_fp8_moe.py`, `reference.py`.
+`triton_fp8_moe.py`, `reference.py`.
 Nothing here imports torch at import time, so `import glm_plugin.kernels` stays cheap.
 """
 
 from __future__ import annotations
 
-from .dispatch import implementation, reset_choices, why_unavailable
+from .dispatch import implementation, why_unavailable
 
-__all__ = ["fp8_linear", "fp8_moe_experts", "glm_route", "implementation", "register_ops", "reset_choices",
-           "why_unavailable"]
+__all__ = ["fp8_linear", "fp8_moe_experts", "implementation", "register_ops", "why_unavailable"]
 
 
 def register_ops() -> None:
@@ -41,12 +38,3 @@ def fp8_linear(x, weight, weight_scale, bias, layout: str):
     register_ops()
     return torch.ops.glm_plugin.fp8_linear(x, weight, weight_scale, bias, layout)
 
-
-def glm_route(router_logits, correction_bias, top_k: int, n_group: int, topk_group: int, renormalize: bool,
-              routed_scaling_factor: float):
-    """GLM grouped sigmoid top-k routing -> (topk_weights fp32 [T, k], topk_ids int32 [T, k])."""
-    import torch
-
-    register_ops()
-    return torch.ops.glm_plugin.glm_route(router_logits, correction_bias, top_k, n_group, topk_group,
-                                          renormalize, float(routed_scaling_factor))

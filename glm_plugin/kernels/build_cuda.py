@@ -1,9 +1,8 @@
-"""Builds the sm_90a FP8 MoE CUDA kernels in csrc/cuda: the torch extension where CUDA torch and nvcc exist, and a
-compile-only build (nvcc + CUTLASS headers) that runs anywhere nvcc does, GPU or not (`sass.py` inspects it).
+"""Builds the sm_90a FP8 MoE CUDA kernels in csrc/cuda as a torch extension, where CUDA torch and nvcc exist.
 
-Why two builds: the kernels must be checked in CI, whose torch is CPU-only. The `.cu` files therefore include no
-torch headers and compile with nvcc alone (`compile_kernels`, cached by a hash of sources, flags and tools); only
-`csrc/cuda/torch_binding.cpp` needs CUDA torch; `python -m glm_plugin.kernels.build_cuda` compiles it together
+The `.cu` files include no torch headers, so CI (CPU torch) compiles and inspects them with nvcc alone
+(scripts/cuda_objects.py, with this module's flags and tool lookup); only `csrc/cuda/torch_binding.cpp` needs CUDA
+torch; `python -m glm_plugin.kernels.build_cuda` compiles it together
 with the same `.cu` files through torch.utils.cpp_extension, ahead of time, and engine processes only load the
 result (`load_cuda_extension`): no compiler runs inside an engine worker.
 
@@ -14,23 +13,17 @@ naming the package to install, never an exception at import. Standard library on
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import importlib.util
-import json
 import logging
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from glm_plugin import settings
 
-from .jit_cache import LoadOnce, cache_root, compiler_excerpt, library_dir, source_dir
+from .jit_cache import LoadOnce, compiler_excerpt, library_dir, source_dir
 
 logger = logging.getLogger("glm_plugin.kernels")
 
@@ -39,7 +32,6 @@ ARCH = "sm_90a"
 KERNEL_SOURCES = ("cuda/moe_fp8_sm90.cu", "cuda/moe_gemm_decode.cu", "cuda/moe_gemm_medium.cu",
                   "cuda/moe_gemm_prefill.cu")
 BINDING_SOURCE = "cuda/torch_binding.cpp"
-HOST_SOURCE = "cuda/moe_host_capi.cpp"
 HEADERS = ("cuda/moe_plan.h", "cuda/moe_gemm.h", "cuda/moe_gemm_sm90.cuh", "cuda/moe_cuda.h")
 CUTLASS_PACKAGE = "nvidia-cutlass==4.2.0.0"
 
@@ -82,24 +74,8 @@ def cutlass_include() -> Path | None:
     return found if found and (found / "cutlass" / "cutlass.h").exists() else None
 
 
-def cuda_include() -> Path | None:
-    """The CUDA toolkit's include directory as nvcc sees it (nvcc may be a wrapper script outside the toolkit)."""
-    nvcc = nvcc_path()
-    if nvcc is None:
-        return None
-    try:
-        out = subprocess.run([nvcc, "-v", "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True,
-                             timeout=120)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
-    if m and Path(m.group(1), "include", "cuda_runtime.h").exists():
-        return Path(m.group(1), "include").resolve()
-    return None
-
-
 def missing_compile_tools() -> str | None:
-    """Why compile_kernels cannot run here (None when it can)."""
+    """Why nvcc cannot compile the kernels here (None when it can)."""
     if nvcc_path() is None:
         return "nvcc not found (set $NVCC or $CUDA_HOME, or `pip install nvidia-cuda-nvcc`)"
     if cutlass_include() is None:
@@ -118,100 +94,6 @@ def nvcc_flags(werror: bool = True) -> list[str]:
         # ptxas then refuses spills and local memory outright; the cuobjdump check in tests/cuda_build confirms.
         flags += ["-Werror=all-warnings", "-Xcompiler=-Werror", "-Xptxas=-warn-spills,-warn-lmem-usage"]
     return flags
-
-
-def _tool_version(path: str) -> str:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return out.strip().splitlines()[-1] if out.strip() else "?"
-
-
-def _source_hash(files: tuple[str, ...], extra: list[str]) -> str:
-    h = hashlib.sha256()
-    src = source_dir()
-    for rel in sorted(files):
-        h.update(rel.encode())
-        h.update((src / rel).read_bytes())
-    for item in extra:
-        h.update(item.encode())
-    return h.hexdigest()[:20]
-
-
-@dataclasses.dataclass
-class CompiledKernels:
-    """Objects of one compile-only build of KERNEL_SOURCES for ARCH."""
-    directory: Path
-    objects: dict[str, Path]
-    seconds: dict[str, float]      # wall time per source when it was compiled (from the cache record if cached)
-    cached: bool
-
-
-def compile_kernels(jobs: int = 2, timeout_s: float = 1800.0) -> CompiledKernels:
-    """Compiles every kernel source for sm_90a with -Werror (our code); raises CompileError.
-
-    Each object is cached under a hash of its source, all headers, the flags and the tool versions, so editing
-    one .cu recompiles only that one (a CUTLASS configuration costs ~1 CPU minute)."""
-    reason = missing_compile_tools()
-    if reason:
-        raise CompileError(reason)
-    nvcc = nvcc_path()
-    flags = nvcc_flags()
-    tools = flags + [_tool_version(nvcc), str(cutlass_include())]
-    out = cache_root() / f"cuda-{ARCH}"
-    out.mkdir(parents=True, exist_ok=True)
-    src = source_dir()
-    objects, seconds, todo = {}, {}, []
-    for rel in KERNEL_SOURCES:
-        obj = out / f"{Path(rel).stem}-{_source_hash((rel,) + HEADERS, tools)}.o"
-        objects[rel] = obj
-        record = obj.with_suffix(".json")
-        if obj.exists() and record.exists():
-            seconds[rel] = json.loads(record.read_text())["seconds"]
-        else:
-            todo.append(rel)
-
-    def one(rel: str) -> None:
-        obj = objects[rel]
-        tmp = obj.with_name(f"{obj.stem}.{os.getpid()}.tmp.o")
-        cmd = [nvcc, *flags, "-c", str(src / rel), "-o", str(tmp)]
-        start = time.monotonic()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        if proc.returncode != 0:
-            raise CompileError(f"nvcc failed on {rel} ({' '.join(cmd)}):\n"
-                               + compiler_excerpt(proc.stderr + proc.stdout, errors=20, tail=20, limit=6000))
-        os.replace(tmp, obj)
-        seconds[rel] = round(time.monotonic() - start, 1)
-        obj.with_suffix(".json").write_text(json.dumps({"seconds": seconds[rel], "command": cmd}, indent=1))
-
-    # Slowest (CUTLASS) first so the workers finish together.
-    todo.sort(key=lambda s: "gemm" not in s)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, todo))
-    return CompiledKernels(out, objects, seconds, cached=not todo)
-
-
-def build_host_library(directory: Path | None = None) -> Path:
-    """moe_plan.h compiled for the host behind moe_host_capi.cpp's C ABI (g++), for ctypes; cached by content."""
-    cxx = settings.value("CXX")
-    if shutil.which(cxx) is None:
-        raise CompileError(f"no C++ compiler ({cxx!r}); install g++")
-    src = source_dir()
-    flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
-    key = _source_hash((HOST_SOURCE, "cuda/moe_plan.h"), flags)
-    out = directory or cache_root() / f"cuda-host-{key}"
-    lib = out / "libglm_moe_host.so"
-    if lib.exists():
-        return lib
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"libglm_moe_host.{os.getpid()}.so"
-    cmd = [cxx, *flags, f"-I{src / 'cuda'}", str(src / HOST_SOURCE), "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise CompileError(f"{' '.join(cmd)} failed:\n{proc.stderr[:4000]}")
-    os.replace(tmp, lib)
-    return lib
 
 
 # ---- the torch extension (needs CUDA torch) ---------------------------------------------------------------------
@@ -327,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m glm_plugin.kernels.build_cuda`: build and load the extension ahead of time, on a machine with
     CUDA torch, nvcc, the CUTLASS headers and an sm_90 GPU (what an image recipe runs once; engine workers then
     only load it). On failure it prints the compiler's own output, then its error lines and last lines again, and
-    exits 1. The compile-only check with its SASS / resource report is `python -m glm_plugin.kernels.sass` (any
+    exits 1. The compile-only check with its SASS / resource report is `python scripts/cuda_objects.py` (any
     machine with nvcc)."""
     import argparse
 

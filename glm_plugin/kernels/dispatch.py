@@ -78,11 +78,9 @@ KERNELS: dict[str, dict[str, Kernel]] = {  # op -> implementation -> kernel, in 
     "fp8_moe_experts": {"cuda": Kernel(LAYOUTS, _moe_cuda, _moe_cuda_refuses), "triton": Kernel(LAYOUTS, _moe_triton),
                         "cpp": Kernel(LAYOUTS, _moe_cpp)},
     "fp8_linear": {"cpp": Kernel(LAYOUTS, _linear_cpp)},
-    "glm_route": {},
 }
 _NAME = {"cuda": "CUDA", "triton": "Triton", "cpp": "C++"}
 _WHERE = {"cuda": "csrc/cuda", "triton": _TRITON_MODULE, "cpp": "csrc/cpu"}
-_NONE_NEEDED = {"glm_route": " (routing is a handful of tensor ops: the reference is the kernel)"}
 
 
 def compiled_kernels(op: str, device_type: str, layout: str) -> tuple[str, ...]:
@@ -108,7 +106,7 @@ def _not_offered(impl: str, op: str, device_type: str, layout: str | None) -> _N
         return _NotApplicable(f"the {_NAME[impl]} kernels run on {DEVICE[impl].upper()} tensors only")
     kernel = KERNELS.get(op, {}).get(impl)
     if kernel is None:
-        return _NotApplicable(f"{_WHERE[impl]} has no {op} kernel{_NONE_NEEDED.get(op, '')}")
+        return _NotApplicable(f"{_WHERE[impl]} has no {op} kernel")
     if layout is not None and layout not in kernel.layouts:
         return _NotApplicable(f"the {_NAME[impl]} {op} kernel takes {'/'.join(kernel.layouts)} scales, "
                               f"not {layout!r}")
@@ -243,10 +241,3 @@ def _detail(impl: str) -> str:
     import torch
 
     return f" ({torch.ops.glm_plugin.cpu_kernel_isa()} microkernel)"
-
-
-def reset_choices() -> None:
-    """Forgets the cached choices (tests that change the environment call this)."""
-    with _lock:
-        _chosen.clear()
-        _warned.clear()

@@ -25,8 +25,6 @@ SCHEMAS = {
     "fp8_moe_experts": "fp8_moe_experts(Tensor hidden, Tensor w13, Tensor w13_scale, Tensor w2, Tensor w2_scale, "
                        "Tensor topk_weights, Tensor topk_ids, str layout) -> Tensor",
     "fp8_linear": "fp8_linear(Tensor x, Tensor weight, Tensor weight_scale, Tensor? bias, str layout) -> Tensor",
-    "glm_route": "glm_route(Tensor router_logits, Tensor correction_bias, int top_k, int n_group, int topk_group, "
-                 "bool renormalize, float routed_scaling_factor) -> (Tensor topk_weights, Tensor topk_ids)",
 }
 
 _ACT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -88,23 +86,6 @@ def check_linear_args(x, weight, weight_scale, bias, layout) -> None:
         _fail(op, f"bias must be [N={n}], got {tuple(bias.shape)}")
 
 
-def check_route_args(router_logits, correction_bias, top_k, n_group, topk_group) -> None:
-    op = "glm_route"
-    if router_logits.dim() != 2:
-        _fail(op, f"router_logits must be [T, E], got {tuple(router_logits.shape)}")
-    e = router_logits.shape[1]
-    if tuple(correction_bias.shape) != (e,):
-        _fail(op, f"correction_bias (e_score_correction_bias) must be [E={e}], got {tuple(correction_bias.shape)}")
-    if n_group < 1 or e % n_group != 0:
-        _fail(op, f"n_group={n_group} must divide the number of experts {e}")
-    if not 1 <= topk_group <= n_group:
-        _fail(op, f"topk_group={topk_group} must lie in [1, n_group={n_group}]")
-    if n_group > 1 and e // n_group < 2:
-        _fail(op, f"groups need at least 2 experts (group score = sum of the best two), got {e // n_group}")
-    if not 1 <= top_k <= topk_group * (e // n_group):
-        _fail(op, f"top_k={top_k} must lie in [1, {topk_group * (e // n_group)}] (experts in the kept groups)")
-
-
 # ---- fake (meta) implementations: shapes and dtypes only -------------------------------------------------------
 
 def _moe_fake(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layout):
@@ -115,13 +96,6 @@ def _moe_fake(hidden, w13, w13_scale, w2, w2_scale, topk_weights, topk_ids, layo
 def _linear_fake(x, weight, weight_scale, bias, layout):
     check_linear_args(x, weight, weight_scale, bias, layout)
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
-
-
-def _route_fake(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor):
-    check_route_args(router_logits, correction_bias, top_k, n_group, topk_group)
-    t = router_logits.shape[0]
-    return (router_logits.new_empty((t, top_k), dtype=torch.float32),
-            router_logits.new_empty((t, top_k), dtype=torch.int32))
 
 
 # ---- real implementations: check, then run the kernel dispatch chose -------------------------------------------
@@ -139,14 +113,7 @@ def _linear_impl(x, weight, weight_scale, bias, layout):
     return dispatch.kernel("fp8_linear", x.device, layout)(x, weight, weight_scale, bias, layout)
 
 
-def _route_impl(router_logits, correction_bias, top_k, n_group, topk_group, renormalize, routed_scaling_factor):
-    check_route_args(router_logits, correction_bias, top_k, n_group, topk_group)
-    return dispatch.kernel("glm_route", router_logits.device)(router_logits, correction_bias, top_k, n_group,
-                                                              topk_group, renormalize, routed_scaling_factor)
-
-
-_IMPLS = {"fp8_moe_experts": (_moe_impl, _moe_fake), "fp8_linear": (_linear_impl, _linear_fake),
-          "glm_route": (_route_impl, _route_fake)}
+_IMPLS = {"fp8_moe_experts": (_moe_impl, _moe_fake), "fp8_linear": (_linear_impl, _linear_fake)}
 
 _lib = None
 

@@ -13,13 +13,13 @@ import pytest
 @pytest.fixture(scope="session")
 def sm90_objects():
     """CompiledKernels for every .cu in csrc/cuda (sm_90a, -Werror on our code)."""
-    from glm_plugin.kernels import build_cuda
+    import cuda_objects
 
-    reason = build_cuda.missing_compile_tools()
+    reason = cuda_objects.missing_compile_tools()
     if reason:
         pytest.skip(f"sm_90a compile checks need nvcc and CUTLASS: {reason}")
     start = time.monotonic()
-    built = build_cuda.compile_kernels()
+    built = cuda_objects.compile_kernels()
     took = time.monotonic() - start
     print(f"\nsm_90a kernels {'from cache' if built.cached else 'compiled'} in {took:.1f} s "
           f"(per source when compiled: {built.seconds}) -> {built.directory}")
@@ -31,11 +31,11 @@ def host_plan():
     """moe_host_capi.cpp (moe_plan.h on the host) loaded with ctypes."""
     import ctypes
 
-    from glm_plugin.kernels import build_cuda
+    import cuda_objects
 
     try:
-        lib = ctypes.CDLL(str(build_cuda.build_host_library()))
-    except build_cuda.CompileError as exc:
+        lib = ctypes.CDLL(str(cuda_objects.build_host_library()))
+    except cuda_objects.CompileError as exc:
         pytest.skip(f"host build of csrc/cuda/moe_plan.h unavailable: {exc}")
     i64, p = ctypes.c_int64, ctypes.c_void_p
     lib.glm_moe_build_permutation.argtypes = [p, i64, i64, p, p, p, p]

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 import subprocess
 
+import cuda_objects as objdump  # `sass` is a fixture here
 import pytest
 
 from glm_plugin.kernels import build_cuda
-from glm_plugin.kernels import sass as objdump  # `sass` is a fixture here
 
 # source -> CTA tile N
 GEMM_SOURCES = {"cuda/moe_gemm_decode.cu": 16, "cuda/moe_gemm_medium.cu": 64, "cuda/moe_gemm_prefill.cu": 128}
@@ -137,7 +137,7 @@ def test_torch_binding_compiles_against_torch_headers(tmp_path):
 
     import torch.utils.cpp_extension as ext
 
-    cuda_include = build_cuda.cuda_include()
+    cuda_include = objdump.cuda_include()
     if cuda_include is None or shutil.which("g++") is None:
         pytest.skip("needs nvcc's toolkit (for the CUDA runtime headers) and g++")
     stub = tmp_path / "c10" / "cuda" / "impl"

@@ -12,8 +12,8 @@ import json
 import pytest
 from drivers import Turn, requires_engine, sglang_stream, sglang_whole, vllm_stream, vllm_whole
 from fixtures import CASES, GLM5_CASES
+from whole_output import parse_output
 
-from glm_plugin.formats import parse_output
 
 requires_engine("vllm")
 requires_engine("sglang")

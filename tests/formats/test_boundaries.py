@@ -11,7 +11,8 @@ from glm_render import chunkings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glm_plugin.formats import GlmOutputParser, ParsedOutput, ThinkingStart, collect_events, parse_output
+from glm_plugin.formats import ParsedOutput, ThinkingStart, collect_events
+from whole_output import GlmOutputParser, parse_output
 
 R, C, M = ThinkingStart.REASONING, ThinkingStart.CONTENT, ThinkingStart.MODEL
 

@@ -12,15 +12,14 @@ from hypothesis import strategies as st
 
 from glm_plugin.formats import (
     ContentDelta,
-    GlmOutputParser,
     ReasoningDelta,
     ThinkingStart,
     ToolArgsDelta,
     ToolCallEnd,
     ToolCallStart,
     collect_events,
-    parse_output,
 )
+from whole_output import GlmOutputParser, parse_output
 
 
 def stream(text_chunks, tools, start):

@@ -15,7 +15,8 @@ from glm_render import Turn, expected, tools_and_turn
 from glm_templates import TEMPLATES, template_text
 from hypothesis import given, settings
 
-from glm_plugin.formats import ThinkingStart, parse_output, thinking_start_from_prompt
+from glm_plugin.formats import ThinkingStart, thinking_start_from_prompt
+from whole_output import parse_output
 
 render_jinja_template = pytest.importorskip("transformers.utils.chat_template_utils").render_jinja_template
 

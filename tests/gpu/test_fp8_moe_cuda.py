@@ -17,6 +17,7 @@ import random
 
 import pytest
 import torch
+from dispatch_state import reset_choices
 
 from glm_plugin.kernels import reference
 
@@ -203,7 +204,7 @@ def test_public_op_dispatches_to_cuda(cuda_op, monkeypatch):
     from glm_plugin import kernels
 
     monkeypatch.delenv("GLM_PLUGIN_KERNEL", raising=False)
-    kernels.reset_choices()
+    reset_choices()
     H, I, E, T = 256, 128, 4, 3
     w13, s13, w2, s2 = _weights(E, H, I, 4)
     hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
@@ -211,7 +212,7 @@ def test_public_op_dispatches_to_cuda(cuda_op, monkeypatch):
     out = kernels.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "block")
     assert kernels.implementation("fp8_moe_experts", hidden.device) == "cuda"
     assert torch.equal(out, cuda_op(hidden, w13, s13, w2, s2, weights, ids, "block"))  # deterministic
-    kernels.reset_choices()
+    reset_choices()
 
 
 @pytest.mark.parametrize("layout", ["block", "channel"])
@@ -330,7 +331,7 @@ def test_public_op_dispatches_channel_to_cuda(cuda_op, monkeypatch):
     from glm_plugin import kernels
 
     monkeypatch.delenv("GLM_PLUGIN_KERNEL", raising=False)
-    kernels.reset_choices()
+    reset_choices()
     H, I, E, T = 256, 128, 4, 3
     w13, s13, w2, s2 = _weights(E, H, I, 4, "channel")
     hidden = torch.randn(T, H, device="cuda").to(torch.bfloat16)
@@ -338,4 +339,4 @@ def test_public_op_dispatches_channel_to_cuda(cuda_op, monkeypatch):
     out = kernels.fp8_moe_experts(hidden, w13, s13, w2, s2, weights, ids, "channel")
     assert kernels.implementation("fp8_moe_experts", hidden.device, "channel") == "cuda"
     assert torch.equal(out, cuda_op(hidden, w13, s13, w2, s2, weights, ids, "channel"))
-    kernels.reset_choices()
+    reset_choices()

@@ -19,13 +19,13 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _fresh_dispatch(monkeypatch):
     """Each test starts from automatic dispatch and the kernel's own ISA choice."""
-    from glm_plugin import kernels
+    from dispatch_state import reset_choices
 
     for var in ("GLM_PLUGIN_KERNEL", "GLM_PLUGIN_CPU_ISA", "GLM_PLUGIN_KERNEL_POISON"):
         monkeypatch.delenv(var, raising=False)
-    kernels.reset_choices()
+    reset_choices()
     yield
-    kernels.reset_choices()
+    reset_choices()
 
 
 @pytest.fixture(scope="session")

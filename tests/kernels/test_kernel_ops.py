@@ -79,10 +79,6 @@ def test_empty_routing_gives_zeros(layout, dispatch_mode, cpu_kernels):
         assert out.shape == p.hidden.shape and out.dtype == p.hidden.dtype and not out.any()
 
 
-def test_opcheck_glm_route():
-    torch.library.opcheck(OPS.glm_route.default, (torch.randn(6, 32), torch.randn(32), 4, 4, 2, True, 2.5))
-
-
 def test_fake_shapes_under_meta():
     p = make_moe(5, 160, 96, 8, 2, "block")
     meta = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in p.args()]
@@ -91,8 +87,6 @@ def test_fake_shapes_under_meta():
     x, w, s, b, lay = _linear_args("channel")
     out = OPS.fp8_linear(x.to("meta"), w.to("meta"), s.to("meta"), b.to("meta"), lay)
     assert out.shape == (2, 3, 96) and out.dtype == torch.bfloat16
-    tw, ids = OPS.glm_route(torch.empty(6, 32, device="meta"), torch.empty(32, device="meta"), 4, 4, 2, True, 1.0)
-    assert tw.shape == ids.shape == (6, 4) and tw.dtype == torch.float32 and ids.dtype == torch.int32
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -110,13 +104,6 @@ def test_fake_rejects_bad_shapes_clearly(mutate, message):
         OPS.fp8_moe_experts(*meta)
     with pytest.raises(ValueError, match=message):  # the real implementation checks the same way
         OPS.fp8_moe_experts(*args)
-
-
-def test_route_rejects_bad_groups():
-    with pytest.raises(ValueError, match="n_group=3 must divide"):
-        OPS.glm_route(torch.randn(2, 32), torch.randn(32), 4, 3, 1, True, 1.0)
-    with pytest.raises(ValueError, match="top_k=9"):
-        OPS.glm_route(torch.randn(2, 32), torch.randn(32), 9, 4, 1, True, 1.0)
 
 
 def test_dispatch_prefers_cpp_on_cpu_and_logs_once(cpu_kernels, caplog):
@@ -144,7 +131,6 @@ def test_gpu_candidates_absent_here_are_named():
     # No CUDA kernel is registered and triton_fp8_moe may not exist yet: both must report, not raise.
     assert kernels.why_unavailable("cuda", "fp8_moe_experts", "cuda") is not None
     assert kernels.why_unavailable("reference", "fp8_moe_experts", "cuda") is None
-    assert kernels.implementation("glm_route", "cpu") == "reference"
 
 
 def test_the_cuda_kernel_is_offered_only_what_it_implements():

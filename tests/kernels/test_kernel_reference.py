@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glm_plugin import kernels
 from glm_plugin.kernels import reference
 from moe_inputs import make_moe
 
@@ -65,7 +64,7 @@ def test_route_matches_transformers_router(groups, norm):
         router.e_score_correction_bias.normal_(0, 0.5)  # large enough to change which experts win
     x = torch.randn(50, cfg.hidden_size)
     logits, want_w, want_ids = router(x)
-    got_w, got_ids = kernels.glm_route(logits, router.e_score_correction_bias, cfg.num_experts_per_tok, n_group,
+    got_w, got_ids = reference.glm_route(logits, router.e_score_correction_bias, cfg.num_experts_per_tok, n_group,
                                        topk_group, norm, cfg.routed_scaling_factor)
     assert got_w.dtype == torch.float32 and got_ids.dtype == torch.int32 and got_ids.shape == (50, 6)
     gw, gi = _sorted_by_id(got_w, got_ids)
@@ -77,7 +76,7 @@ def test_route_matches_transformers_router(groups, norm):
 def test_bias_selects_but_does_not_weigh():
     logits = torch.zeros(1, 8)
     bias = torch.tensor([0, 0, 0, 0, 0, 0, 5.0, 5.0])
-    w, ids = kernels.glm_route(logits, bias, 2, 1, 1, False, 1.0)
+    w, ids = reference.glm_route(logits, bias, 2, 1, 1, False, 1.0)
     assert sorted(ids[0].tolist()) == [6, 7]
     torch.testing.assert_close(w, torch.full((1, 2), 0.5))  # sigmoid(0), the unbiased score
 
@@ -101,7 +100,7 @@ def test_experts_and_routing_match_transformers_moe():
         x = p.hidden
         want = moe(x.unsqueeze(0)).squeeze(0) - moe.shared_experts(x)
         logits = x @ moe.gate.weight.t()
-        tw, ids = kernels.glm_route(logits, moe.gate.e_score_correction_bias, 4, cfg.n_group, cfg.topk_group, True,
+        tw, ids = reference.glm_route(logits, moe.gate.e_score_correction_bias, 4, cfg.n_group, cfg.topk_group, True,
                                     cfg.routed_scaling_factor)
         got = reference.fp8_moe_experts(x, p.w13, p.w13_scale, p.w2, p.w2_scale, tw, ids, "block")
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)  # fp32, different summation order only
