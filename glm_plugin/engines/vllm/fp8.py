@@ -32,7 +32,7 @@ from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tenso
 from vllm.model_executor.layers.quantization.compressed_tensors.compressed_tensors_moe.compressed_tensors_moe_w8a8_fp8 import (  # noqa: E501
     CompressedTensorsW8A8Fp8MoEMethod,
 )
-from vllm.model_executor.layers.quantization.fp8 import Fp8Config, Fp8MoEMethod
+from vllm.model_executor.layers.quantization.fp8 import Fp8Config, Fp8LinearMethod, Fp8MoEMethod
 from vllm.model_executor.layers.quantization.utils.fp8_utils import (
     create_fp8_scale_parameter,
     create_fp8_weight_parameter,
@@ -108,7 +108,7 @@ class GlmFp8Config(Fp8Config):
             return super().get_quant_method(layer, prefix)
         method = super().get_quant_method(layer, prefix)
         # Only where vLLM chose its own FP8 method: skipped (bf16) layers and the KV cache stay as vLLM made them.
-        if kind == "linear" and type(method).__name__ == "Fp8LinearMethod":
+        if kind == "linear" and type(method) is Fp8LinearMethod:  # exactly vLLM's: not a subclass with other weights
             return GlmFp8LinearMethod("block", self.weight_block_size)
         if kind == "experts" and isinstance(method, Fp8MoEMethod):
             return GlmFp8BlockMoEMethod(self, layer)
@@ -159,6 +159,12 @@ class GlmFp8LinearMethod(LinearMethodBase):
         return _ops().fp8_linear(x, layer.weight, getattr(layer, self.scale_name), bias, self.layout)
 
 
+# Attributes vLLM's expert methods' __init__ sets that only vLLM's own compute reads (which ours replaces), so they
+# are not mirrored: the FP8 MoE backend it selects (`fp8_backend`, `experts_cls`: the selection that fails on a
+# CPU) and, from vLLM 0.33, `per_act_token_quant`, which feeds its get_fused_moe_quant_config.
+VLLM_COMPUTE_ONLY = frozenset({"fp8_backend", "experts_cls", "per_act_token_quant"})
+
+
 class _GlmFp8Experts:
     """The compute side shared by both layouts' expert methods: `glm_plugin::fp8_moe_experts` on the router's
     top-k. No vLLM FP8 MoE backend is selected and no modular kernel is built, so vLLM's MoE runner routes, runs the
@@ -167,8 +173,15 @@ class _GlmFp8Experts:
     layout: str
     scale_name: str
 
-    def _init_glm(self, moe) -> None:
-        FusedMoEMethodBase.__init__(self, moe)  # not vLLM's FP8 method __init__: it picks a vLLM FP8 backend
+    def _init_glm(self, moe, **vllm_init) -> None:
+        """FusedMoEMethodBase's __init__, then the attributes the vLLM class's own __init__ would set (`vllm_init`),
+        which its `create_weights` (inherited, so checkpoints load unchanged) reads. That __init__ itself is not
+        run: it selects a vLLM FP8 MoE backend, which is what fails on a CPU. Listed in docs/engines.md's patch
+        inventory; tests/engines/test_vllm_fp8_init.py fails when vLLM's __init__ sets an attribute that is neither
+        mirrored here nor in VLLM_COMPUTE_ONLY."""
+        FusedMoEMethodBase.__init__(self, moe)
+        for name, value in vllm_init.items():
+            setattr(self, name, value)
         if self.moe.has_bias:
             raise NotImplementedError("glm_plugin's FP8 experts have no bias; GLM's experts never do")
         _ops()
@@ -211,13 +224,9 @@ class GlmFp8BlockMoEMethod(_GlmFp8Experts, Fp8MoEMethod):
     scale_name = "weight_scale_inv"
 
     def __init__(self, quant_config: Fp8Config, layer):
-        self._init_glm(layer.moe_config)
-        self.quant_config = quant_config
-        self.weight_block_size = quant_config.weight_block_size
-        self.block_quant = True
-        self.weight_scale_name = self.scale_name
-        self.weight_scale_refine = None
-        self.moe_block_shape = self.weight_block_size
+        self._init_glm(layer.moe_config, quant_config=quant_config, weight_block_size=quant_config.weight_block_size,
+                       block_quant=True, weight_scale_name=self.scale_name, weight_scale_refine=None,
+                       moe_block_shape=quant_config.weight_block_size)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,9 +269,5 @@ class GlmFp8ChannelMoEMethod(_GlmFp8Experts, CompressedTensorsW8A8Fp8MoEMethod):
     scale_name = "weight_scale"
 
     def __init__(self, weight_quant, input_quant, moe):
-        self._init_glm(moe)
-        self.weight_quant = weight_quant
-        self.input_quant = input_quant
-        self.weight_block_size = None
-        self.block_quant = False
-        self.static_input_scales = False
+        self._init_glm(moe, weight_quant=weight_quant, input_quant=input_quant, weight_block_size=None,
+                       block_quant=False, static_input_scales=False)
