@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .arguments import ToolSchemas, could_be_non_string, decode_value
 from .content_edges import ContentEdges
@@ -145,31 +145,18 @@ class ToolCallParser:
             state = self._state
             if state == _VALUE:
                 markers = _VALUE_MARKERS if self._buffer is not None else _DECLARED_VALUE_MARKERS
-                i, marker = find_marker(text, pos, markers)
-                end = n if i < 0 else i
-                if end > pos:
-                    self._value_text(out, text[pos:end])
-                if i < 0:
+                pos, marker = self._text_until(out, text, pos, markers, self._value_text)
+                if marker is None:
                     break
-                if marker is PARTIAL:
-                    self._pending = text[i:]
-                    break
-                pos = i + len(marker)
                 self._held = [marker]
                 self._state = _CLOSING
             elif state == _CLOSING:
                 pos = self._closing_step(out, text, pos)
             elif state == _CONTENT:
-                i, marker = find_marker(text, pos, _AFTER_CALL_MARKERS if self._after_call else _CONTENT_MARKERS)
-                end = n if i < 0 else i
-                if end > pos:
-                    self._content(out, text[pos:end])
-                if i < 0:
+                markers = _AFTER_CALL_MARKERS if self._after_call else _CONTENT_MARKERS
+                pos, marker = self._text_until(out, text, pos, markers, self._content)
+                if marker is None:
                     break
-                if marker is PARTIAL:
-                    self._pending = text[i:]
-                    break
-                pos = i + len(marker)
                 if marker == CALL_OPEN:
                     self._begin_call()
                 elif marker in (CALL_CLOSE, THINK_CLOSE) and not self._after_call:
@@ -184,6 +171,21 @@ class ToolCallParser:
                 pos = self._key_step(out, text, pos)
             else:
                 pos = self._expect_value_step(out, text, pos)
+
+    def _text_until(self, out: list[Event], text: str, pos: int, markers: tuple[str, ...],
+                    emit: Callable[[list[Event], str], None]) -> tuple[int, str | None]:
+        """Hand `emit` the text from `pos` up to the first of `markers`; (the position after it, the marker), or
+        (len(text), None) when the text ran out first (a marker's beginning at its end is held in `_pending`)."""
+        i, marker = find_marker(text, pos, markers)
+        end = len(text) if i < 0 else i
+        if end > pos:
+            emit(out, text[pos:end])
+        if i < 0:
+            return len(text), None
+        if marker is PARTIAL:
+            self._pending = text[i:]
+            return len(text), None
+        return i + len(marker), marker
 
     def finish(self) -> list[Event]:
         """End of stream: flush held text; a call still open is ended with complete=False."""
