@@ -41,10 +41,12 @@ test-numerics: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m numerics
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m numerics
 
-# The engine tests that run no model, on vLLM's GPU wheel (vllm==0.33.0, imports on a CPU) in its own
-# .venv-gpu-wheel: CI's check that the plugin registers cleanly on the vLLM GPU users install.
+# The engine tests that run no model, on vLLM's GPU wheels (they import on a CPU), each version in its own
+# .venv-gpu-wheel-<version>: CI's check that the plugin registers cleanly on the vLLM GPU users install, and the
+# part (registration, parsers, model, kernels) that broke if not. VLLM_WHEEL=latest: the newest release on the index.
+VLLM_WHEEL ?= 0.33.0 0.34.0
 test-gpu-wheel:
-	PY=$(PY) scripts/ci_vllm_gpu_wheel.sh
+	PY=$(PY) VLLM_WHEEL="$(VLLM_WHEEL)" scripts/ci_vllm_gpu_wheel.sh
 
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)
@@ -66,4 +68,4 @@ gpu-check-plan:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --plan
 
 clean:
-	rm -rf $(VENV) .venv-gpu-wheel build dist *.egg-info
+	rm -rf $(VENV) .venv-gpu-wheel-* build dist *.egg-info
