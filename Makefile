@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test test-numerics test-gpu-wheel demo serve clean gpu-check gpu-check-plan
+.PHONY: venv test test-numerics test-gpu-wheel test-wheel demo serve clean gpu-check gpu-check-plan
 
 $(STAMP): pyproject.toml Makefile
 	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
@@ -48,6 +48,12 @@ VLLM_WHEEL ?= 0.33.0 0.34.0
 test-gpu-wheel:
 	PY=$(PY) VLLM_WHEEL="$(VLLM_WHEEL)" scripts/ci_vllm_gpu_wheel.sh
 
+# The package as an engine image installs it (docs/install.md, "Container images"): the wheel built and installed
+# into a clean environment beside .venv's engines, then, from outside the source tree, what it carries, the engine
+# tests that run no model and one served round trip.
+test-wheel: $(STAMP)
+	scripts/ci_wheel_check.sh
+
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)
 	$(BIN)/python -m glm_plugin.command.cli demo
@@ -68,4 +74,4 @@ gpu-check-plan:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --plan
 
 clean:
-	rm -rf $(VENV) .venv-gpu-wheel-* build dist *.egg-info
+	rm -rf $(VENV) .venv-gpu-wheel-* .venv-wheel-check build dist *.egg-info

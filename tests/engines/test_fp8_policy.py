@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from glm_plugin.command.cpu_server import bundled_model_dir
 from glm_plugin.kernels import policy
 
 pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 ROOT = Path(__file__).resolve().parents[2]
-ASSET = ROOT / "glm_plugin" / "assets" / "tiny-glm"
+ASSET = bundled_model_dir()  # the installed package's copy (scripts/ci_wheel_check.sh runs these on the wheel)
 
 # engine, device, layer, layout, opted in -> owner. Written out, not derived: this is docs/kernels.md's table.
 OURS, ENGINE = policy.OURS, policy.ENGINE
