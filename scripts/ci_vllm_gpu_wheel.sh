@@ -33,13 +33,14 @@ model:test_vllm_model.py,test_sglang_model.py,test_checkpoint.py
 kernels:test_fp8_policy.py"
 
 # The environment for one vLLM version: vLLM with its requirements (pins relaxed), SGLang's parser modules, us.
+# Each step ends the build on failure itself: `set -e` does not apply inside a function called from an `if`.
 build() {
     local version=$1 venv=$2 pip="$2/bin/python -m pip --disable-pip-version-check -q"
     echo "glm-plugin: building $venv (vllm==$version, $SGLANG; first run only, a few minutes)"
-    test -x "$venv/bin/python" || "$PY" -m venv "$venv"
-    $pip install -U pip
-    $pip install --no-deps "vllm==$version"
-    "$venv/bin/python" - "$RELAXED_PINS" >"$venv/vllm-requirements.txt" <<'EOF'
+    test -x "$venv/bin/python" || "$PY" -m venv "$venv" || return
+    $pip install -U pip || return
+    $pip install --no-deps "vllm==$version" || return
+    "$venv/bin/python" - "$RELAXED_PINS" >"$venv/vllm-requirements.txt" <<'EOF' || return
 import sys
 from importlib.metadata import requires
 
@@ -48,11 +49,11 @@ for requirement in requires("vllm") or []:
     pin = requirement.split(";")[0].replace(" ", "")
     print(requirement.replace(requirement.split(";")[0], relaxed[pin]) if pin in relaxed else requirement)
 EOF
-    $pip install -r "$venv/vllm-requirements.txt"
+    $pip install -r "$venv/vllm-requirements.txt" || return
     # --no-warn-conflicts: pip would report each relaxed pin above as a conflict at every later install.
     # shellcheck disable=SC2086  # word splitting of the package list is intended
-    $pip install --no-warn-conflicts --no-deps "$SGLANG" $SGLANG_EXTRA
-    $pip install --no-warn-conflicts -e '.[test]'
+    $pip install --no-warn-conflicts --no-deps "$SGLANG" $SGLANG_EXTRA || return
+    $pip install --no-warn-conflicts -e '.[test]' || return
     touch "$venv/.glm-plugin-deps"
 }
 
