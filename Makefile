@@ -13,7 +13,7 @@ SGLANG_EXTRA := apache-tvm-ffi==0.1.11 ipython traitlets pygments httpx2 httpcor
                 decorator jedi parso matplotlib-inline pexpect ptyprocess prompt_toolkit wcwidth stack_data \
                 executing asttokens pure_eval
 
-.PHONY: venv test test-numerics test-gpu-wheel demo serve clean gpu-check gpu-check-plan gpu-carry
+.PHONY: venv test test-numerics test-gpu-wheel test-wheel demo serve clean gpu-check gpu-check-plan gpu-carry
 
 $(STAMP): pyproject.toml Makefile
 	@echo "glm-plugin: building $(VENV) (first run only, a few minutes)"
@@ -41,10 +41,18 @@ test-numerics: $(STAMP)
 	ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -m numerics
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -m numerics
 
-# The engine tests that run no model, on vLLM's GPU wheel (vllm==0.33.0, imports on a CPU) in its own
-# .venv-gpu-wheel: CI's check that the plugin registers cleanly on the vLLM GPU users install.
+# The engine tests that run no model, on vLLM's GPU wheels (they import on a CPU), each version in its own
+# .venv-gpu-wheel-<version>: CI's check that the plugin registers cleanly on the vLLM GPU users install, and the
+# part (registration, parsers, model, kernels) that broke if not. VLLM_WHEEL=latest: the newest release on the index.
+VLLM_WHEEL ?= 0.33.0 0.34.0
 test-gpu-wheel:
-	PY=$(PY) scripts/ci_vllm_gpu_wheel.sh
+	PY=$(PY) VLLM_WHEEL="$(VLLM_WHEEL)" scripts/ci_vllm_gpu_wheel.sh
+
+# The package as an engine image installs it (docs/install.md, "Container images"): the wheel built and installed
+# into a clean environment beside .venv's engines, then, from outside the source tree, what it carries, the engine
+# tests that run no model and one served round trip.
+test-wheel: $(STAMP)
+	scripts/ci_wheel_check.sh
 
 # Serve the bundled checkpoint in the background, play a scripted agent chat through `glm-plugin chat`, stop.
 demo: $(STAMP)
@@ -72,4 +80,4 @@ gpu-carry:
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(GPU_PY)) scripts/gpu_check.py --fetch-carry
 
 clean:
-	rm -rf $(VENV) .venv-gpu-wheel build dist *.egg-info
+	rm -rf $(VENV) .venv-gpu-wheel-* .venv-wheel-check build dist *.egg-info

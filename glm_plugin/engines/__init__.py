@@ -47,9 +47,10 @@ def part_enabled(part: str, environ: Mapping[str, str] | None = None) -> bool:
     return part not in disabled_parts(environ)
 
 
-def register_parts(hooks: Mapping[str, Sequence[tuple[str, Callable]]], requested: set[str]) -> None:
+def register_parts(hooks: Mapping[str, Sequence[tuple[str | tuple[str, ...], Callable]]], requested: set[str]) -> None:
     """Both engines' `register()`: for each enabled part not yet registered in this process, arrange that each
-    (module, callback) pair's callback runs once the engine imports that module (at once if it already has)."""
+    (module, callback) pair's callback runs once the engine imports that module (at once if it already has); a
+    tuple of module names is one module at each place the engine has kept it (`import_hooks.when_imported`)."""
     from glm_plugin.engines.import_hooks import when_imported
 
     for part, pairs in hooks.items():

@@ -20,16 +20,36 @@ _lock = threading.RLock()
 _pending: dict[str, list[Callback]] = {}
 
 
-def when_imported(module_name: str, callback: Callback) -> None:
-    """Call `callback(module)` after `module_name` has been executed (now, if it already has been)."""
-    with _lock:
-        module = sys.modules.get(module_name)
-        if module is None:
-            _pending.setdefault(module_name, []).append(callback)
-            if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
-                sys.meta_path.insert(0, _PostImportFinder())
-            return
-    callback(module)
+def when_imported(module_name: str | tuple[str, ...], callback: Callback) -> None:
+    """Call `callback(module)` after `module_name` has been executed (now, if it already has been).
+
+    A tuple names one module at each place an engine has kept it (vLLM moves modules and leaves the old name as an
+    alias of the new one for a while): the callback runs once, at whichever name is imported first."""
+    names = (module_name,) if isinstance(module_name, str) else module_name
+    if len(names) > 1:
+        callback = _once(callback)
+    for name in names:
+        with _lock:
+            module = sys.modules.get(name)
+            if module is None:
+                _pending.setdefault(name, []).append(callback)
+                if not any(isinstance(finder, _PostImportFinder) for finder in sys.meta_path):
+                    sys.meta_path.insert(0, _PostImportFinder())
+                continue
+        callback(module)
+
+
+def _once(callback: Callback) -> Callback:
+    done: list[bool] = []
+
+    def call(module: ModuleType) -> None:
+        with _lock:
+            if done:
+                return
+            done.append(True)
+        callback(module)
+
+    return call
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
@@ -65,5 +85,8 @@ class _CallbackLoader(importlib.abc.Loader):
         self._loader.exec_module(module)
         with _lock:
             callbacks = _pending.pop(module.__name__, [])
+        # What `import` hands the importer: a module that puts another in its place (an alias left where a module
+        # used to be) has replaced itself in sys.modules.
+        module = sys.modules.get(module.__name__, module)
         for callback in callbacks:
             callback(module)

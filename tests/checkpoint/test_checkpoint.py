@@ -13,7 +13,9 @@ import pytest
 
 import checkpoint_tensors as cn
 
-TINY = Path(__file__).resolve().parents[2] / "glm_plugin" / "assets" / "tiny-glm"
+from glm_plugin.command.cpu_server import bundled_model_dir
+
+TINY = bundled_model_dir()  # the installed package's copy (scripts/ci_wheel_check.sh runs these on the wheel)
 
 # Published config.json values (zai-org model cards / transformers' Glm4MoeConfig), restated so tests never read
 # a reference file: decoder layers (the MTP layer sits at this index), routed experts, leading dense layers.

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from glm_plugin.command.cpu_server import bundled_model_dir
 from glm_plugin.kernels import policy
 
 pytestmark = pytest.mark.no_model  # runs no model: also CI's vLLM GPU-wheel step
 
 ROOT = Path(__file__).resolve().parents[2]
-ASSET = ROOT / "glm_plugin" / "assets" / "tiny-glm"
+ASSET = bundled_model_dir()  # the installed package's copy (scripts/ci_wheel_check.sh runs these on the wheel)
 
 # engine, device, layer, layout, opted in -> owner. Written out, not derived: this is docs/kernels.md's table.
 OURS, ENGINE = policy.OURS, policy.ENGINE
@@ -104,7 +105,14 @@ def vllm_glm():
     from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
     from vllm.model_executor.layers.linear import ReplicatedLinear
 
-    config = VllmConfig(model_config=ModelConfig(model=str(ASSET), dtype="bfloat16"))
+    with pytest.MonkeyPatch.context() as patch:
+        # vLLM 0.34's CPU platform refuses a config on x86 unless Triton has its CPU backend (triton-cpu, which
+        # vLLM's CPU builds ship); the GPU wheel on a machine without a GPU has Triton with no active driver. The
+        # platform reads the flag once, here; nothing this module checks runs Triton.
+        import vllm.triton_utils
+
+        patch.setattr(vllm.triton_utils, "HAS_TRITON", True)
+        config = VllmConfig(model_config=ModelConfig(model=str(ASSET), dtype="bfloat16"))
     # The layers as vLLM's model code hands them to get_quant_method: before their weights exist (their own
     # constructors need a distributed runtime, and ask the quant config first).
     linear = ReplicatedLinear.__new__(ReplicatedLinear)

