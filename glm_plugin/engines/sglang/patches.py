@@ -32,6 +32,8 @@ def pass_request_to_detector(module: ModuleType) -> None:
     never the request, so a template whose generation prompt depends on `reasoning_effort` or on no switch at all
     (GLM-5.3 always thinks) would be misread. Wraps `ReasoningParser.__init__` once; other detectors are untouched.
     Where SGLang's signature no longer has `request`, logs that once and leaves SGLang's behaviour.
+
+    Remove when: SGLang hands reasoning detectors the request (or its template kwargs).
     """
     from glm_plugin.engines.sglang.reasoning import GlmReasoningDetector
 
@@ -65,6 +67,8 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
     `enable_thinking` on arrival, so that one is read from the request's JSON body, which the web framework has
     already parsed and cached. A switch that cannot be read is a 400 naming the field, before SGLang's own handling
     starts.
+
+    Remove when: SGLang maps `thinking` / `enable_thinking` to `chat_template_kwargs` for every template.
     """
     from glm_plugin.engines.thinking_dialects import ThinkingDialectError, merged_template_kwargs
 

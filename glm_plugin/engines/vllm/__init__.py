@@ -22,7 +22,6 @@ What each `GLM_PLUGIN_DISABLE` part keeps as vLLM's own (the same split as in SG
 
 from __future__ import annotations
 
-import sys
 from types import ModuleType
 
 from glm_plugin.engines import register_parts
@@ -80,21 +79,9 @@ def _register_models(module: ModuleType) -> None:
 
 
 def _register_quantization(module: ModuleType) -> None:
-    # Where vLLM imports its quantization package from inside its own import chain (vLLM 0.33), registering waits
-    # for vLLM's first config lookup (`patches.register_on_first_lookup`). Where the package is imported on its own
-    # (vLLM 0.32, a worker, a test) it is done at once, before anything can look a name up.
-    if _vllm_importing():
-        from glm_plugin.engines.vllm import patches
+    from glm_plugin.engines.vllm import patches
 
-        patches.register_on_first_lookup(module, _register_fp8_configs)
-    else:
-        _register_fp8_configs(module)
-
-
-def _vllm_importing() -> bool:
-    """True while some vLLM module is still executing (this callback then runs inside vLLM's own import chain)."""
-    return any(name.partition(".")[0] == "vllm" and getattr(getattr(mod, "__spec__", None), "_initializing", False)
-               for name, mod in list(sys.modules.items()))
+    patches.register_quantization_when_whole(module, _register_fp8_configs)
 
 
 def _register_fp8_configs(module: ModuleType) -> None:

@@ -2,14 +2,15 @@
 
 `register()` (`__init__.py`) installs each one through `register_parts`, under the part it belongs to, once vLLM
 imports the module it changes; importing our parser or model modules patches nothing. Standard library only at
-module level: this module is imported at plugin-load time in every vLLM process. Each patch is idempotent and
-steps aside where vLLM already does what it adds.
+module level: this module is imported at plugin-load time in every vLLM process. Each patch is idempotent, steps
+aside where vLLM already does what it adds, and says when it can be removed.
 
 - part `parsers`: `forward_prompt_token_ids` (`DelegatingParser.set_prompt_token_ids`),
   `stream_closed_prompts_through_reasoning` (`DelegatingParser.parse_delta`),
   `accept_hosted_thinking_switches` (`ChatCompletionRequest.build_chat_params`);
 - part `model`: `guard_mtp_config` (`SpeculativeConfig.hf_config_override`);
-- part `kernels`: `register_on_first_lookup` (`quantization.get_quantization_config`, until its first call).
+- part `kernels`: `register_quantization_when_whole`, which may install `register_on_first_lookup`
+  (`quantization.get_quantization_config`, until its first call).
 
 Not here, because they are scoped to one call rather than installed: `model.py`'s `_building_with` rebinds vLLM's
 inner-model class only while our model's constructor runs.
@@ -33,6 +34,8 @@ def forward_prompt_token_ids(module: ModuleType) -> None:
     `DelegatingParser` leaves a no-op, so a composed reasoning parser never sees it (streaming has
     `adjust_initial_state_from_prompt`). Patched only while vLLM has not implemented it itself; other parsers
     are unaffected (they have no `set_prompt_token_ids`).
+
+    Remove when: vLLM's `DelegatingParser` forwards `set_prompt_token_ids` itself (the patch already steps aside).
     """
     delegating = module.DelegatingParser
     if delegating.set_prompt_token_ids is not module.Parser.set_prompt_token_ids:
@@ -58,6 +61,8 @@ def stream_closed_prompts_through_reasoning(module: ModuleType) -> None:
     where the output starts, and the parser reports the end of reasoning itself (with its first text, unless that
     opens a block). Other parsers are untouched; where vLLM's stream state has no `prompt_reasoning_checked`, vLLM's
     own behaviour stays.
+
+    Remove when: vLLM calls the reasoning parser for streams whose prompt closed thinking.
     """
     delegating = module.DelegatingParser
     original = delegating.parse_delta
@@ -87,6 +92,8 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
     set-up and the renderer get the kwargs from `ChatCompletionRequest.build_chat_params`, so we fill them in
     there, once per request. Only in servers running the GLM parsers: vLLM imports our parser modules at its first
     lookup of their names, at start-up, so a process where neither is imported serves other parsers.
+
+    Remove when: vLLM maps hosted `thinking` / `enable_thinking` fields to `chat_template_kwargs` itself.
     """
     from glm_plugin.engines.thinking_dialects import merged_template_kwargs
 
@@ -114,6 +121,8 @@ def guard_mtp_config(module: ModuleType) -> None:
     any model class, ours included, could say what is wrong. vLLM turns the target's config into the draft's in
     `SpeculativeConfig.hf_config_override` (a static method looked up at each call); ours in its place lets the
     refusal that the MTP classes also make come first.
+
+    Remove when: vLLM's speculative config refuses a target without an MTP layer by name.
     """
     config_class = module.SpeculativeConfig
     if _VLLM_OVERRIDE in vars(config_class):
@@ -142,6 +151,27 @@ def mtp_hf_config_override(hf_config):
     return hf_config
 
 
+def register_quantization_when_whole(module: ModuleType, register: Callable[[ModuleType], None]) -> None:
+    """Run `register(module)` on the quantization package now, or at its first lookup while vLLM is mid-import.
+
+    Where vLLM imports the package from inside its own import chain (vLLM 0.33+), registering waits for vLLM's
+    first config lookup (`register_on_first_lookup`); where the package is imported on its own (vLLM 0.32, a
+    worker, a test) it is done at once, before anything can look a name up. The one registration path.
+
+    Remove when: vLLM no longer imports its quantization package from inside `vllm.config`'s own import.
+    """
+    if _vllm_importing():
+        register_on_first_lookup(module, register)
+    else:
+        register(module)
+
+
+def _vllm_importing() -> bool:
+    """True while some vLLM module is still executing (this callback then runs inside vLLM's own import chain)."""
+    return any(name.partition(".")[0] == "vllm" and getattr(getattr(mod, "__spec__", None), "_initializing", False)
+               for name, mod in list(sys.modules.items()))
+
+
 def register_on_first_lookup(module: ModuleType, register: Callable[[ModuleType], None]) -> None:
     """Run `register(module)` at the first call of the quantization package's `get_quantization_config`.
 
@@ -149,6 +179,8 @@ def register_on_first_lookup(module: ModuleType, register: Callable[[ModuleType]
     half-initialised, and our configs' modules need it whole. The wrapper puts vLLM's function back at its first
     call; modules that import the function by name (weight_utils) do so after the package has executed, so they
     get the wrapper, which after its first call only forwards.
+
+    Remove with `register_quantization_when_whole`.
     """
     original = module.get_quantization_config
     if getattr(original, "glm_plugin", False):
