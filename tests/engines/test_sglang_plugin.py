@@ -34,7 +34,7 @@ def test_lookups_answer_with_our_classes():
     from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
     from sglang.srt.parser.reasoning_parser import Glm45Detector, ReasoningParser
 
-    from glm_plugin.engines.sglang.parsers import Glm45ToolDetector, Glm47ToolDetector
+    from glm_plugin.engines.sglang.tools import Glm45ToolDetector, Glm47ToolDetector
     from glm_plugin.engines.sglang.reasoning import GlmReasoningDetector
 
     tools = sglang_tools(TOOLS)

@@ -56,7 +56,7 @@ def test_the_reader_sees_plain_annotated_and_nested_assignments():
             self.a = 1
             self.b: int = 2
             if flag:
-                self.c, other = 3, 4
+                self.c, _other = 3, 4
                 self.d = self.e = 5
             local = 6  # noqa: F841
 

@@ -50,11 +50,11 @@ def register() -> None:
 
 
 def _register_tool_parsers(module: ModuleType) -> None:
-    from glm_plugin.engines.sglang import parsers
+    from glm_plugin.engines.sglang import tools
 
     registry = module.FunctionCallParser.ToolCallParserEnum
     for name, cls in TOOL_PARSERS.items():
-        registry[name] = getattr(parsers, cls)
+        registry[name] = getattr(tools, cls)
     logger.info(
         "glm_plugin: tool-call parsers %s are glm_plugin's (GLM_PLUGIN_DISABLE=parsers restores SGLang's)",
         ", ".join(TOOL_PARSERS),

@@ -1,6 +1,6 @@
 """SGLang reasoning detector over glm_plugin.formats: `ThinkingSplitter` events in, SGLang parse results out.
 
-Imports nothing from `sglang.srt.function_call` (see `parsers.py`). SGLang imports this module when it imports its
+Imports nothing from `sglang.srt.function_call` (see `tools.py`). SGLang imports this module when it imports its
 reasoning registry; importing it changes nothing in SGLang (what we patch is in `patches.py`).
 """
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from glm_plugin.engines import register_parts
-from glm_plugin.engines.vllm.identity import (ABSTRACT_PARSER_MODULES, CHAT_PROTOCOL_MODULES, MODEL_CLASSES,
+from glm_plugin.engines.vllm.names import (ABSTRACT_PARSER_MODULES, CHAT_PROTOCOL_MODULES, MODEL_CLASSES,
                                               MODEL_REGISTRY_MODULE, QUANTIZATION_MODULE, REASONING_PARSER_MODULE,
                                               REASONING_PARSER_NAMES, REASONING_PARSERS_MODULES,
                                               SPECULATIVE_CONFIG_MODULE, SUPPORTED_VLLM, TOOL_PARSER_MODULE,

@@ -41,7 +41,7 @@ from vllm.model_executor.layers.quantization.utils.fp8_utils import (
 from vllm.model_executor.parameter import BlockQuantScaleParameter, ChannelQuantScaleParameter
 
 from glm_plugin.engines.log_once import log_once
-from glm_plugin.engines.vllm.identity import MODEL_CLASSES
+from glm_plugin.engines.vllm.names import MODEL_CLASSES
 
 logger = logging.getLogger("vllm.glm_plugin")
 
@@ -79,7 +79,7 @@ def _shape(layer: torch.nn.Module) -> tuple[int, int] | None:
 def _ours(kind: str, layout: str, shape: tuple[int, int] | None = None) -> bool:
     """The device policy (glm_plugin/kernels/policy.py) for a GLM FP8 layer built now. A layer left to vLLM is
     said once here; ours say so once their weights are loaded."""
-    from glm_plugin.engines.vllm.identity import device_kind
+    from glm_plugin.engines.vllm.names import device_kind
     from glm_plugin.kernels import policy
 
     device = device_kind()

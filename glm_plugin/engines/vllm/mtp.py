@@ -21,7 +21,7 @@ from vllm.model_executor.models import glm4_moe_lite_mtp as _vllm_lite_mtp
 from vllm.model_executor.models import glm4_moe_mtp as _vllm_mtp
 
 from glm_plugin.checkpoint import NEXTN_TIED, check_has_nextn_layer
-from glm_plugin.engines.vllm.identity import MTP_FLAG
+from glm_plugin.engines.vllm.names import MTP_FLAG
 
 logger = init_logger("vllm.glm_plugin.mtp")
 

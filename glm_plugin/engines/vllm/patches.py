@@ -22,7 +22,7 @@ import sys
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
-from glm_plugin.engines.vllm.identity import MTP_DRAFT_NAMES, MTP_FLAG, PARSER_MODULES
+from glm_plugin.engines.vllm.names import MTP_DRAFT_NAMES, MTP_FLAG, PARSER_MODULES
 
 _VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"  # where vLLM's own hf_config_override is kept
 

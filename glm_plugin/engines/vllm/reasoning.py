@@ -23,7 +23,7 @@ from vllm.entrypoints.generate.base.protocol import DeltaMessage
 from vllm.reasoning import ReasoningParser
 
 from glm_plugin.engines.rendered_prompt import default_start, start_from_prompt_ids
-from glm_plugin.engines.vllm.identity import announce_parsers
+from glm_plugin.engines.vllm.names import announce_parsers
 from glm_plugin.engines.vllm.deltas import delta_message
 from glm_plugin.formats import ThinkingSplitter, ThinkingStart, ends_reasoning, reasoning_and_content
 from glm_plugin.formats.content_edges import ContentEdges

@@ -23,7 +23,7 @@ from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
 from glm_plugin.engines.call_state import record_finished_call
-from glm_plugin.engines.vllm.identity import announce_parsers
+from glm_plugin.engines.vllm.names import announce_parsers
 from glm_plugin.engines.vllm.deltas import args_message, delta_message, text_message
 from glm_plugin.formats import (
     ContentDelta,
