@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from glm_plugin.engines.sglang.names import REASONING_PARSERS, TOOL_PARSERS
+from glm_plugin.engines.wrap_once import already_wrapped, install
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def pass_request_to_detector(module: ModuleType) -> None:
 
     parser_class = module.ReasoningParser
     original = parser_class.__init__
-    if getattr(original, "glm_plugin", False):
+    if already_wrapped(original):
         return
     signature = inspect.signature(original)
     if "request" not in signature.parameters:
@@ -55,8 +56,7 @@ def pass_request_to_detector(module: ModuleType) -> None:
             if request is not None:
                 self.detector.use_request(request)
 
-    __init__.glm_plugin = True  # type: ignore[attr-defined]
-    parser_class.__init__ = __init__
+    install(parser_class, "__init__", __init__)
 
 
 def accept_hosted_thinking_switches(module: ModuleType) -> None:
@@ -74,7 +74,7 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
 
     serving = module.OpenAIServingChat
     original = serving.handle_request
-    if getattr(original, "glm_plugin", False):
+    if already_wrapped(original):
         return
 
     async def handle_request(self, request, raw_request):
@@ -92,5 +92,4 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
                 return self.create_error_response(str(error))
         return await original(self, request, raw_request)
 
-    handle_request.glm_plugin = True  # type: ignore[attr-defined]
-    serving.handle_request = handle_request
+    install(serving, "handle_request", handle_request)

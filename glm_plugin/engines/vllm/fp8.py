@@ -41,9 +41,7 @@ from vllm.model_executor.layers.quantization.utils.fp8_utils import (
 from vllm.model_executor.parameter import BlockQuantScaleParameter, ChannelQuantScaleParameter
 
 from glm_plugin.engines.log_once import log_once
-from glm_plugin.engines.vllm.names import MODEL_CLASSES
-
-logger = logging.getLogger("vllm.glm_plugin")
+from glm_plugin.engines.vllm.names import MODEL_CLASSES, logger
 
 GLM_ARCHITECTURES = frozenset(MODEL_CLASSES)  # the targets and their MTP drafts (a draft's config names its own)
 

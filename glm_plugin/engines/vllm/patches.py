@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Callable, Sequence
 
 from glm_plugin.engines.vllm.names import MTP_DRAFT_NAMES, MTP_FLAG, PARSER_MODULES
+from glm_plugin.engines.wrap_once import already_wrapped, install
 
 _VLLM_OVERRIDE = "glm_plugin_vllm_hf_config_override"  # where vLLM's own hf_config_override is kept
 
@@ -66,7 +67,7 @@ def stream_closed_prompts_through_reasoning(module: ModuleType) -> None:
     """
     delegating = module.DelegatingParser
     original = delegating.parse_delta
-    if getattr(original, "glm_plugin", False):
+    if already_wrapped(original):
         return
     fields = getattr(getattr(module, "StreamState", None), "__dataclass_fields__", {})
     if "prompt_reasoning_checked" not in fields:
@@ -81,8 +82,7 @@ def stream_closed_prompts_through_reasoning(module: ModuleType) -> None:
             reasoning.adjust_initial_state_from_prompt(prompt_token_ids)
         return original(self, delta_text, delta_token_ids, request, prompt_token_ids, finished=finished)
 
-    parse_delta.glm_plugin = True  # type: ignore[attr-defined]
-    delegating.parse_delta = parse_delta
+    install(delegating, "parse_delta", parse_delta)
 
 
 def accept_hosted_thinking_switches(module: ModuleType) -> None:
@@ -99,7 +99,7 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
 
     request_class = module.ChatCompletionRequest
     original = request_class.build_chat_params
-    if getattr(original, "glm_plugin", False):
+    if already_wrapped(original):
         return
 
     def build_chat_params(self, *args: Any, **kwargs: Any) -> Any:
@@ -109,8 +109,7 @@ def accept_hosted_thinking_switches(module: ModuleType) -> None:
                 self.chat_template_kwargs = merged
         return original(self, *args, **kwargs)
 
-    build_chat_params.glm_plugin = True  # type: ignore[attr-defined]
-    request_class.build_chat_params = build_chat_params
+    install(request_class, "build_chat_params", build_chat_params)
 
 
 def guard_mtp_config(module: ModuleType) -> None:
@@ -183,7 +182,7 @@ def register_on_first_lookup(module: ModuleType, register: Callable[[ModuleType]
     Remove with `register_quantization_when_whole`.
     """
     original = module.get_quantization_config
-    if getattr(original, "glm_plugin", False):
+    if already_wrapped(original):
         return
 
     pending = [module]
@@ -194,5 +193,4 @@ def register_on_first_lookup(module: ModuleType, register: Callable[[ModuleType]
             register(pending.pop())
         return original(quantization)
 
-    get_quantization_config.glm_plugin = True  # type: ignore[attr-defined]
-    module.get_quantization_config = get_quantization_config
+    install(module, "get_quantization_config", get_quantization_config)
