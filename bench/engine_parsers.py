@@ -246,13 +246,10 @@ def scaling(timeout: float) -> bool:
     cases = [(kind, size) for kind in KINDS for size in SIZES]
     ok = True
     for engine in ("vllm", "sglang"):
-        results = run_worker(engine, cases, builtin=False, timeout=timeout)
-        if isinstance(results, dict):
-            print(f"  {engine:6s} FAILED: {results['error']}")
+        results = _ours(engine, cases, timeout)
+        if results is None:
             ok = False
             continue
-        if engine == "sglang":
-            results = [r["ours"] for r in results]
         for kind in KINDS:
             row = {r["size"]: _us_per_token(r) for r in results if r["kind"] == kind}
             ratio = row[SIZES[-1]] / row[SIZES[0]]
@@ -263,6 +260,15 @@ def scaling(timeout: float) -> bool:
     return ok
 
 
+def _ours(engine: str, cases: list, timeout: float) -> list[dict] | None:
+    """glm_plugin's rows for `cases` through `engine`'s parser path, or None when the run failed (said here)."""
+    results = run_worker(engine, cases, builtin=False, timeout=timeout)
+    if isinstance(results, dict):
+        print(f"  {engine:6s} FAILED: {results['error']}")
+        return None
+    return [r["ours"] for r in results] if engine == "sglang" else results
+
+
 def undeclared(timeout: float) -> bool:
     """Part 3. True if every run worked and the undeclared tool's call cost per token stayed within FLAT."""
     size = SIZES[-1]
@@ -270,13 +276,10 @@ def undeclared(timeout: float) -> bool:
           f"(flat: undeclared / declared <= {FLAT}x)")
     ok = True
     for engine in ("vllm", "sglang"):
-        results = run_worker(engine, [("string", size), (UNDECLARED, size)], builtin=False, timeout=timeout)
-        if isinstance(results, dict):
-            print(f"  {engine:6s} FAILED: {results['error']}")
+        results = _ours(engine, [("string", size), (UNDECLARED, size)], timeout)
+        if results is None:
             ok = False
             continue
-        if engine == "sglang":
-            results = [r["ours"] for r in results]
         declared, held = (_us_per_token(r) for r in results)
         ratio = held / declared
         flat = ratio <= FLAT
