@@ -18,13 +18,12 @@ from sglang.srt.function_call.glm4_moe_detector import Glm4MoeDetector
 from sglang.srt.function_call.glm47_moe_detector import Glm47MoeDetector
 
 from glm_plugin.engines.call_state import record_finished_call
+from glm_plugin.engines.step_events import fold_step
 from glm_plugin.engines.unvalidated import checked, instance
 from glm_plugin.formats import (
-    ContentDelta,
     ToolArgsDelta,
     ToolCallEnd,
     ToolCallParser,
-    ToolCallStart,
     parse_tool_calls,
 )
 from glm_plugin.formats.tags import CALL_OPEN, STOP_TOKENS
@@ -96,29 +95,10 @@ class _GlmToolDetection:
     def _to_result(self, events: list) -> StreamingParseResult:
         if not events:
             return empty_result()
-        normal: list[str] = []
-        calls: list[ToolCallItem] = []
-        # Each item's fragments, joined once: an undeclared tool's call arrives whole, one fragment per token, and
-        # growing a string per fragment would cost the square of its length (docs/formats.md, undeclared tool).
-        parts: list[list[str]] = []
-        for event in events:
-            kind = type(event)
-            if kind is ToolArgsDelta:
-                if calls and calls[-1].tool_index == event.index:
-                    parts[-1].append(event.text)
-                else:
-                    calls.append(ToolCallItem(tool_index=event.index, parameters=""))
-                    parts.append([event.text])
-            elif kind is ContentDelta:
-                normal.append(event.text)
-            elif kind is ToolCallStart:
-                calls.append(ToolCallItem(tool_index=event.index, name=event.name, parameters=""))
-                parts.append([])
-            elif kind is ToolCallEnd:
-                self._record(event)
-        for item, texts in zip(calls, parts):
-            if texts:
-                item.parameters = "".join(texts)
+        normal, steps = fold_step(events, self._record)
+        calls = [ToolCallItem(tool_index=step.index, parameters=step.arguments or "") if step.name is None else
+                 ToolCallItem(tool_index=step.index, name=step.name, parameters=step.arguments or "")
+                 for step in steps]
         return StreamingParseResult(normal_text="".join(normal), calls=calls)
 
     def _record(self, end: ToolCallEnd) -> None:

@@ -23,14 +23,13 @@ from vllm.tool_parsers import ToolParser
 from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 
 from glm_plugin.engines.call_state import record_finished_call
+from glm_plugin.engines.step_events import fold_step
 from glm_plugin.engines.vllm.names import announce_parsers
 from glm_plugin.engines.vllm.deltas import args_message, delta_message, text_message
 from glm_plugin.formats import (
-    ContentDelta,
     ToolArgsDelta,
     ToolCallEnd,
     ToolCallParser,
-    ToolCallStart,
     parse_tool_calls,
 )
 from glm_plugin.formats.content_edges import ContentEdges
@@ -112,32 +111,18 @@ class GlmToolParser(ToolParser):
     def _to_delta(self, events: list) -> DeltaMessage | None:
         if not events:
             return None
-        content: list[str] = []
-        calls: dict[int, DeltaToolCall] = {}  # one entry per call index: vLLM clients expect that
-        # A call's fragments, joined once: an undeclared tool's call arrives whole, one fragment per token, and
-        # growing a string per fragment would cost the square of its length (docs/formats.md, undeclared tool).
-        fragments: dict[int, list[str]] = {}
-        for event in events:
-            kind = type(event)
-            if kind is ToolArgsDelta:
-                parts = fragments.get(event.index)
-                if parts is None:
-                    parts = fragments[event.index] = []
-                    if event.index not in calls:
-                        calls[event.index] = DeltaToolCall(index=event.index, function=DeltaFunctionCall())
-                parts.append(event.text)
-            elif kind is ContentDelta:
-                content.append(event.text)
-            elif kind is ToolCallStart:
-                calls[event.index] = DeltaToolCall(
-                    index=event.index, id=make_tool_call_id(), type="function",
-                    function=DeltaFunctionCall(name=event.name),
-                )
-            elif kind is ToolCallEnd:
-                self._record(event)
-        for index, parts in fragments.items():
-            calls[index].function.arguments = "".join(parts)
-        return delta_message([], content, list(calls.values()))
+        content, steps = fold_step(events, self._record)
+        calls = []
+        for step in steps:
+            if step.name is None:
+                call = DeltaToolCall(index=step.index, function=DeltaFunctionCall())
+            else:
+                call = DeltaToolCall(index=step.index, id=make_tool_call_id(), type="function",
+                                     function=DeltaFunctionCall(name=step.name))
+            if step.arguments is not None:
+                call.function.arguments = step.arguments
+            calls.append(call)
+        return delta_message([], content, calls)
 
     def _record(self, end: ToolCallEnd) -> None:
         record_finished_call(self, end)
