@@ -58,7 +58,8 @@ def _serve(args: argparse.Namespace, extra: list[str]) -> int:
                                 flags=flags + key, extra=extra)
         env = cpu_environment(extra=flags + extra) if gpus == 0 and engine == "vllm" else dict(os.environ)
     sc.refuse_conflicts(engine, cmd[:len(cmd) - len(extra)], extra)
-    hidden = {args.api_key: '"$GLM_API_KEY"'} if args.api_key and args.api_key == settings.value("GLM_API_KEY") or None else {}
+    from_env = args.api_key and args.api_key == settings.value("GLM_API_KEY")
+    hidden = {args.api_key: '"$GLM_API_KEY"'} if from_env else {}
     print(f"glm-plugin: {sc.shell_line(cmd, env, dict(os.environ), hidden)}", flush=True)
     note = disabled_note(env)
     for line in ([note] if note else []) + _reach_notes(args.host, args.port, bool(args.api_key), args.node_rank):
@@ -113,6 +114,7 @@ CHECK_HELP = """One small greedy request per property against an OpenAI-compatib
 
 
 def build_parser() -> argparse.ArgumentParser:
+    env_key = settings.value("GLM_API_KEY") or None  # every subcommand's --api-key default
     parser = argparse.ArgumentParser(prog="glm-plugin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the address to listen on (default 127.0.0.1: this machine only); 0.0.0.0 for a "
                             "server other machines use, with --api-key")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None,
+    serve.add_argument("--api-key", default=env_key,
                        help="clients must send it as a bearer token (default: $GLM_API_KEY, else none)")
     serve.add_argument("--max-model-len", type=int, help="default: the checkpoint's own limit")
 
@@ -156,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                           epilog=EXIT_CODES.format(ok="the chat ended", failed="a request failed mid-chat"))
     chat.add_argument("--url", default=DEMO_URL, help=f"the server (default {DEMO_URL}; http:// may be left out)")
     chat.add_argument("--model", help="default: the server's first model")
-    chat.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None, help="default: $GLM_API_KEY")
+    chat.add_argument("--api-key", default=env_key, help="default: $GLM_API_KEY")
     chat.add_argument("--script", help="replay a file of typed lines ('-' for stdin) instead of reading input")
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=0.0)
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("url", nargs="?", default=DEMO_URL,
                        help=f"the server (default {DEMO_URL}; http:// may be left out)")
     check.add_argument("--model", help="default: the server's first model")
-    check.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None, help="default: $GLM_API_KEY")
+    check.add_argument("--api-key", default=env_key, help="default: $GLM_API_KEY")
     check.add_argument("--max-tokens", type=int, default=256)
 
     claude = sub.add_parser("claude-code", allow_abbrev=False,
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or does not serve --model: nothing is written")
     claude.add_argument("--url", default=DEMO_URL, help=f"the server (default {DEMO_URL}; http:// may be left out)")
     claude.add_argument("--model", help="default: the server's first model")
-    claude.add_argument("--api-key", default=settings.value("GLM_API_KEY") or None,
+    claude.add_argument("--api-key", default=env_key,
                         help="the server's --api-key (default: $GLM_API_KEY, else none)")
     claude.add_argument("--max-output-tokens", type=int, default=None,
                         help="CLAUDE_CODE_MAX_OUTPUT_TOKENS (default: the served context minus 49,152 tokens for "
