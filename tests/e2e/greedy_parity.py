@@ -18,6 +18,12 @@ FP32_TIE_MARGIN = 2e-3
 # significant bits). The limit allows eight such steps; a wrong shard, a lost all-reduce or a draft leaking into the
 # output moves logits by whole units.
 BF16_NOISE_LIMIT = 1.0
+# A MoE model has a second kind of tie: the router's k-th and (k+1)-th expert scores. Where they are nearly equal,
+# another summation order picks the other expert and that one position's logits move by more than rounding (seen:
+# a 6e-4 sigmoid-score margin in layer 2 of the tiny model moved one position by 1.44 between TP=2 and TP=1 on an
+# AMX CPU, every other position of the run within 0.125). Such a flip is isolated; a wrong shard or scale moves
+# every position. So a few positions may pass the noise limit, up to this bound.
+ROUTER_FLIP_LIMIT = 4.0
 
 
 def greedy_with_margins(model, prompts: Sequence[Sequence[int]], n_tokens: int) -> tuple[list, list]:
@@ -59,6 +65,10 @@ def assert_greedy_parity(reference: Sequence[int], margins: Sequence[float], got
 
 
 def observed_logit_noise(reference: dict, got: dict) -> float:
+    return max(logit_noise_by_position(reference, got), default=0.0)
+
+
+def logit_noise_by_position(reference: dict, got: dict) -> list[float]:
     """The largest disagreement between two vLLM runs' logits over the positions where both had produced the same
     tokens so far. Each run: {"tokens": [per prompt], "logits": [per prompt: per position {token: value}]}, raw
     logits (vllm_offline.py) or logprobs (the served API); either way top-2 differences are logit differences.
@@ -67,15 +77,15 @@ def observed_logit_noise(reference: dict, got: dict) -> float:
     by a few 1e-3, even for the first token, before any draft), the tie margin is this measured noise, not a
     constant: a near-tie flip within it is float noise, anything larger is a real difference.
     """
-    worst = 0.0
+    per_position = []
     for ref_tokens, ref_logits, got_tokens, got_logits in zip(reference["tokens"], reference["logits"],
                                                              got["tokens"], got["logits"]):
         end = first_difference(ref_tokens, got_tokens)
         end = min(len(ref_tokens), len(got_tokens)) if end is None else end + 1  # the parting step is compared too
         for pos_ref, pos_got in zip(ref_logits[:end], got_logits[:end]):
             shared = set(pos_ref) & set(pos_got)
-            worst = max([worst] + [abs(pos_ref[t] - pos_got[t]) for t in shared])
-    return worst
+            per_position.append(max([0.0] + [abs(pos_ref[t] - pos_got[t]) for t in shared]))
+    return per_position
 
 
 def top2_margins(logits: Sequence[dict]) -> list[float]:
@@ -83,13 +93,22 @@ def top2_margins(logits: Sequence[dict]) -> list[float]:
 
 
 def assert_same_within_noise(reference: dict, got: dict, decode: Callable[[list], str], label: str,
-                             noise_limit: float) -> float:
+                             noise_limit: float, router_flips: float = 0.0) -> float:
     """Two runs (as for `observed_logit_noise`) give the same greedy tokens, or part only where the reference's
     top-2 margin is within what their measured noise can move it: each of the two logits by at most `noise`, so
-    the margin by at most twice that. The noise itself must stay under `noise_limit`. Returns the noise."""
-    noise = observed_logit_noise(reference, got)
-    print(f"{label}: logit noise between the runs {noise:.1e}")
-    assert noise <= noise_limit, f"{label}: logits differ by {noise:.2e}, more than float noise ({noise_limit:g})"
+    the margin by at most twice that. The noise itself must stay under `noise_limit`, except at up to
+    `router_flips` (a fraction) of the positions, which may reach ROUTER_FLIP_LIMIT (a MoE router's near-tie,
+    above). Returns the noise."""
+    per_position = logit_noise_by_position(reference, got)
+    noise = max(per_position, default=0.0)
+    above = [round(n, 3) for n in per_position if n > noise_limit]
+    print(f"{label}: logit noise between the runs {noise:.1e}; positions above {noise_limit:g}: {above} of "
+          f"{len(per_position)}")
+    allowed = int(router_flips * len(per_position))
+    assert len(above) <= allowed and noise <= (ROUTER_FLIP_LIMIT if allowed else noise_limit), \
+        f"{label}: logits differ by up to {noise:.2e} at {len(above)} of {len(per_position)} positions, more than " \
+        f"float noise ({noise_limit:g}) allows" + (f" beside {allowed} router flips (<= {ROUTER_FLIP_LIMIT:g})"
+                                                  if allowed else "")
     tie = max(FP32_TIE_MARGIN, 2 * noise)
     for i, (ref, logits, out) in enumerate(zip(reference["tokens"], reference["logits"], got["tokens"])):
         assert_greedy_parity(ref, top2_margins(logits), out, decode, f"{label}, prompt {i}", tie=tie)

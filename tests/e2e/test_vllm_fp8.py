@@ -287,7 +287,8 @@ def _ok(run):
 def test_channel_fp8_with_tensor_parallel_2_says_what_tp1_says(checkpoints, held_out, decode):
     """Per-channel scales split with the weights, so any TP that divides the model works. (Block scales cover
     128x128 tiles: the tiny model's 128-wide experts cannot be split in two, and vLLM refuses that itself:
-    "Weight input_size_per_partition = 64 is not divisible by weight quantization block_k = 128".)"""
+    "Weight input_size_per_partition = 64 is not divisible by weight quantization block_k = 128".) TP=2 sums in
+    another order, which can flip a router near-tie at an isolated position (greedy_parity.ROUTER_FLIP_LIMIT)."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("TP=2 on a CPU needs 2 cores (one per worker)")
     model, prompts = checkpoints("channel"), held_out[:FEW]
@@ -295,7 +296,7 @@ def test_channel_fp8_with_tensor_parallel_2_says_what_tp1_says(checkpoints, held
     tp2 = _ok(run_engine(model, prompts, "parsers", logprobs=2, extra_env={"VLLM_CPU_OMP_THREADS_BIND": "0|1"},
                          llm={"tensor_parallel_size": 2}))
     assert [c["target"] for c in tp2["classes"]] == ["glm_plugin.engines.vllm.model:Glm4MoeForCausalLM"] * 2
-    assert_same_within_noise(tp1, tp2, decode, "channel FP8, TP=2 vs TP=1", BF16_NOISE_LIMIT)
+    assert_same_within_noise(tp1, tp2, decode, "channel FP8, TP=2 vs TP=1", BF16_NOISE_LIMIT, router_flips=1 / 16)
 
 
 @pytest.fixture(scope="module")
