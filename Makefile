@@ -33,8 +33,13 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# Two pytest runs, both always run: the tests that start no engine in 2 processes (pytest-xdist, a file per process,
+# so module fixtures are built once), then tests/e2e alone in one (its engines take every core and its modules share
+# engine starts). Fails if either fails or collects nothing.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25
+	@$(BIN)/python -m pytest -q --durations=25 -n 2 --dist loadfile --ignore=tests/e2e; unit=$$?; \
+	$(BIN)/python -m pytest -q --durations=25 tests/e2e; e2e=$$?; \
+	echo "make test: pytest exit codes: without engines $$unit, e2e $$e2e"; test $$unit -eq 0 -a $$e2e -eq 0
 
 # The float-comparing tests again on torch's AVX2 and generic code paths, as on an older CPU than this one (CI).
 test-numerics: $(STAMP)

@@ -14,10 +14,6 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
-
-pytestmark = pytest.mark.e2e
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "train_eagle3.py"
 SHIPPED = ROOT / "glm_plugin" / "assets" / "tiny-glm-eagle3"
