@@ -1,7 +1,7 @@
-"""Suite-wide settings: hypothesis profiles (CI runs every property 2,000 times, each run with new random draws); the `numerics` marker on every test
-whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic code paths, `make test-numerics`,
-so a CPU unlike the submitter's shows up before a user meets it). tests/support and scripts/ are on the path through
-pyproject's `pythonpath`."""
+"""Suite-wide settings: hypothesis profiles (CI runs every property 2,000 times, new random draws each run); the
+`numerics` marker on every test whose result depends on float kernels (CI re-runs those on torch's AVX2 and generic
+code paths, `make test-numerics`, so a CPU unlike the submitter's shows up before a user meets it). tests/support
+and scripts/ are on the path through pyproject's `pythonpath`."""
 
 import collections
 import hashlib

