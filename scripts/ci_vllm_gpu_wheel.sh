@@ -7,6 +7,8 @@
 # Usage: scripts/ci_vllm_gpu_wheel.sh [pytest args]   (or `make test-gpu-wheel`)
 #   VLLM_WHEEL="0.33.0 0.34.0"  the versions, each in its own .venv-gpu-wheel-<version> (the default: those CI runs)
 #   VLLM_WHEEL=latest           the newest vLLM release on the package index (the one look-up this script makes)
+#   GPU_WHEEL_KEEP=0            remove each environment after its tests (CI: each holds ~10 GB, CUDA torch and its
+#                               libraries, on a shared disk); the default, 1, keeps them for the next run
 # Each environment is built once (a stamp keyed on this script and pyproject.toml). After each version's tests it
 # says which part of the plugin broke, if any: registration, parsers, model, kernels (the test files of each are
 # in PARTS below), or the install itself. Exits non-zero if any version failed; 5 (no test collected) fails too.
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-python3.11}
 VERSIONS=${VLLM_WHEEL:-0.33.0 0.34.0}
+KEEP=${GPU_WHEEL_KEEP:-1}
 # The SGLang `make test` installs, without its GPU dependency tree (the Makefile's SGLANG and SGLANG_EXTRA).
 makevar() { make -s --no-print-directory --eval "print-$1: ; @echo \$($1)" "print-$1"; }
 SGLANG=${SGLANG:-$(makevar SGLANG)}
@@ -116,6 +119,11 @@ for version in $VERSIONS; do
         echo "glm-plugin: the newest vLLM on the index is $version"
     fi
     run_version "$version" "$@" || failed+=("$version")
+    if [[ $KEEP == 0 && -d .venv-gpu-wheel-$version ]]; then
+        echo "glm-plugin: removing .venv-gpu-wheel-$version ($(du -sh ".venv-gpu-wheel-$version" | cut -f1)," \
+            "GPU_WHEEL_KEEP=0)"
+        rm -rf ".venv-gpu-wheel-$version"
+    fi
 done
 if (( ${#failed[@]} )); then
     echo "glm-plugin: GPU-wheel tests failed on vllm ${failed[*]}" >&2
