@@ -42,6 +42,7 @@ from .tags import (
     PARTIAL,
     STOP_TOKENS,
     THINK_CLOSE,
+    THINK_OPEN,
     VALUE_CLOSE,
     VALUE_OPEN,
     find_marker,
@@ -52,9 +53,12 @@ from .tags import (
 _CONTENT, _NAME, _EXPECT_KEY, _KEY, _EXPECT_VALUE, _VALUE, _CLOSING = range(7)
 _STREAM, _CHECK, _HOLD = range(3)  # how a value is emitted: as it arrives, held while it may be non-string, held
 
-_CONTENT_MARKERS = (CALL_OPEN,) + STOP_TOKENS
-# Right after a call, a doubled </tool_call> (R1.5) and the </think> of a call made inside reasoning are dropped.
-_AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, THINK_CLOSE) + STOP_TOKENS
+# In content a </think> is a second close (thinking had ended): dropped, like the end-of-turn tokens, unless it
+# closes a <think> of the content's own (text: only the start of a turn opens a block).
+_CONTENT_MARKERS = (CALL_OPEN, THINK_OPEN, THINK_CLOSE) + STOP_TOKENS
+# Right after a call, a doubled </tool_call> (R1.5) is dropped too, and a </think> (the close of the block the call
+# was written in) takes the whitespace before it along.
+_AFTER_CALL_MARKERS = (CALL_OPEN, CALL_CLOSE, THINK_OPEN, THINK_CLOSE) + STOP_TOKENS
 _NAME_MARKERS = (KEY_OPEN, CALL_CLOSE, KEY_CLOSE, VALUE_CLOSE, VALUE_OPEN, CALL_OPEN)
 _EXPECT_KEY_MARKERS = (KEY_OPEN, CALL_CLOSE, VALUE_CLOSE, CALL_OPEN, KEY_CLOSE, VALUE_OPEN)
 _KEY_MARKERS = (KEY_CLOSE, VALUE_OPEN, CALL_CLOSE, CALL_OPEN, KEY_OPEN)
@@ -95,6 +99,7 @@ class ToolCallParser:
         self._pending = ""  # a possible marker prefix at the end of the last delta
         self._edges = ContentEdges()  # whitespace at the edges of content, and before a call, is format
         self._after_call = False
+        self._think_text = False  # a <think> in content, as text, waits for its </think>
         self._index = 0
         self._reset_call()
 
@@ -159,9 +164,12 @@ class ToolCallParser:
                     break
                 if marker == CALL_OPEN:
                     self._begin_call()
-                elif marker in (CALL_CLOSE, THINK_CLOSE) and not self._after_call:
+                elif marker == CALL_CLOSE and not self._after_call:
                     self._content(out, marker)  # not right after a call (text came between): ordinary text
-                elif marker == THINK_CLOSE:
+                elif marker == THINK_OPEN or (marker == THINK_CLOSE and self._think_text):
+                    self._think_text = marker == THINK_OPEN
+                    self._content(out, marker)
+                elif marker == THINK_CLOSE and self._after_call:
                     self._edges.finish()  # whitespace before it went with the call
             elif state == _NAME:
                 pos = self._name_step(out, text, pos)

@@ -64,6 +64,12 @@ BOUNDARY_CASES = [
     # An answer, then an end-of-turn token the engine handed to the parser (R1.5; no call in the turn).
     Case("xinfer_pr392_answer_then_user_token", "The sum of 2 and 2.</think>The answer is 4.<|user|>", REASONING,
          "The sum of 2 and 2.", "The answer is 4."),
+    # thinking_token_budget forced `</think>`; GLM wrote its answer, its own `</think>`, the answer again.
+    Case("vllm_48201_the_models_own_close_after_a_forced_one", "One plus one.</think>1+1=2.</think>1+1=2.",
+         REASONING, "One plus one.", "1+1=2.1+1=2."),
+    Case("vllm_48201_second_close_after_a_call_and_text",
+         "Checking." + OSLO + "Oslo first.\n</think>\nDone.", REASONING, "Checking.", "Oslo first.\n\nDone.",
+         OSLO_CALL),
     Case("xinfer_pr392_answer_then_observation_token", "The answer is 4.\n<|observation|>", CONTENT, None,
          "The answer is 4."),
     # Keys outside `properties`, typed by the schema's other keywords (R3.5).

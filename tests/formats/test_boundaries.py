@@ -59,10 +59,21 @@ def test_opencode_pr6883_answer_after_the_think_close_is_content():
     assert turn(parse(text, R)) == ("Reading it first.", "Done reading.", CALL_A)
 
 
-def test_think_close_elsewhere_in_content_is_text():
-    """Only right after a call is `</think>` known to be structure; in an answer it may be prose about the tag."""
-    assert parse("Done.</think>Answer: GLM closes thinking with </think>.", R).content == (
-        "Answer: GLM closes thinking with </think>.")
+def test_vllm_48201_the_models_own_close_after_a_forced_one_is_dropped():
+    """thinking_token_budget closed the block; GLM then wrote its answer, its own `</think>` and the answer again
+    (vLLM #48201's raw output). Thinking had ended, so the tag is structure; the text around it is kept."""
+    assert turn(parse("One plus one.</think>1+1=2.</think>1+1=2.", R)) == ("One plus one.", "1+1=2.1+1=2.", [])
+    assert turn(parse("Sum.</think>It is 2.\n</think>\n\nIt is 2.", R, tools=None)) == (
+        "Sum.", "It is 2.\n\n\nIt is 2.", [])
+
+
+def test_think_close_inside_an_argument_value_or_after_a_content_think_is_text():
+    """Inside a call the tag is the argument's text (a template written to a file); after a `<think>` of the
+    content's own (text, as only a turn's start opens a block) it closes that pair."""
+    call = "<tool_call>read_file<arg_key>path</arg_key><arg_value>t/</think>.j2</arg_value></tool_call>"
+    assert turn(parse("Writing.</think>Now.</think>" + call + "</think>Done.", R)) == (
+        "Writing.", "Now.Done.", [("read_file", {"path": "t/</think>.j2"})])
+    assert parse("Done.</think>Write <think>x</think>, not </think>.", R).content == "Write <think>x</think>, not ."
 
 
 # ---- thinking off, and a think block anyway --------------------------------------------------------------------

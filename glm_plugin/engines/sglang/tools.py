@@ -26,7 +26,7 @@ from glm_plugin.formats import (
     ToolCallParser,
     parse_tool_calls,
 )
-from glm_plugin.formats.tags import CALL_OPEN, STOP_TOKENS
+from glm_plugin.formats.tags import CALL_OPEN, STOP_TOKENS, THINK_CLOSE
 
 
 _new_item = instance(ToolCallItem)
@@ -66,8 +66,9 @@ class _GlmToolDetection:
     def has_tool_call(self, text: str) -> bool:
         # SGLang's non-streaming path runs the tool stage only when this is True, while streaming always runs it;
         # the stage is also what drops end-of-turn tokens from content, so without them here a whole answer kept
-        # a `<|user|>` that the streamed one dropped. An answer with no call comes back unchanged otherwise.
-        return CALL_OPEN in text or any(token in text for token in STOP_TOKENS)
+        # a `<|user|>` that the streamed one dropped; so does a `</think>` after thinking ended (docs/formats.md,
+        # "Boundaries"). An answer with no call comes back unchanged otherwise.
+        return CALL_OPEN in text or THINK_CLOSE in text or any(token in text for token in STOP_TOKENS)
 
     def detect_and_parse(self, text: str, tools: List[Any]) -> StreamingParseResult:
         result = parse_tool_calls(text, _tool_specs(tools))

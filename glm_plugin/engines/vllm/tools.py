@@ -33,6 +33,7 @@ from glm_plugin.formats import (
     parse_tool_calls,
 )
 from glm_plugin.formats.content_edges import ContentEdges
+from glm_plugin.formats.late_close import LateCloseFilter
 
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _tool_spec(tool: Any) -> dict[str, Any]:
 
 def _passes_through(request: Any) -> bool:
     # Without declared tools, or with tool_choice="none", calls are not parsed: the markup stays content, as in
-    # SGLang (and nothing is lost: docs/formats.md).
+    # SGLang (and nothing is lost: docs/formats.md); only a second `</think>` is dropped (formats/late_close.py).
     return request is not None and (not getattr(request, "tools", None) or request.tool_choice == "none")
 
 
@@ -61,7 +62,7 @@ class GlmToolParser(ToolParser):
         self._specs = [_tool_spec(tool) for tool in self.tools]
         ToolCallParser(self._specs)  # a malformed schema fails here, once per request, with the fix named
         self._stream: ToolCallParser | None = None
-        self._pass_through: ContentEdges | None = None
+        self._pass_through: tuple[LateCloseFilter, ContentEdges] | None = None
 
     def adjust_request(self, request: Any) -> Any:
         request = super().adjust_request(request)
@@ -70,7 +71,9 @@ class GlmToolParser(ToolParser):
 
     def extract_tool_calls(self, model_output: str, request: Any) -> ExtractedToolCallInformation:
         if _passes_through(request):
-            return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=model_output.strip() or None)
+            late = LateCloseFilter()
+            content = (late.feed(model_output) + late.finish()).strip()
+            return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=content or None)
         result = parse_tool_calls(model_output, self._specs)
         calls = [
             ToolCall(id=make_tool_call_id(), function=FunctionCall(name=call.name, arguments=call.arguments_json))
@@ -97,15 +100,20 @@ class GlmToolParser(ToolParser):
             return self._to_delta(events)
         if stream is None:
             self._stream = ToolCallParser(self._specs)
-            self._pass_through = ContentEdges() if _passes_through(request) else None
+            self._pass_through = (LateCloseFilter(), ContentEdges()) if _passes_through(request) else None
         if self._pass_through is not None:
-            text = self._pass_through.feed(delta_text)
+            late, edges = self._pass_through
+            text = edges.feed(late.feed(delta_text))
             return text_message(None, text) if text else None
         return self._to_delta(self._stream.feed(delta_text))
 
     def finish_streaming(self) -> DeltaMessage | None:
-        if self._stream is None or self._pass_through is not None:
+        if self._stream is None:
             return None
+        if self._pass_through is not None:
+            late, edges = self._pass_through
+            text = edges.feed(late.finish())
+            return text_message(None, text) if text else None
         return self._to_delta(self._stream.finish())
 
     def _to_delta(self, events: list) -> DeltaMessage | None:
