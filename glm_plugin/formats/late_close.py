@@ -2,8 +2,9 @@
 
 vLLM's `thinking_token_budget` forces `</think>`, and GLM then writes its own (`…</think>1+1=2.</think>1+1=2.`, vLLM
 #48201). `ToolCallParser` applies the rule to content it parses; this filter applies it where calls are not parsed
-(a request without tools, or with tool_choice "none"): a `</think>` after a `<think>` of the content's own is text
-(only a turn's start opens a block), any other is dropped. O(len(delta)).
+(a request without tools, or with tool_choice "none": vLLM's tool-parser pass-through, SGLang's reasoning detector
+when no tool stage follows it): a `</think>` after a `<think>` of the content's own is text (only a turn's start
+opens a block), any other is dropped. O(len(delta)).
 """
 
 from __future__ import annotations

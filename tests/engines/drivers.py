@@ -179,8 +179,10 @@ def _sglang_parsers(case: Any, tool: str, reasoning: str) -> tuple[Any, Any]:
     request = sglang_request(switches)
     # What serving_chat derives for a glm45 parser (its reasoning_default "enable_thinking"), then passes along.
     force = (request.chat_template_kwargs or {}).get("enable_thinking") is not False
+    # serving_chat's _tool_call_parsing_active: tools declared (tool_choice defaults to "auto"); a glm47 tool parser
+    # parses nothing without them.
     reasoning_parser = ReasoningParser(reasoning, stream_reasoning=True, force_reasoning=force, request=request,
-                                       tokenizer=tokenizer)
+                                       tokenizer=tokenizer, tool_call_parser_active=bool(case.tools))
     tool_parser = FunctionCallParser(sglang_tools(case.tools), tool, tokenizer=tokenizer)
     return reasoning_parser, tool_parser
 

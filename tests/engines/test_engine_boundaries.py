@@ -67,6 +67,13 @@ BOUNDARY_CASES = [
     # thinking_token_budget forced `</think>`; GLM wrote its answer, its own `</think>`, the answer again.
     Case("vllm_48201_the_models_own_close_after_a_forced_one", "One plus one.</think>1+1=2.</think>1+1=2.",
          REASONING, "One plus one.", "1+1=2.1+1=2."),
+    # The same with no tools declared: no call is parsed (vLLM's tool parser passes the text on, SGLang runs no tool
+    # stage), the second close is still structure; a pair the answer opened itself is text.
+    Case("vllm_48201_the_models_own_close_with_no_tools", "Sum.</think>It is 2.</think>It is 2. <think>x</think>",
+         REASONING, "Sum.", "It is 2.It is 2. <think>x</think>", tools=[]),
+    Case("vllm_48201_a_close_inside_an_argument_value_is_its_text",
+         "Sum.</think>Now.</think><tool_call>get_weather<arg_key>city</arg_key><arg_value>a</think>b</arg_value>"
+         "</tool_call>", REASONING, "Sum.", "Now.", [("get_weather", {"city": "a</think>b"})]),
     Case("vllm_48201_second_close_after_a_call_and_text",
          "Checking." + OSLO + "Oslo first.\n</think>\nDone.", REASONING, "Checking.", "Oslo first.\n\nDone.",
          OSLO_CALL),

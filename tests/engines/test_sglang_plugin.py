@@ -153,3 +153,28 @@ def test_force_nonempty_content_turns_unfinished_thinking_into_the_answer():
     parser = ReasoningParser("glm45", force_reasoning=True, request=request, tokenizer=tok)
     assert parser.parse_non_stream("The answer is 4.") == ("", "The answer is 4.")
     assert parser.parse_non_stream("hmm</think>The answer is 4.") == ("hmm", "The answer is 4.")
+
+
+def test_a_second_think_close_is_left_to_the_tool_stage_only_when_sglang_says_one_follows(caplog):
+    """SGLang 0.5.23 passes `tool_call_parser_active=True` to our detector when a tool parser reads its content; then
+    the tool stage, which knows argument values, drops the tag. Told nothing, no tool stage follows: we drop it."""
+    from sglang.srt.parser.reasoning_parser import ReasoningParser
+
+    from glm_plugin.engines.sglang import reasoning
+
+    tok = toy_glm_tokenizer("glm47")
+    text = "Sum.</think>It is 2.</think>It is 2."
+    alone = ReasoningParser("glm45", force_reasoning=True, tokenizer=tok)
+    assert alone.parse_non_stream(text) == ("Sum.", "It is 2.It is 2.")
+    before_tools = ReasoningParser("glm45", force_reasoning=True, tokenizer=tok, tool_call_parser_active=True)
+    assert before_tools.parse_non_stream(text) == ("Sum.", "It is 2.</think>It is 2.")
+    # An SGLang that cannot say: the tag is kept (a tool stage may follow, and a value must not lose it), said once.
+    reasoning._engine_reports_tool_stage.cache_clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch, caplog.at_level(logging.INFO):
+            patch.setattr(reasoning, "ReasoningParser", type("OlderParser", (), {"__init__": lambda self, model: None}))
+            unsure = [ReasoningParser("glm45", force_reasoning=True, tokenizer=tok) for _ in range(2)]
+        assert all(p.parse_non_stream(text) == ("Sum.", "It is 2.</think>It is 2.") for p in unsure)
+        assert sum("tool stage follows" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        reasoning._engine_reports_tool_stage.cache_clear()

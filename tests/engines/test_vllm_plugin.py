@@ -11,8 +11,8 @@ import textwrap
 from importlib.metadata import entry_points
 
 import pytest
-from drivers import Turn, prompt_ids, requires_engine, vllm_parser_class, vllm_request, vllm_stream, vllm_whole
-from fixtures import REASONING, TOOLS, Case, tool
+from drivers import prompt_ids, requires_engine, vllm_parser_class, vllm_request
+from fixtures import TOOLS, tool
 
 from toy_tokenizer import toy_glm_tokenizer
 from glm_plugin.formats import ThinkingStart, ToolSchemaError
@@ -175,17 +175,6 @@ def test_tool_choice_none_and_no_tools_leave_markup_in_content(tokenizer):
     parser = vllm_parser_class(tokenizer)(tokenizer, request.tools, chat_template_kwargs={"enable_thinking": False})
     parser.set_prompt_token_ids(prompt_ids(tokenizer, {"enable_thinking": False}))
     assert parser.parse(text, request, enable_auto_tools=True) == (None, text, [])
-
-
-@pytest.mark.parametrize("tools", [[], TOOLS], ids=["no tools", "tools"])
-def test_a_second_think_close_is_dropped_where_calls_are_not_parsed_too(tools):
-    """vLLM #48201: after thinking_token_budget's forced `</think>` GLM writes its own. Without tools vLLM hands
-    the rest of the stream to our tool parser's pass-through, which drops it too, streamed and whole."""
-    case = Case("vllm_48201", "Sum.</think>It is 2.</think>It is 2. <think>x</think>", REASONING, "Sum.",
-                "It is 2.It is 2. <think>x</think>", tools=tools)
-    want = Turn.of(case.reasoning, case.content, [])
-    assert vllm_whole(case) == want
-    assert vllm_stream(case, 1) == vllm_stream(case, 3) == want
 
 
 def test_malformed_schema_is_one_clear_error(tokenizer):

@@ -6,17 +6,31 @@ reasoning registry; importing it changes nothing in SGLang (what we patch is in 
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from typing import Any, Mapping
 
-from sglang.srt.parser.reasoning_parser import Glm45Detector
+from sglang.srt.parser.reasoning_parser import Glm45Detector, ReasoningParser
 from sglang.srt.parser.reasoning_parser import StreamingParseResult as ReasoningParseResult
 
 from glm_plugin.engines.rendered_prompt import start_from_template
 from glm_plugin.formats import ThinkingSplitter, ThinkingStart, reasoning_and_content, start_after_prefill
 from glm_plugin.formats.content_edges import ContentEdges
+from glm_plugin.formats.late_close import LateCloseFilter
 
 logger = logging.getLogger(__name__)
+
+
+@functools.cache
+def _engine_reports_tool_stage() -> bool:
+    """Whether this SGLang tells reasoning detectors that a tool stage reads their content (0.5.23 does, with
+    `tool_call_parser_active=True` only when one does). Where it cannot, a tool stage may follow unannounced."""
+    reports = "tool_call_parser_active" in inspect.signature(ReasoningParser.__init__).parameters
+    if not reports:
+        logger.info("glm_plugin: this SGLang does not tell reasoning parsers whether a tool stage follows; a second "
+                    "</think> in answers to requests without tools stays in the content")
+    return reports
 
 
 class GlmReasoningDetector(Glm45Detector):
@@ -27,6 +41,9 @@ class GlmReasoningDetector(Glm45Detector):
     opens `<think>` itself (GLM-4.7) or lets the model do it (GLM-4.5/4.6); a GLM-4.5 model that answers
     directly then gets content, not reasoning. `ReasoningParser` then hands us the request's own template kwargs
     (`use_request`, see `patches.pass_request_to_detector`), which is what GLM-5.x templates decide by.
+
+    A `</think>` in content after thinking ended is dropped by the tool stage, which knows where argument values
+    are (docs/formats.md, "Boundaries"); when SGLang says none follows (no tools, tool_choice "none") we drop it.
     """
 
     def __init__(
@@ -38,6 +55,7 @@ class GlmReasoningDetector(Glm45Detector):
         previous_content: str = "",
         reasoning_default: str = "enable_thinking",
         tokenizer: Any = None,
+        tool_call_parser_active: bool = False,
     ):
         super().__init__(
             stream_reasoning=stream_reasoning,
@@ -55,6 +73,8 @@ class GlmReasoningDetector(Glm45Detector):
             start = ThinkingStart.REASONING if force_reasoning else ThinkingStart.MODEL
         self._set_start(start)
         self._edges = ContentEdges()
+        no_tool_stage = not tool_call_parser_active and _engine_reports_tool_stage()
+        self._late = LateCloseFilter() if no_tool_stage else None
         self._held: list[str] = []  # reasoning not streamed (stream_reasoning=False), or kept for force_nonempty
 
     def _set_start(self, start: ThinkingStart) -> None:
@@ -74,6 +94,9 @@ class GlmReasoningDetector(Glm45Detector):
     def detect_and_parse(self, text: str) -> ReasoningParseResult:
         splitter = ThinkingSplitter(self.start)
         reasoning, normal = reasoning_and_content(splitter.feed(text) + splitter.finish())
+        if self._late is not None:
+            late = LateCloseFilter()
+            normal = late.feed(normal) + late.finish()
         normal = normal.strip()
         if self._force_nonempty_content and not normal:
             reasoning, normal = normal, reasoning
@@ -84,9 +107,9 @@ class GlmReasoningDetector(Glm45Detector):
         if splitter.reasoning_ended and not self._held:
             # Once reasoning has ended the splitter passes text through untouched (its contract), so the answer's
             # tokens, the bulk of a long tool call, skip it.
-            return ReasoningParseResult(normal_text=self._edges.feed(new_text))
+            return ReasoningParseResult(normal_text=self._edges.feed(self._drop_late(new_text)))
         reasoning, normal = reasoning_and_content(splitter.feed(new_text))
-        normal = self._edges.feed(normal)
+        normal = self._edges.feed(self._drop_late(normal))
         if reasoning and (not self.stream_reasoning or self._force_nonempty_content):
             self._held.append(reasoning)
             if not self.stream_reasoning:
@@ -97,8 +120,13 @@ class GlmReasoningDetector(Glm45Detector):
             self._held = []
         return ReasoningParseResult(normal_text=normal, reasoning_text=reasoning)
 
+    def _drop_late(self, normal: str) -> str:
+        return self._late.feed(normal) if self._late is not None and normal else normal
+
     def finish(self) -> ReasoningParseResult:
         reasoning, normal = reasoning_and_content(self._splitter.finish())
+        if self._late is not None:
+            normal = self._late.feed(normal) + self._late.finish()
         normal = self._edges.feed(normal) + self._edges.finish()
         if self._held:
             held = "".join(self._held) + reasoning
