@@ -148,7 +148,9 @@ def sglang_worker(cases: list[tuple[str, int]], builtin_too: bool) -> list[dict]
 
     def runner(steps, reasoning_cls, tool_cls):
         def run():
-            reasoning_parser = reasoning_cls("glm45", stream_reasoning=True, force_reasoning=True, tokenizer=tokenizer)
+            # As serving_chat builds it for a request with tools (a detector without the flag is not given it).
+            reasoning_parser = reasoning_cls("glm45", stream_reasoning=True, force_reasoning=True, tokenizer=tokenizer,
+                                             tool_call_parser_active=True)
             tool_parser = tool_cls(tools, "glm47", tokenizer=tokenizer)
             reasoning, name, arguments = [], "", []
             last = len(steps) - 1
