@@ -46,3 +46,9 @@ class LateCloseFilter:
         """End of the text: a held marker prefix was text after all."""
         pending, self._pending = self._pending, ""
         return pending
+
+
+def without_late_closes(text: str) -> str:
+    """The rule over a whole text (the non-streaming paths)."""
+    late = LateCloseFilter()
+    return late.feed(text) + late.finish()

@@ -17,7 +17,7 @@ from sglang.srt.parser.reasoning_parser import StreamingParseResult as Reasoning
 from glm_plugin.engines.rendered_prompt import start_from_template
 from glm_plugin.formats import ThinkingSplitter, ThinkingStart, reasoning_and_content, start_after_prefill
 from glm_plugin.formats.content_edges import ContentEdges
-from glm_plugin.formats.late_close import LateCloseFilter
+from glm_plugin.formats.late_close import LateCloseFilter, without_late_closes
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class GlmReasoningDetector(Glm45Detector):
         splitter = ThinkingSplitter(self.start)
         reasoning, normal = reasoning_and_content(splitter.feed(text) + splitter.finish())
         if self._late is not None:
-            late = LateCloseFilter()
-            normal = late.feed(normal) + late.finish()
+            normal = without_late_closes(normal)
         normal = normal.strip()
         if self._force_nonempty_content and not normal:
             reasoning, normal = normal, reasoning

@@ -33,7 +33,7 @@ from glm_plugin.formats import (
     parse_tool_calls,
 )
 from glm_plugin.formats.content_edges import ContentEdges
-from glm_plugin.formats.late_close import LateCloseFilter
+from glm_plugin.formats.late_close import LateCloseFilter, without_late_closes
 
 
 def _tool_spec(tool: Any) -> dict[str, Any]:
@@ -71,8 +71,7 @@ class GlmToolParser(ToolParser):
 
     def extract_tool_calls(self, model_output: str, request: Any) -> ExtractedToolCallInformation:
         if _passes_through(request):
-            late = LateCloseFilter()
-            content = (late.feed(model_output) + late.finish()).strip()
+            content = without_late_closes(model_output).strip()
             return ExtractedToolCallInformation(tools_called=False, tool_calls=[], content=content or None)
         result = parse_tool_calls(model_output, self._specs)
         calls = [
